@@ -1,0 +1,542 @@
+//! The query spec: one serde type used by the CLI, the HTTP API, the web page
+//! and the acceptance cases alike.
+//!
+//! Field names follow PostHog's funnel vocabulary in snake_case (`date_from`,
+//! `date_to`, `exclusions` with `from_step`/`to_step`, `breakdown` with
+//! `attribution`, `interval`, `bin_count`), so a PostHog user recognises them.
+//! Every field is documented in `docs/query.md`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::QueryError;
+
+/// Maximum number of funnel steps.
+pub const MAX_STEPS: usize = 30;
+
+/// What a query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryKind {
+    /// Per-step counts and conversion (the steps view).
+    #[default]
+    Funnel,
+    /// Conversion by interval of entry.
+    FunnelTrends,
+    /// Histogram of the time between two steps.
+    TimeToConvert,
+    /// The actors who reached (or dropped before) a step.
+    FunnelPersons,
+    /// Events / properties that go with converting or dropping.
+    Correlation,
+    /// The actors behind one correlation row.
+    CorrelationPersons,
+    /// What people did after dropping (or converting) at a step.
+    Paths,
+    /// Everything a person needs to know why people drop: one report.
+    Diagnosis,
+}
+
+/// A funnel query. Every query kind shares the funnel definition; the
+/// kind-specific options are ignored by the other kinds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FunnelQuery {
+    #[serde(default)]
+    pub kind: QueryKind,
+    /// IANA name of the project timezone (date strings, trend buckets). Default `UTC`.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Start of the range: `2021-05-01`, `2021-05-01 10:00:00`, RFC 3339,
+    /// relative (`-7d`, `-2w`, `-1m`, `-1y`, `-24h`), or `all`. Default `-7d`.
+    #[serde(default)]
+    pub date_from: Option<String>,
+    /// End of the range (inclusive). Default: now.
+    #[serde(default)]
+    pub date_to: Option<String>,
+    /// Keep `date_from`/`date_to` exactly as given (no snapping to day bounds).
+    #[serde(default)]
+    pub explicit_date: bool,
+    /// "Current time" for relative and default ranges (RFC 3339). Default: the clock.
+    #[serde(default)]
+    pub now: Option<String>,
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub order: FunnelOrder,
+    #[serde(default)]
+    pub window: Option<Window>,
+    #[serde(default)]
+    pub exclusions: Vec<Exclusion>,
+    /// Global filters on every event the funnel looks at.
+    #[serde(default)]
+    pub properties: Option<PropertyFilters>,
+    #[serde(default)]
+    pub breakdown: Option<Breakdown>,
+    /// `person` (default), `group:N`, `event_property:<key>`, `distinct_id`,
+    /// `person_property:<key>`.
+    #[serde(default)]
+    pub aggregation: Option<String>,
+    /// Trends bucket: `hour`, `day` (default), `week`, `month`.
+    #[serde(default)]
+    pub interval: Option<Interval>,
+    /// Trends / time-to-convert / correlation-transition range (0-based).
+    #[serde(default)]
+    pub from_step: Option<usize>,
+    #[serde(default)]
+    pub to_step: Option<usize>,
+    /// Time-to-convert bins (1..=90; default automatic).
+    #[serde(default)]
+    pub bin_count: Option<i64>,
+    /// `unique` actors (default, the reference numbers) or `totals`
+    /// (every conversion attempt, with re-entry).
+    #[serde(default)]
+    pub counting: Counting,
+    #[serde(default)]
+    pub correlation: Option<CorrelationOptions>,
+    /// Funnel persons: which actors.
+    #[serde(default)]
+    pub persons_for: Option<PersonsFor>,
+    /// Funnel persons: only actors of this breakdown value (a list for
+    /// event/person breakdowns, a string for group, a number for cohorts).
+    #[serde(default)]
+    pub breakdown_value: Option<Value>,
+    /// Funnel trends persons: the entry bucket (`2021-05-01` or RFC 3339).
+    #[serde(default)]
+    pub entrance_period_start: Option<String>,
+    /// Funnel trends persons: `true` = entered but did not convert.
+    #[serde(default)]
+    pub drop_off: Option<bool>,
+    /// Page size for persons lists (default 100, at most 10000).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub offset: Option<usize>,
+    /// Paths: options.
+    #[serde(default)]
+    pub paths: Option<PathsOptions>,
+}
+
+/// One funnel step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Event name; `null` = any event.
+    #[serde(default)]
+    pub event: Option<String>,
+    /// An action: matches when any alternative matches.
+    #[serde(default)]
+    pub action: Option<Action>,
+    /// Filters ANDed onto the step.
+    #[serde(default)]
+    pub properties: Option<PropertyFilters>,
+    #[serde(default)]
+    pub math: Option<StepMath>,
+    #[serde(default)]
+    pub optional: bool,
+    /// Display name; defaults to the event or action name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// dropscope extension: this step must follow the previous one within
+    /// this window (in addition to the funnel window from the first step).
+    #[serde(default)]
+    pub within: Option<Window>,
+    /// dropscope extension: at least this long after the previous step.
+    #[serde(default)]
+    pub min_gap: Option<Window>,
+}
+
+impl Step {
+    pub fn display_name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        if let Some(a) = &self.action {
+            return a.name.clone();
+        }
+        self.event
+            .clone()
+            .unwrap_or_else(|| "All events".to_string())
+    }
+}
+
+/// A PostHog action: any of several event-and-filter alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    #[serde(default)]
+    pub id: Option<Value>,
+    pub name: String,
+    pub match_any: Vec<ActionAlternative>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ActionAlternative {
+    /// `null` = any event.
+    #[serde(default)]
+    pub event: Option<String>,
+    #[serde(default)]
+    pub properties: Option<PropertyFilters>,
+    /// The element chain must contain an element with all these attributes.
+    #[serde(default)]
+    pub elements: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepMath {
+    Total,
+    FirstTimeForUser,
+    FirstTimeForUserWithFilters,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FunnelOrder {
+    #[default]
+    Ordered,
+    Strict,
+    Unordered,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Counting {
+    #[default]
+    Unique,
+    Totals,
+}
+
+/// A duration: value × unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    #[serde(default)]
+    pub value: Option<i64>,
+    #[serde(default)]
+    pub unit: Option<WindowUnit>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowUnit {
+    Second,
+    Minute,
+    Hour,
+    #[default]
+    Day,
+    Week,
+    /// 31 days.
+    Month,
+}
+
+impl WindowUnit {
+    pub fn seconds(self) -> i64 {
+        match self {
+            WindowUnit::Second => 1,
+            WindowUnit::Minute => 60,
+            WindowUnit::Hour => 3600,
+            WindowUnit::Day => 86_400,
+            WindowUnit::Week => 7 * 86_400,
+            WindowUnit::Month => 31 * 86_400,
+        }
+    }
+}
+
+/// Default conversion window: 14 days.
+pub const DEFAULT_WINDOW_DAYS: i64 = 14;
+
+impl Window {
+    /// The window PostHog would use: a missing, zero or negative value falls
+    /// back to 14; the unit defaults to day.
+    pub fn effective(w: Option<&Window>) -> (i64, WindowUnit) {
+        let unit = w.and_then(|w| w.unit).unwrap_or_default();
+        match w.and_then(|w| w.value) {
+            Some(v) if v > 0 => (v, unit),
+            _ => (DEFAULT_WINDOW_DAYS, unit),
+        }
+    }
+
+    /// The effective window in milliseconds.
+    pub fn effective_ms(w: Option<&Window>) -> i64 {
+        let (v, u) = Window::effective(w);
+        v.saturating_mul(u.seconds()).saturating_mul(1000)
+    }
+
+    /// This duration in milliseconds, if it has a positive value.
+    pub fn ms(&self) -> Option<i64> {
+        let v = self.value.filter(|v| *v > 0)?;
+        Some(
+            v.saturating_mul(self.unit.unwrap_or_default().seconds())
+                .saturating_mul(1000),
+        )
+    }
+}
+
+/// An exclusion step: an attempt that does this between `from_step` and
+/// `to_step` (0-based) is excluded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Exclusion {
+    #[serde(default)]
+    pub event: Option<String>,
+    #[serde(default)]
+    pub action: Option<Action>,
+    #[serde(default)]
+    pub properties: Option<PropertyFilters>,
+    pub from_step: usize,
+    pub to_step: usize,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Filters: a plain list (ANDed) or a nested AND/OR group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyFilters {
+    List(Vec<PropertyFilterItem>),
+    Group(PropertyGroup),
+}
+
+/// An item of a filter list: a filter or a nested group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyFilterItem {
+    Group(PropertyGroup),
+    Filter(PropertyFilter),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropertyGroup {
+    #[serde(rename = "type")]
+    pub kind: GroupOp,
+    pub values: Vec<PropertyFilterItem>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupOp {
+    #[serde(rename = "AND", alias = "and")]
+    And,
+    #[serde(rename = "OR", alias = "or")]
+    Or,
+}
+
+/// One property filter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropertyFilter {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<Value>,
+    #[serde(default)]
+    pub operator: Option<Operator>,
+    /// `event` (default), `person`, `group`, `element`, `cohort`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<FilterType>,
+    #[serde(default)]
+    pub group_type_index: Option<u8>,
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterType {
+    #[default]
+    Event,
+    Person,
+    Group,
+    Element,
+    Cohort,
+}
+
+/// Filter operators (PostHog's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Operator {
+    /// Equal to the value (or to any of a list of values).
+    #[default]
+    Exact,
+    IsNot,
+    Icontains,
+    NotIcontains,
+    Regex,
+    NotRegex,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    IsSet,
+    IsNotSet,
+    IsDateExact,
+    IsDateBefore,
+    IsDateAfter,
+    /// Cohort membership (`type: cohort`).
+    In,
+    NotIn,
+}
+
+/// Trend bucket size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Interval {
+    Minute,
+    Hour,
+    #[default]
+    Day,
+    Week,
+    Month,
+}
+
+/// How a funnel is split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Breakdown {
+    /// `event` (default), `person`, `group`, `event_metadata`, `cohort`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<BreakdownType>,
+    #[serde(default)]
+    pub property: Option<String>,
+    /// Multi-property breakdown.
+    #[serde(default)]
+    pub properties: Option<Vec<String>>,
+    #[serde(default)]
+    pub attribution: Option<Attribution>,
+    /// For `attribution: step`: the 0-based step.
+    #[serde(default)]
+    pub attribution_step: Option<usize>,
+    /// Keep this many values, merge the rest into `Other`.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub group_type_index: Option<u8>,
+    /// Cohort breakdown: ids, or `"all"` for every actor (id 0).
+    #[serde(default)]
+    pub cohorts: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakdownType {
+    #[default]
+    Event,
+    Person,
+    Group,
+    EventMetadata,
+    Cohort,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Attribution {
+    #[default]
+    FirstTouch,
+    LastTouch,
+    AllEvents,
+    Step,
+}
+
+/// Which actors a funnel persons query returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PersonsFor {
+    /// N>0: reached step N (1-based); N<0: reached step |N|−1 but not |N|.
+    #[serde(default)]
+    pub step: Option<i64>,
+    /// Furthest-step values (1-based) to select; wins over `step`.
+    #[serde(default)]
+    pub custom_steps: Option<Vec<i64>>,
+    /// Correlation persons: the event of the row.
+    #[serde(default)]
+    pub event: Option<String>,
+    /// Correlation persons: a person/group property `key::value` row, or an
+    /// `event::key::value` row.
+    #[serde(default)]
+    pub property: Option<String>,
+    /// Correlation persons: filters on the row's event.
+    #[serde(default)]
+    pub properties: Option<PropertyFilters>,
+    /// Correlation persons: `true` converted, `false` dropped, `null` both.
+    #[serde(default)]
+    pub converted: Option<bool>,
+}
+
+/// Correlation options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelationOptions {
+    /// `events` (default), `properties`, `event_with_properties`.
+    #[serde(default, rename = "type")]
+    pub kind: CorrelationType,
+    /// Property names for `properties` (`$all` = every key present).
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+    /// Property names to skip.
+    #[serde(default)]
+    pub exclude_names: Option<Vec<String>>,
+    /// Event names to skip.
+    #[serde(default)]
+    pub exclude_event_names: Option<Vec<String>>,
+    /// Events whose properties are analysed (`event_with_properties`).
+    #[serde(default)]
+    pub event_names: Option<Vec<String>>,
+    /// Event property names to skip (`event_with_properties`).
+    #[serde(default)]
+    pub event_exclude_property_names: Option<Vec<String>>,
+    /// Minimum support: a row needs `s+f >= min(count, percentage·(S+F))`.
+    #[serde(default)]
+    pub min_person_percentage: Option<f64>,
+    #[serde(default)]
+    pub min_person_count: Option<f64>,
+    /// Success = reached this 0-based step (default: the last step);
+    /// population = reached `from_step` (default 0).
+    #[serde(default)]
+    pub success_step: Option<usize>,
+    /// Observe converters and drop-offs over the same span from their first
+    /// step (the window), instead of converters only until conversion.
+    #[serde(default)]
+    pub equal_window: bool,
+    /// Number of strongest rows per direction (default 10, as PostHog).
+    #[serde(default)]
+    pub top: Option<usize>,
+    /// Person properties as of the step's time (from `$set` history and the
+    /// step event's own properties) instead of current values.
+    #[serde(default)]
+    pub properties_at_step: bool,
+    /// Candidates for the adjusted (logistic) analysis.
+    #[serde(default)]
+    pub adjusted_top_k: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CorrelationType {
+    #[default]
+    Events,
+    Properties,
+    EventWithProperties,
+}
+
+/// Paths options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PathsOptions {
+    /// 0-based step after which people dropped (default: the step with the
+    /// largest drop).
+    #[serde(default)]
+    pub after_step: Option<usize>,
+    /// Events per sequence (default 3, at most 10).
+    #[serde(default)]
+    pub depth: Option<usize>,
+    /// Rows returned (default 10).
+    #[serde(default)]
+    pub top: Option<usize>,
+}
+
+impl FunnelQuery {
+    /// Parses a query from JSON, naming the field that is wrong.
+    pub fn from_json(v: Value) -> Result<FunnelQuery, QueryError> {
+        serde_json::from_value(v).map_err(|e| QueryError::invalid("query", e.to_string()))
+    }
+}

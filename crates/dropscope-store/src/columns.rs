@@ -1,0 +1,248 @@
+//! Columnar event storage in memory: one `Vec` per field, ids not strings.
+//!
+//! A [`Run`] is a set of events sorted by (person, timestamp, sequence) with
+//! an index of where each person's events start. Segments on disk decode
+//! into runs; the memtable is sealed into a run for each snapshot.
+//! [`EventsView`] is a borrowed, person-local window over columns, the only
+//! thing the query engine sees.
+
+/// Owned event columns. Properties are stored as a flat list of
+/// (key id, value id) pairs; event `i` owns pairs
+/// `prop_start[i] .. prop_start[i + 1]`.
+#[derive(Debug, Default, Clone)]
+pub struct EventColumns {
+    pub ts: Vec<i64>,
+    /// Global ingest order; breaks ties between equal timestamps.
+    pub seq: Vec<u64>,
+    pub event: Vec<u32>,
+    pub did: Vec<u32>,
+    pub uuid: Vec<u128>,
+    /// `len() + 1` entries.
+    pub prop_start: Vec<u32>,
+    pub prop_key: Vec<u32>,
+    pub prop_val: Vec<u32>,
+}
+
+impl EventColumns {
+    pub fn new() -> Self {
+        EventColumns {
+            prop_start: vec![0],
+            ..Default::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.ts.clear();
+        self.seq.clear();
+        self.event.clear();
+        self.did.clear();
+        self.uuid.clear();
+        self.prop_start.clear();
+        self.prop_start.push(0);
+        self.prop_key.clear();
+        self.prop_val.clear();
+    }
+
+    /// Appends one event.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        ts: i64,
+        seq: u64,
+        event: u32,
+        did: u32,
+        uuid: u128,
+        props: impl IntoIterator<Item = (u32, u32)>,
+    ) {
+        if self.prop_start.is_empty() {
+            self.prop_start.push(0);
+        }
+        self.ts.push(ts);
+        self.seq.push(seq);
+        self.event.push(event);
+        self.did.push(did);
+        self.uuid.push(uuid);
+        for (k, v) in props {
+            self.prop_key.push(k);
+            self.prop_val.push(v);
+        }
+        self.prop_start.push(self.prop_key.len() as u32);
+    }
+
+    /// Appends event `i` of a view.
+    pub fn push_from(&mut self, v: &EventsView<'_>, i: usize) {
+        let (a, b) = v.prop_range(i);
+        self.push(
+            v.ts[i],
+            v.seq[i],
+            v.event[i],
+            v.did[i],
+            v.uuid[i],
+            (a..b).map(|j| (v.prop_key[j], v.prop_val[j])),
+        );
+    }
+
+    /// A view of all events.
+    pub fn view(&self) -> EventsView<'_> {
+        self.view_range(0, self.len())
+    }
+
+    /// A view of events `start..end`.
+    pub fn view_range(&self, start: usize, end: usize) -> EventsView<'_> {
+        EventsView {
+            ts: &self.ts[start..end],
+            seq: &self.seq[start..end],
+            event: &self.event[start..end],
+            did: &self.did[start..end],
+            uuid: &self.uuid[start..end],
+            prop_start: &self.prop_start[start..=end],
+            prop_key: &self.prop_key,
+            prop_val: &self.prop_val,
+        }
+    }
+
+    /// Heap bytes held by the columns.
+    pub fn heap_bytes(&self) -> usize {
+        self.ts.capacity() * 8
+            + self.seq.capacity() * 8
+            + self.event.capacity() * 4
+            + self.did.capacity() * 4
+            + self.uuid.capacity() * 16
+            + self.prop_start.capacity() * 4
+            + self.prop_key.capacity() * 4
+            + self.prop_val.capacity() * 4
+    }
+}
+
+/// A borrowed window over event columns (one person's events, usually).
+/// `prop_start` has `len() + 1` entries, absolute into `prop_key`/`prop_val`.
+#[derive(Debug, Clone, Copy)]
+pub struct EventsView<'a> {
+    pub ts: &'a [i64],
+    pub seq: &'a [u64],
+    pub event: &'a [u32],
+    pub did: &'a [u32],
+    pub uuid: &'a [u128],
+    pub prop_start: &'a [u32],
+    pub prop_key: &'a [u32],
+    pub prop_val: &'a [u32],
+}
+
+impl<'a> EventsView<'a> {
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    pub fn prop_range(&self, i: usize) -> (usize, usize) {
+        (self.prop_start[i] as usize, self.prop_start[i + 1] as usize)
+    }
+
+    /// The value id of property `key` on event `i`.
+    #[inline]
+    pub fn prop(&self, i: usize, key: u32) -> Option<u32> {
+        let (a, b) = self.prop_range(i);
+        self.prop_key[a..b]
+            .iter()
+            .position(|k| *k == key)
+            .map(|p| self.prop_val[a + p])
+    }
+
+    /// (key, value) pairs of event `i`.
+    pub fn props(&self, i: usize) -> impl Iterator<Item = (u32, u32)> + 'a {
+        let (a, b) = self.prop_range(i);
+        let (k, v) = (self.prop_key, self.prop_val);
+        (a..b).map(move |j| (k[j], v[j]))
+    }
+}
+
+/// Events sorted by (person, ts, seq), with the person index.
+#[derive(Debug, Default)]
+pub struct Run {
+    pub cols: EventColumns,
+    /// Person ids (as of when the run was built), ascending.
+    pub persons: Vec<u32>,
+    /// `persons.len() + 1` offsets: person `persons[i]` owns events
+    /// `person_start[i] .. person_start[i + 1]`.
+    pub person_start: Vec<u32>,
+}
+
+impl Run {
+    /// Sorts `cols` by (person of each event, ts, seq) and indexes persons.
+    /// `person_of` maps each event's row to its person.
+    pub fn build(cols: &EventColumns, person_of: impl Fn(usize) -> u32) -> Run {
+        let n = cols.len();
+        let person: Vec<u32> = (0..n).map(&person_of).collect();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_unstable_by_key(|&i| {
+            let i = i as usize;
+            (person[i], cols.ts[i], cols.seq[i])
+        });
+        let mut out = EventColumns::new();
+        out.ts.reserve(n);
+        let v = cols.view();
+        let mut persons = Vec::new();
+        let mut person_start = Vec::new();
+        for (row, &i) in order.iter().enumerate() {
+            let p = person[i as usize];
+            if persons.last() != Some(&p) {
+                persons.push(p);
+                person_start.push(row as u32);
+            }
+            out.push_from(&v, i as usize);
+        }
+        person_start.push(n as u32);
+        Run {
+            cols: out,
+            persons,
+            person_start,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cols.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cols.is_empty()
+    }
+
+    pub fn person_view(&self, idx: usize) -> EventsView<'_> {
+        self.cols.view_range(
+            self.person_start[idx] as usize,
+            self.person_start[idx + 1] as usize,
+        )
+    }
+}
+
+/// Merges several views of one person's events into `out`, keeping
+/// (ts, seq) order. `out` is a reusable scratch buffer.
+pub fn merge_views(views: &[EventsView<'_>], out: &mut EventColumns) {
+    out.clear();
+    let mut pos = vec![0usize; views.len()];
+    loop {
+        let mut best: Option<(usize, (i64, u64))> = None;
+        for (k, v) in views.iter().enumerate() {
+            if pos[k] < v.len() {
+                let key = (v.ts[pos[k]], v.seq[pos[k]]);
+                if best.is_none_or(|(_, b)| key < b) {
+                    best = Some((k, key));
+                }
+            }
+        }
+        let Some((k, _)) = best else { break };
+        out.push_from(&views[k], pos[k]);
+        pos[k] += 1;
+    }
+}

@@ -1,0 +1,143 @@
+//! Dictionaries: strings interned to dense `u32` ids.
+//!
+//! Event names, distinct ids, property keys and property values are stored
+//! and compared as ids; the strings live once, here. Ids are global to an
+//! open store and never change while it is open (segment files carry their
+//! own local dictionaries and are remapped when loaded).
+//!
+//! A property value is interned in a *tagged* text form so that the JSON
+//! type survives: the first byte is the type (`s` string, `n` number, `b`
+//! bool, `z` null, `j` any other JSON, as text), the rest is the value's
+//! string form (PostHog compares values by their string form).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+/// An append-only string interner.
+#[derive(Debug, Default, Clone)]
+pub struct Interner {
+    map: HashMap<Box<str>, u32>,
+    strings: Vec<Box<str>>,
+}
+
+impl Interner {
+    pub fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.map.get(s) {
+            return id;
+        }
+        let id = self.strings.len() as u32;
+        self.strings.push(s.into());
+        self.map.insert(s.into(), id);
+        id
+    }
+
+    pub fn get(&self, s: &str) -> Option<u32> {
+        self.map.get(s).copied()
+    }
+
+    pub fn resolve(&self, id: u32) -> &str {
+        &self.strings[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.strings.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.strings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u32, &**s))
+    }
+}
+
+/// Tagged text of a JSON value (see the module docs).
+pub fn encode_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => {
+            let mut out = String::with_capacity(s.len() + 1);
+            out.push('s');
+            out.push_str(s);
+            out
+        }
+        Value::Number(_) => format!("n{}", dropscope_core::event::value_string_form(v)),
+        Value::Bool(b) => format!("b{b}"),
+        Value::Null => "z".to_string(),
+        other => format!("j{other}"),
+    }
+}
+
+/// The string form of a tagged value (what filters and breakdowns compare).
+pub fn value_str(tagged: &str) -> &str {
+    match tagged.as_bytes().first() {
+        Some(b'z') | None => "",
+        _ => &tagged[1..],
+    }
+}
+
+/// The JSON value behind a tagged value.
+pub fn decode_value(tagged: &str) -> Value {
+    let body = tagged.get(1..).unwrap_or("");
+    match tagged.as_bytes().first() {
+        Some(b's') => Value::String(body.to_string()),
+        Some(b'n') => serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.into())),
+        Some(b'b') => Value::Bool(body == "true"),
+        Some(b'j') => serde_json::from_str(body).unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
+}
+
+/// Whether a tagged value is a JSON number.
+pub fn value_is_number(tagged: &str) -> bool {
+    tagged.as_bytes().first() == Some(&b'n')
+}
+
+/// All dictionaries of an open store.
+#[derive(Debug, Default, Clone)]
+pub struct Dicts {
+    pub events: Interner,
+    pub keys: Interner,
+    pub values: Interner,
+    pub distinct_ids: Interner,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tagged_values_round_trip() {
+        for v in [
+            json!("Chrome"),
+            json!(95),
+            json!(1.5),
+            json!(true),
+            json!(null),
+            json!([1, "a"]),
+            json!({"a": 1}),
+            json!(""),
+        ] {
+            let t = encode_value(&v);
+            assert_eq!(decode_value(&t), v, "{t}");
+        }
+        assert_eq!(value_str(&encode_value(&json!(95))), "95");
+        assert_eq!(value_str(&encode_value(&json!(null))), "");
+        assert_ne!(encode_value(&json!("95")), encode_value(&json!(95)));
+    }
+
+    #[test]
+    fn interner_is_dense_and_stable() {
+        let mut i = Interner::default();
+        assert_eq!(i.intern("a"), 0);
+        assert_eq!(i.intern("b"), 1);
+        assert_eq!(i.intern("a"), 0);
+        assert_eq!(i.resolve(1), "b");
+        assert_eq!(i.get("c"), None);
+    }
+}

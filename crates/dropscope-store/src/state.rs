@@ -1,0 +1,289 @@
+//! The in-memory state of an open store and how records change it.
+//!
+//! Every change to a store is a [`Record`]. The write-ahead log stores
+//! records; recovery replays them through [`State::apply`], so the live path
+//! and the recovery path are the same code.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use dropscope_core::event::{CohortRecord, Event, GroupRecord, PersonRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::columns::{EventColumns, Run};
+use crate::dict::{encode_value, Dicts};
+use crate::identity::Identity;
+use crate::snapshot::{GroupData, Snapshot};
+
+/// One change to the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    Event(Event),
+    Person(PersonRecord),
+    Group(GroupRecord),
+    Cohort(CohortRecord),
+}
+
+/// What applying a record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Stored,
+    Duplicate,
+}
+
+/// Mutable state: dictionaries, identity, groups, cohorts, sealed runs and
+/// the memtable of events not yet in a run.
+#[derive(Debug, Default)]
+pub struct State {
+    pub dicts: Arc<RwLock<Dicts>>,
+    pub identity: Arc<Identity>,
+    pub groups: Arc<GroupData>,
+    pub cohorts: Arc<Vec<CohortRecord>>,
+    pub runs: Vec<Arc<Run>>,
+    pub memtable: EventColumns,
+    pub uuids: HashSet<u128>,
+    pub next_seq: u64,
+    pub earliest: Option<i64>,
+    cached: Option<Snapshot>,
+}
+
+impl State {
+    pub fn new() -> State {
+        State {
+            memtable: EventColumns::new(),
+            ..Default::default()
+        }
+    }
+
+    /// Applies one record. Events with a uuid seen before are dropped.
+    pub fn apply(&mut self, rec: &Record) -> Applied {
+        self.cached = None;
+        match rec {
+            Record::Event(e) => self.apply_event(e),
+            Record::Person(p) => {
+                self.apply_person(p);
+                Applied::Stored
+            }
+            Record::Group(g) => {
+                self.apply_group(g);
+                Applied::Stored
+            }
+            Record::Cohort(c) => {
+                let cohorts = Arc::make_mut(&mut self.cohorts);
+                cohorts.retain(|x| x.id != c.id);
+                cohorts.push(c.clone());
+                Applied::Stored
+            }
+        }
+    }
+
+    fn apply_person(&mut self, p: &PersonRecord) {
+        let mut dicts = self.dicts.write().expect("dicts lock");
+        let ident = Arc::make_mut(&mut self.identity);
+        let mut person: Option<u32> = None;
+        for d in &p.distinct_ids {
+            let did = dicts.distinct_ids.intern(d);
+            let q = ident.ensure(did, &p.id);
+            person = Some(match person {
+                None => q,
+                Some(a) => ident.merge(a, q),
+            });
+        }
+        if let Some(a) = person {
+            ident.set_label(a, &p.id);
+            ident.set_props(a, &p.properties, false, &mut dicts);
+        }
+    }
+
+    fn apply_group(&mut self, g: &GroupRecord) {
+        let mut dicts = self.dicts.write().expect("dicts lock");
+        let groups = Arc::make_mut(&mut self.groups);
+        groups.set_type(g.group_type_index, &g.group_type);
+        let props = groups
+            .props
+            .entry((g.group_type_index, g.key.clone()))
+            .or_default();
+        for (k, v) in &g.properties {
+            let k = dicts.keys.intern(k);
+            let v = dicts.values.intern(&encode_value(v));
+            match props.binary_search_by_key(&k, |(a, _)| *a) {
+                Ok(i) => props[i].1 = v,
+                Err(i) => props.insert(i, (k, v)),
+            }
+        }
+    }
+
+    fn apply_event(&mut self, e: &Event) -> Applied {
+        if !self.uuids.insert(e.uuid) {
+            return Applied::Duplicate;
+        }
+        let mut dicts = self.dicts.write().expect("dicts lock");
+        let ident = Arc::make_mut(&mut self.identity);
+        let did = dicts.distinct_ids.intern(&e.distinct_id);
+        let person = ident.ensure(did, &e.distinct_id);
+
+        // Identity joins.
+        let other = match e.event.as_str() {
+            "$identify" => e.properties.get("$anon_distinct_id"),
+            "$create_alias" | "$merge_dangerously" => e.properties.get("alias"),
+            _ => None,
+        };
+        if let Some(other) = other.and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            if other != e.distinct_id {
+                let odid = dicts.distinct_ids.intern(other);
+                let op = ident.ensure(odid, other);
+                ident.merge(person, op);
+            }
+        }
+        // Person properties.
+        if let Some(Value::Object(set)) = e.properties.get("$set") {
+            ident.set_props(person, set, false, &mut dicts);
+        }
+        if let Some(Value::Object(set)) = e.properties.get("$set_once") {
+            ident.set_props(person, set, true, &mut dicts);
+        }
+
+        // Groups: `$groups: {type: key}` becomes `$group_N` properties;
+        // `$groupidentify` sets group properties.
+        let mut extra: Vec<(String, Value)> = Vec::new();
+        if let Some(Value::Object(gs)) = e.properties.get("$groups") {
+            let groups = Arc::make_mut(&mut self.groups);
+            for (gtype, key) in gs {
+                if let Some(idx) = groups.index_for(gtype) {
+                    let name = format!("$group_{idx}");
+                    if !e.properties.contains_key(&name) {
+                        extra.push((name, key.clone()));
+                    }
+                }
+            }
+        }
+        if e.event == "$groupidentify" {
+            let gtype = e.properties.get("$group_type").and_then(Value::as_str);
+            let gkey = e
+                .properties
+                .get("$group_key")
+                .map(dropscope_core::event::value_string_form);
+            if let (Some(gtype), Some(gkey)) = (gtype, gkey) {
+                let groups = Arc::make_mut(&mut self.groups);
+                if let Some(idx) = groups.index_for(gtype) {
+                    let props = groups.props.entry((idx, gkey)).or_default();
+                    if let Some(Value::Object(set)) = e.properties.get("$group_set") {
+                        for (k, v) in set {
+                            let k = dicts.keys.intern(k);
+                            let v = dicts.values.intern(&encode_value(v));
+                            match props.binary_search_by_key(&k, |(a, _)| *a) {
+                                Ok(i) => props[i].1 = v,
+                                Err(i) => props.insert(i, (k, v)),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        let ev = dicts.events.intern(&e.event);
+        let mut kv: Vec<(u32, u32)> = Vec::with_capacity(e.properties.len() + extra.len());
+        for (k, v) in e.properties.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
+            kv.push((dicts.keys.intern(k), dicts.values.intern(&encode_value(v))));
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.memtable.push(e.timestamp, seq, ev, did, e.uuid, kv);
+        self.earliest = Some(self.earliest.map_or(e.timestamp, |x| x.min(e.timestamp)));
+        Applied::Stored
+    }
+
+    /// Seals the memtable into a sorted run (keyed by each event's original
+    /// person). Returns the new run, if any.
+    pub fn seal(&mut self) -> Option<Arc<Run>> {
+        if self.memtable.is_empty() {
+            return None;
+        }
+        self.cached = None;
+        let ident = &self.identity;
+        let cols = &self.memtable;
+        let run = Arc::new(Run::build(cols, |i| {
+            ident
+                .original_person(cols.did[i])
+                .expect("every stored did has a person")
+        }));
+        self.memtable.clear();
+        self.runs.push(run.clone());
+        Some(run)
+    }
+
+    /// A consistent read view: seals the memtable and indexes persons.
+    pub fn snapshot(&mut self) -> Snapshot {
+        if let Some(s) = &self.cached {
+            return s.clone();
+        }
+        self.seal();
+        let s = Snapshot::build(
+            self.dicts.clone(),
+            self.identity.clone(),
+            self.groups.clone(),
+            self.cohorts.clone(),
+            self.runs.clone(),
+            self.earliest,
+        );
+        self.cached = Some(s.clone());
+        s
+    }
+
+    /// Merges all runs into one sorted by canonical person (folds identity
+    /// joins into the layout). Returns the merged run.
+    pub fn compact_in_memory(&mut self) -> Option<Arc<Run>> {
+        self.seal();
+        if self.runs.len() <= 1 {
+            return self.runs.first().cloned();
+        }
+        let snap = self.snapshot();
+        let run = Arc::new(snap.merged_run());
+        self.runs = vec![run.clone()];
+        self.cached = None;
+        Some(run)
+    }
+
+    pub fn event_count(&self) -> usize {
+        self.runs.iter().map(|r| r.len()).sum::<usize>() + self.memtable.len()
+    }
+}
+
+impl GroupData {
+    pub fn set_type(&mut self, idx: u8, name: &str) {
+        let i = idx as usize;
+        if self.types.len() <= i {
+            self.types.resize(i + 1, String::new());
+        }
+        self.types[i] = name.to_string();
+    }
+
+    /// The slot of a group type, assigned on first sight (at most 5).
+    pub fn index_for(&mut self, name: &str) -> Option<u8> {
+        if let Some(i) = self.types.iter().position(|t| t == name) {
+            return Some(i as u8);
+        }
+        if let Some(i) = self.types.iter().position(|t| t.is_empty()) {
+            self.types[i] = name.to_string();
+            return Some(i as u8);
+        }
+        if self.types.len() < 5 {
+            self.types.push(name.to_string());
+            return Some((self.types.len() - 1) as u8);
+        }
+        None
+    }
+}
+
+/// Builds the properties map of an event from JSON pairs (helper for tests).
+pub fn props_map(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// Group properties keyed by (type index, key).
+pub type GroupProps = HashMap<(u8, String), Vec<(u32, u32)>>;
