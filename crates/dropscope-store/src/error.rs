@@ -18,4 +18,10 @@ pub enum StoreError {
     Version { path: PathBuf, version: u32 },
     #[error("store lock poisoned by an earlier panic")]
     Poisoned,
+    #[error("the write-ahead log failed earlier ({0}); reopen the store")]
+    WalFailed(String),
+    #[error("background compaction failed: {0}")]
+    Background(String),
+    #[error("data directory {path} is in use by another open store")]
+    Locked { path: PathBuf },
 }

@@ -1,6 +1,8 @@
 //! dropscope-store: the embedded event store.
 //!
-//! Records (events, persons, groups, cohorts) go through [`Store::append`];
+//! Records (events, persons, groups, cohorts) go through [`Store::append`]
+//! (durably, with [`Store::open`]: WAL with group commit, immutable
+//! segments, a manifest; see `store.rs`, `wal.rs`, `segment.rs`, `meta.rs`);
 //! queries read a [`Snapshot`]: per canonical person, events sorted by
 //! (timestamp, ingest order), as columns of dictionary ids.
 //!
@@ -16,17 +18,21 @@
 //! assert_eq!(snap.actor_count(), 1);
 //! ```
 
+pub mod codec;
 pub mod columns;
 pub mod dict;
 pub mod error;
 pub mod identity;
+pub mod meta;
+pub mod segment;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod wal;
 
 pub use columns::{EventColumns, EventsView};
 pub use dict::Dicts;
 pub use error::StoreError;
 pub use snapshot::Snapshot;
 pub use state::Record;
-pub use store::{AppendStats, Store};
+pub use store::{AppendStats, OpenReport, Store, StoreOptions, StoreStats};

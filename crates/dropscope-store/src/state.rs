@@ -119,6 +119,33 @@ impl State {
         if !self.uuids.insert(e.uuid) {
             return Applied::Duplicate;
         }
+        self.event_effects(e, true);
+        Applied::Stored
+    }
+
+    /// Applies only the non-event effects of a record: identity joins,
+    /// person properties, group slots and properties, persons, groups and
+    /// cohorts. The event itself is not stored and its uuid is not recorded.
+    /// Replaying the durable store's meta log uses this; a record must have
+    /// been `Stored` by [`State::apply`] to be replayed here.
+    pub fn apply_meta(&mut self, rec: &Record) {
+        self.cached = None;
+        match rec {
+            Record::Event(e) => self.event_effects(e, false),
+            other => {
+                self.apply(other);
+            }
+        }
+    }
+
+    /// Replaces the sealed runs (the durable store swaps in runs loaded
+    /// from, or written to, segment files). Drops the cached snapshot.
+    pub fn set_runs(&mut self, runs: Vec<Arc<Run>>) {
+        self.cached = None;
+        self.runs = runs;
+    }
+
+    fn event_effects(&mut self, e: &Event, store: bool) {
         let mut dicts = self.dicts.write().expect("dicts lock");
         let ident = Arc::make_mut(&mut self.identity);
         let did = dicts.distinct_ids.intern(&e.distinct_id);
@@ -183,6 +210,9 @@ impl State {
             }
         }
 
+        if !store {
+            return;
+        }
         let ev = dicts.events.intern(&e.event);
         let mut kv: Vec<(u32, u32)> = Vec::with_capacity(e.properties.len() + extra.len());
         for (k, v) in e.properties.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
@@ -192,7 +222,6 @@ impl State {
         self.next_seq += 1;
         self.memtable.push(e.timestamp, seq, ev, did, e.uuid, kv);
         self.earliest = Some(self.earliest.map_or(e.timestamp, |x| x.min(e.timestamp)));
-        Applied::Stored
     }
 
     /// Seals the memtable into a sorted run (keyed by each event's original
@@ -275,6 +304,43 @@ impl GroupData {
         }
         None
     }
+}
+
+/// Property keys of an event that [`State::apply`] reads for its non-event
+/// effects (identity joins, person properties, groups).
+const META_KEYS: &[&str] = &[
+    "$anon_distinct_id",
+    "alias",
+    "$set",
+    "$set_once",
+    "$groups",
+    "$group_type",
+    "$group_key",
+    "$group_set",
+];
+
+/// The part of an event that matters for identity, person and group state:
+/// the same event with only the properties [`State::apply_meta`] reads.
+/// `None` when replaying it would change nothing, i.e. it has none of those
+/// properties and its distinct id was already known (`new_did == false`).
+/// Keep in step with `State::event_effects`.
+pub fn meta_projection(e: &Event, new_did: bool) -> Option<Event> {
+    let props: Map<String, Value> = e
+        .properties
+        .iter()
+        .filter(|(k, _)| META_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if props.is_empty() && !new_did {
+        return None;
+    }
+    Some(Event {
+        uuid: e.uuid,
+        event: e.event.clone(),
+        distinct_id: e.distinct_id.clone(),
+        timestamp: e.timestamp,
+        properties: props,
+    })
 }
 
 /// Builds the properties map of an event from JSON pairs (helper for tests).

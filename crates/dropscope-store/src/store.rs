@@ -1,10 +1,51 @@
-//! The store's front door: open, append, snapshot.
+//! The store's front door: open, append, snapshot, flush, compact.
+//!
+//! A durable store is a data directory:
+//!
+//! ```text
+//! <dir>/LOCK                  flock'ed while open
+//! <dir>/MANIFEST              commit point: live segments, wal_start, meta_len (meta.rs)
+//! <dir>/meta.log              identity/person/group/cohort effects of flushed records
+//! <dir>/seg-<id:08>.dss       immutable columnar segments (segment.rs)
+//! <dir>/wal-<gen:016x>.log    write-ahead log generations >= wal_start (wal.rs)
+//! ```
+//!
+//! Write path: `append` encodes the records, makes them durable through the
+//! WAL (group commit), then applies them to the in-memory [`State`] in log
+//! order. When the events not yet in segments exceed
+//! [`StoreOptions::flush_threshold`], the appender that crossed it flushes:
+//! the WAL rotates at a cut where state and log agree, the memtable's runs
+//! are written as one segment and the cut's meta-log entries appended, the
+//! manifest switches, and the covered WAL generations are deleted.
+//!
+//! Open: load the manifest, drop garbage, replay `meta.log` (identity
+//! first), load segments (remapping their local dictionaries, rebuilding the
+//! uuid set), then replay the WAL through `State::apply`, truncating a torn
+//! or corrupt tail and reporting it in [`OpenReport`].
 
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use rayon::prelude::*;
+
+use crate::columns::{EventColumns, Run};
+use crate::dict::Dicts;
 use crate::error::StoreError;
+use crate::identity::Identity;
+use crate::meta::{append_meta, replay_meta, Manifest};
+use crate::segment::{
+    encode_segment, parse_segment_name, read_segment, segment_name, write_file_atomic,
+};
 use crate::snapshot::Snapshot;
-use crate::state::{Applied, Record, State};
+use crate::state::{meta_projection, Applied, Record, State};
+use crate::wal::{
+    encode_frame, io_err, parse_wal_name, scan_log, sync_dir, Wal, WalStats, HEADER_LEN,
+    WAL_MAGIC,
+};
 
 /// Counts of what an append did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -13,43 +54,836 @@ pub struct AppendStats {
     pub duplicates: u64,
 }
 
+/// Tuning of a durable store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Flush to a segment once this many events are not yet in segments.
+    pub flush_threshold: usize,
+    /// fsync the WAL on every commit and files on flush (off only in tests).
+    pub fsync: bool,
+    /// Compact in a background thread when segments exceed
+    /// `compaction_threshold`.
+    pub background_compaction: bool,
+    pub compaction_threshold: usize,
+    /// Number of segment files a compaction writes (persons by hash).
+    pub partitions: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            flush_threshold: 1_000_000,
+            fsync: true,
+            background_compaction: true,
+            compaction_threshold: 16,
+            partitions: 4,
+        }
+    }
+}
+
+/// What `open` found and did.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub segments_loaded: usize,
+    pub events_loaded: u64,
+    pub meta_records_replayed: u64,
+    pub wal_files_replayed: usize,
+    pub wal_records_replayed: u64,
+    /// Bytes of WAL dropped because of a torn or corrupt record (and any
+    /// later WAL generations).
+    pub truncated_wal_bytes: u64,
+    /// The WAL file where reading stopped, and why.
+    pub truncated_wal_file: Option<PathBuf>,
+    pub truncation_reason: Option<String>,
+    /// Garbage files removed (orphans of an interrupted flush/compaction).
+    pub garbage_files_removed: usize,
+    pub elapsed: Duration,
+}
+
+/// Sizes and counters of a store.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    pub events: usize,
+    pub segments: usize,
+    pub runs: usize,
+    pub memtable_events: usize,
+    /// Events not yet written to a segment (only in the WAL).
+    pub unflushed_events: usize,
+    pub bytes_on_disk: u64,
+    /// Bytes of the live segment files.
+    pub segment_bytes: u64,
+    /// Approximate heap bytes of event columns and person indexes.
+    pub bytes_in_memory: usize,
+    pub wal: Option<WalStats>,
+    pub background_error: Option<String>,
+}
+
 /// An event store. Cheap to share behind an `Arc`; all methods take `&self`.
 #[derive(Debug)]
 pub struct Store {
-    state: Mutex<State>,
+    core: Arc<Core>,
+    worker: Option<Worker>,
+}
+
+#[derive(Debug)]
+struct Core {
+    mem: Mutex<Mem>,
+    disk: Option<Disk>,
+}
+
+#[derive(Debug)]
+struct Mem {
+    st: State,
+    /// Meta-log frames of records applied since the last flush.
+    meta: Vec<u8>,
+    track_meta: bool,
+    /// Runs that live in segment files, by `Arc` address.
+    segs: HashMap<usize, SegFile>,
+    /// Events applied since the last flush.
+    unflushed: usize,
+}
+
+#[derive(Debug, Clone)]
+struct SegFile {
+    name: String,
+    bytes: u64,
+}
+
+#[derive(Debug)]
+struct Disk {
+    dir: PathBuf,
+    opts: StoreOptions,
+    wal: Wal,
+    manifest: Mutex<Manifest>,
+    flush_lock: Mutex<()>,
+    compact_lock: Mutex<()>,
+    report: OpenReport,
+    signal: Option<Arc<Signal>>,
+    bg_error: Mutex<Option<String>>,
+    _lock: File,
+}
+
+#[derive(Debug, Default)]
+struct Signal {
+    state: Mutex<(bool, bool)>, // (work wanted, stop)
+    cv: Condvar,
+}
+
+#[derive(Debug)]
+struct Worker {
+    signal: Arc<Signal>,
+    handle: Option<JoinHandle<()>>,
+}
+
+fn ptr(r: &Arc<Run>) -> usize {
+    Arc::as_ptr(r) as usize
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StoreError> {
+    m.lock().map_err(|_| StoreError::Poisoned)
+}
+
+impl Mem {
+    fn new(track_meta: bool) -> Mem {
+        Mem {
+            st: State::new(),
+            meta: Vec::new(),
+            track_meta,
+            segs: HashMap::new(),
+            unflushed: 0,
+        }
+    }
+
+    fn apply_all(&mut self, records: &[Record]) -> AppendStats {
+        let mut stats = AppendStats::default();
+        for r in records {
+            let new_did = match r {
+                Record::Event(e) if self.track_meta => self
+                    .st
+                    .dicts
+                    .read()
+                    .expect("dicts lock")
+                    .distinct_ids
+                    .get(&e.distinct_id)
+                    .is_none(),
+                _ => false,
+            };
+            match self.st.apply(r) {
+                Applied::Duplicate => stats.duplicates += 1,
+                Applied::Stored => {
+                    stats.stored += 1;
+                    match r {
+                        Record::Event(e) => {
+                            self.unflushed += 1;
+                            if self.track_meta {
+                                if let Some(p) = meta_projection(e, new_did) {
+                                    encode_frame(&Record::Event(p), &mut self.meta);
+                                }
+                            }
+                        }
+                        other if self.track_meta => encode_frame(other, &mut self.meta),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        stats
+    }
+}
+
+/// person id -> the distinct id that created it.
+fn creators(identity: &Identity, dicts: &RwLock<Dicts>) -> Vec<u32> {
+    let n = dicts.read().expect("dicts lock").distinct_ids.len();
+    let mut c = vec![u32::MAX; identity.person_ids()];
+    for did in 0..n as u32 {
+        if let Some(p) = identity.original_person(did) {
+            c[p as usize] = did;
+        }
+    }
+    c
+}
+
+/// One run holding all events of `runs`, keyed by the same person ids.
+fn merge_runs(runs: &[Arc<Run>]) -> Run {
+    let mut cols = EventColumns::new();
+    let mut person = Vec::new();
+    for r in runs {
+        for (j, &p) in r.persons.iter().enumerate() {
+            let v = r.person_view(j);
+            for i in 0..v.len() {
+                cols.push_from(&v, i);
+                person.push(p);
+            }
+        }
+    }
+    Run::build(&cols, |i| person[i])
+}
+
+fn run_heap_bytes(r: &Run) -> usize {
+    r.cols.heap_bytes() + r.persons.capacity() * 4 + r.person_start.capacity() * 4
+}
+
+/// What a flush cut off at the WAL rotation.
+struct Cut {
+    runs: Vec<Arc<Run>>,
+    meta: Vec<u8>,
+    identity: Arc<Identity>,
+    dicts: Arc<RwLock<Dicts>>,
+}
+
+impl Core {
+    fn append(&self, records: &[Record]) -> Result<AppendStats, StoreError> {
+        let Some(d) = &self.disk else {
+            return Ok(lock(&self.mem)?.apply_all(records));
+        };
+        if records.is_empty() {
+            return Ok(AppendStats::default());
+        }
+        let mut frames = Vec::with_capacity(records.len() * 128);
+        for r in records {
+            encode_frame(r, &mut frames);
+        }
+        let (stats, unflushed) = d.wal.append(&frames, || -> Result<_, StoreError> {
+            let mut mem = lock(&self.mem)?;
+            let s = mem.apply_all(records);
+            Ok((s, mem.unflushed))
+        })??;
+        if unflushed >= d.opts.flush_threshold {
+            // One appender flushes; the others carry on.
+            if let Ok(g) = d.flush_lock.try_lock() {
+                self.flush_locked(d, g)?;
+            }
+        }
+        Ok(stats)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let Some(d) = &self.disk else {
+            return Ok(());
+        };
+        let g = lock(&d.flush_lock)?;
+        self.flush_locked(d, g)
+    }
+
+    fn write_run(
+        &self,
+        d: &Disk,
+        run: &Run,
+        identity: &Identity,
+        dicts: &RwLock<Dicts>,
+    ) -> Result<SegFile, StoreError> {
+        let id = {
+            let mut m = lock(&d.manifest)?;
+            m.next_segment += 1;
+            m.next_segment - 1
+        };
+        let name = segment_name(id);
+        let creator = creators(identity, dicts);
+        let img = encode_segment(run, dicts, |p| creator[p as usize]);
+        let bytes = write_file_atomic(&d.dir.join(&name), &img, d.opts.fsync)?;
+        Ok(SegFile { name, bytes })
+    }
+
+    fn flush_locked(&self, d: &Disk, _guard: MutexGuard<'_, ()>) -> Result<(), StoreError> {
+        // 1. Cut: with appends paused, seal and take everything not yet in
+        //    segments; the WAL moves to a new generation.
+        let cut = d.wal.rotate(|| {
+            let mut mem = lock(&self.mem)?;
+            mem.st.seal();
+            let runs: Vec<Arc<Run>> = mem
+                .st
+                .runs
+                .iter()
+                .filter(|r| !mem.segs.contains_key(&ptr(r)))
+                .cloned()
+                .collect();
+            if runs.is_empty() && mem.meta.is_empty() {
+                return Ok(None);
+            }
+            mem.unflushed = 0;
+            Ok(Some(Cut {
+                runs,
+                meta: std::mem::take(&mut mem.meta),
+                identity: mem.st.identity.clone(),
+                dicts: mem.st.dicts.clone(),
+            }))
+        })?;
+        let Some((cut, old_gen)) = cut else {
+            return Ok(());
+        };
+        // 2. Write the segment and the meta log, switch the manifest.
+        let mut written: Option<(Arc<Run>, SegFile)> = None;
+        let res = (|| -> Result<(), StoreError> {
+            let merged = match cut.runs.len() {
+                0 => None,
+                1 => Some(cut.runs[0].clone()),
+                _ => Some(Arc::new(merge_runs(&cut.runs))),
+            };
+            if let Some(run) = merged {
+                let seg = self.write_run(d, &run, &cut.identity, &cut.dicts)?;
+                written = Some((run, seg));
+            }
+            let mut m = lock(&d.manifest)?;
+            let mut next = m.clone();
+            if !cut.meta.is_empty() {
+                next.meta_len = append_meta(&d.dir, m.meta_len, &cut.meta, d.opts.fsync)?;
+            }
+            if let Some((_, seg)) = &written {
+                next.segments.push(seg.name.clone());
+            }
+            next.wal_start = old_gen + 1;
+            next.save(&d.dir, d.opts.fsync)?;
+            *m = next;
+            // Swap the cut's runs for the segment's run (manifest -> mem).
+            let mut mem = lock(&self.mem)?;
+            let gone: HashSet<usize> = cut.runs.iter().map(ptr).collect();
+            let mut runs: Vec<Arc<Run>> = mem
+                .st
+                .runs
+                .iter()
+                .filter(|r| !gone.contains(&ptr(r)))
+                .cloned()
+                .collect();
+            if let Some((run, seg)) = &written {
+                runs.push(run.clone());
+                mem.segs.insert(ptr(run), seg.clone());
+            }
+            mem.st.set_runs(runs);
+            Ok(())
+        })();
+        if let Err(e) = res {
+            // Nothing was committed: the WAL generations stay, the runs stay
+            // unflushed, and the meta frames go back in front.
+            if let Ok(mut mem) = self.mem.lock() {
+                let mut meta = cut.meta;
+                meta.extend_from_slice(&mem.meta);
+                mem.meta = meta;
+                mem.unflushed += cut.runs.iter().map(|r| r.len()).sum::<usize>();
+            }
+            if let Some((_, seg)) = written {
+                let _ = std::fs::remove_file(d.dir.join(seg.name));
+            }
+            return Err(e);
+        }
+        // 3. The covered WAL generations are garbage now.
+        remove_wal_upto(&d.dir, old_gen)?;
+        if let Some(sig) = &d.signal {
+            if self.segment_count() > d.opts.compaction_threshold {
+                sig.poke();
+            }
+        }
+        Ok(())
+    }
+
+    fn segment_count(&self) -> usize {
+        self.mem.lock().map(|m| m.segs.len()).unwrap_or(0)
+    }
+
+    fn compact(&self) -> Result<(), StoreError> {
+        let Some(d) = &self.disk else {
+            lock(&self.mem)?.st.compact_in_memory();
+            return Ok(());
+        };
+        let _c = lock(&d.compact_lock)?;
+        self.flush()?;
+        // Inputs: every run that is in a segment now. Segments flushed while
+        // we merge are left alone and survive the switch.
+        let (inputs, snap) = {
+            let mem = lock(&self.mem)?;
+            let inputs: Vec<(Arc<Run>, SegFile)> = mem
+                .st
+                .runs
+                .iter()
+                .filter_map(|r| mem.segs.get(&ptr(r)).map(|s| (r.clone(), s.clone())))
+                .collect();
+            let snap = Snapshot::build(
+                mem.st.dicts.clone(),
+                mem.st.identity.clone(),
+                mem.st.groups.clone(),
+                mem.st.cohorts.clone(),
+                inputs.iter().map(|(r, _)| r.clone()).collect(),
+                mem.st.earliest,
+            );
+            (inputs, snap)
+        };
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let nparts = d.opts.partitions.max(1);
+        let mut parts: Vec<Run> = (0..nparts)
+            .map(|_| Run {
+                cols: EventColumns::new(),
+                persons: Vec::new(),
+                person_start: Vec::new(),
+            })
+            .collect();
+        let mut scratch = EventColumns::new();
+        for i in 0..snap.actor_count() {
+            let p = snap.actor_person(i);
+            let k = ((p as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % nparts;
+            let part = &mut parts[k];
+            part.persons.push(p);
+            part.person_start.push(part.cols.len() as u32);
+            let v = snap.events_of(i, &mut scratch);
+            for j in 0..v.len() {
+                part.cols.push_from(&v, j);
+            }
+        }
+        let identity = Arc::new(snap.identity().clone());
+        let dicts = lock(&self.mem)?.st.dicts.clone();
+        drop(snap);
+        let parts: Vec<Run> = parts
+            .into_iter()
+            .filter(|p| !p.persons.is_empty())
+            .map(|mut p| {
+                p.person_start.push(p.cols.len() as u32);
+                p
+            })
+            .collect();
+        let outputs: Vec<(Arc<Run>, SegFile)> = parts
+            .into_par_iter()
+            .map(|run| {
+                let seg = self.write_run(d, &run, &identity, &dicts)?;
+                Ok((Arc::new(run), seg))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        // Switch: manifest first (the commit point), then memory.
+        let old_names: HashSet<&str> = inputs.iter().map(|(_, s)| s.name.as_str()).collect();
+        {
+            let mut m = lock(&d.manifest)?;
+            let mut next = m.clone();
+            next.segments.retain(|n| !old_names.contains(n.as_str()));
+            next.segments
+                .extend(outputs.iter().map(|(_, s)| s.name.clone()));
+            if let Err(e) = next.save(&d.dir, d.opts.fsync) {
+                for (_, s) in &outputs {
+                    let _ = std::fs::remove_file(d.dir.join(&s.name));
+                }
+                return Err(e);
+            }
+            *m = next;
+            let mut mem = lock(&self.mem)?;
+            let gone: HashSet<usize> = inputs.iter().map(|(r, _)| ptr(r)).collect();
+            let mut runs: Vec<Arc<Run>> = mem
+                .st
+                .runs
+                .iter()
+                .filter(|r| !gone.contains(&ptr(r)))
+                .cloned()
+                .collect();
+            for p in &gone {
+                mem.segs.remove(p);
+            }
+            for (r, s) in &outputs {
+                runs.push(r.clone());
+                mem.segs.insert(ptr(r), s.clone());
+            }
+            mem.st.set_runs(runs);
+        }
+        for name in old_names {
+            let path = d.dir.join(name);
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        if d.opts.fsync {
+            sync_dir(&d.dir)?;
+        }
+        Ok(())
+    }
+}
+
+fn remove_wal_upto(dir: &Path, gen: u64) -> Result<(), StoreError> {
+    let mut removed = false;
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        if let Some(g) = name.to_str().and_then(parse_wal_name) {
+            if g <= gen {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+                removed = true;
+            }
+        }
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+impl Signal {
+    fn poke(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.0 = true;
+            self.cv.notify_all();
+        }
+    }
+}
+
+impl Worker {
+    fn start(core: Arc<Core>, signal: Arc<Signal>) -> Worker {
+        let sig = signal.clone();
+        let handle = std::thread::Builder::new()
+            .name("dropscope-compact".into())
+            .spawn(move || loop {
+                {
+                    let mut s = sig.state.lock().unwrap_or_else(|e| e.into_inner());
+                    while !s.0 && !s.1 {
+                        s = sig.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+                    }
+                    if s.1 {
+                        return;
+                    }
+                    s.0 = false;
+                }
+                let Some(d) = &core.disk else { return };
+                if core.segment_count() > d.opts.compaction_threshold {
+                    if let Err(e) = core.compact() {
+                        tracing::warn!("background compaction failed: {e}");
+                        if let Ok(mut b) = d.bg_error.lock() {
+                            *b = Some(e.to_string());
+                        }
+                    }
+                }
+            })
+            .expect("spawn compaction thread");
+        Worker {
+            signal,
+            handle: Some(handle),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Ok(mut s) = self.signal.state.lock() {
+            s.1 = true;
+            self.signal.cv.notify_all();
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(w) = &mut self.worker {
+            w.stop();
+        }
+    }
 }
 
 impl Store {
     /// A store that lives only in memory (tests, acceptance cases).
     pub fn in_memory() -> Store {
         Store {
-            state: Mutex::new(State::new()),
+            core: Arc::new(Core {
+                mem: Mutex::new(Mem::new(false)),
+                disk: None,
+            }),
+            worker: None,
         }
     }
 
-    /// Appends records; returns once they are applied.
-    pub fn append(&self, records: &[Record]) -> Result<AppendStats, StoreError> {
-        let mut st = self.state.lock().map_err(|_| StoreError::Poisoned)?;
-        let mut stats = AppendStats::default();
-        for r in records {
-            match st.apply(r) {
-                Applied::Stored => stats.stored += 1,
-                Applied::Duplicate => stats.duplicates += 1,
+    /// Opens (or creates) a durable store in `dir` and recovers it: see the
+    /// module docs. A torn or corrupt WAL tail is truncated and reported in
+    /// [`Store::open_report`]; a damaged segment, manifest or meta log fails
+    /// with [`StoreError::Corrupt`] naming the file.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        let t0 = Instant::now();
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock_file = File::create(&lock_path).map_err(io_err(&lock_path))?;
+        if lock_file.try_lock().is_err() {
+            return Err(StoreError::Locked {
+                path: dir.to_path_buf(),
+            });
+        }
+        let mut report = OpenReport::default();
+        let manifest = match Manifest::load(dir)? {
+            Some(m) => m,
+            None => {
+                let m = Manifest {
+                    wal_start: 1,
+                    next_segment: 1,
+                    ..Default::default()
+                };
+                m.save(dir, opts.fsync)?;
+                m
+            }
+        };
+
+        // Garbage: temp files, orphan segments, WAL generations already
+        // covered by segments.
+        let live: HashSet<&str> = manifest.segments.iter().map(String::as_str).collect();
+        let mut wal_gens = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let garbage = if name.ends_with(".tmp") {
+                true
+            } else if parse_segment_name(name).is_some() {
+                !live.contains(name)
+            } else if let Some(g) = parse_wal_name(name) {
+                if g >= manifest.wal_start {
+                    wal_gens.push(g);
+                }
+                g < manifest.wal_start
+            } else {
+                false
+            };
+            if garbage {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+                report.garbage_files_removed += 1;
             }
         }
-        Ok(stats)
+        wal_gens.sort_unstable();
+
+        // Identity first, so that segments' person blocks map.
+        let mut mem = Mem::new(true);
+        report.meta_records_replayed =
+            replay_meta(dir, manifest.meta_len, |r| mem.st.apply_meta(&r))?;
+
+        // Segments: decode and verify in parallel, remap in order.
+        let datas: Vec<_> = manifest
+            .segments
+            .par_iter()
+            .map(|n| {
+                let path = dir.join(n);
+                if !path.exists() {
+                    return Err(StoreError::Corrupt {
+                        path,
+                        reason: "listed in the manifest but missing".into(),
+                    });
+                }
+                read_segment(&path)
+            })
+            .collect();
+        let mut runs = Vec::with_capacity(datas.len());
+        let mut max_seq: Option<u64> = None;
+        let mut earliest: Option<i64> = None;
+        for (name, data) in manifest.segments.iter().zip(datas) {
+            let data = data?;
+            let bytes = data.file_bytes;
+            let run = {
+                let mut dicts = mem.st.dicts.write().expect("dicts lock");
+                data.into_run(&mut dicts, &mem.st.identity)
+                    .map_err(|reason| StoreError::Corrupt {
+                        path: dir.join(name),
+                        reason,
+                    })?
+            };
+            mem.st.uuids.reserve(run.len());
+            mem.st.uuids.extend(run.cols.uuid.iter().copied());
+            if let Some(&m) = run.cols.seq.iter().max() {
+                max_seq = Some(max_seq.map_or(m, |x| x.max(m)));
+            }
+            if let Some(&m) = run.cols.ts.iter().min() {
+                earliest = Some(earliest.map_or(m, |x| x.min(m)));
+            }
+            report.events_loaded += run.len() as u64;
+            let run = Arc::new(run);
+            mem.segs.insert(
+                ptr(&run),
+                SegFile {
+                    name: name.clone(),
+                    bytes,
+                },
+            );
+            runs.push(run);
+        }
+        report.segments_loaded = runs.len();
+        mem.st.set_runs(runs);
+        mem.st.next_seq = max_seq.map_or(0, |m| m + 1);
+        mem.st.earliest = earliest;
+
+        // WAL replay, through the same apply as the live path.
+        let mut stopped = false;
+        for &g in &wal_gens {
+            let path = dir.join(crate::wal::wal_name(g));
+            if stopped {
+                // After a corrupt record, later generations cannot be applied
+                // in order: they are dropped too.
+                let len = std::fs::metadata(&path).map_err(io_err(&path))?.len();
+                report.truncated_wal_bytes += len;
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+                continue;
+            }
+            let scan = scan_log(&path, WAL_MAGIC, None, |r| {
+                mem.apply_all(std::slice::from_ref(&r));
+            })?;
+            report.wal_files_replayed += 1;
+            report.wal_records_replayed += scan.records;
+            if let Some(problem) = scan.problem {
+                let lost = scan.file_len - scan.valid_len;
+                tracing::warn!(
+                    file = %path.display(),
+                    "write-ahead log: {problem}; truncating {lost} bytes"
+                );
+                report.truncated_wal_bytes += lost;
+                report.truncated_wal_file = Some(path.clone());
+                report.truncation_reason = Some(problem);
+                if scan.valid_len < HEADER_LEN {
+                    std::fs::remove_file(&path).map_err(io_err(&path))?;
+                } else {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io_err(&path))?;
+                    f.set_len(scan.valid_len).map_err(io_err(&path))?;
+                    f.sync_all().map_err(io_err(&path))?;
+                }
+                stopped = true;
+            }
+        }
+        let next_gen = wal_gens
+            .last()
+            .map_or(manifest.wal_start, |g| (g + 1).max(manifest.wal_start));
+        let wal = Wal::create(dir, next_gen, opts.fsync)?;
+        report.elapsed = t0.elapsed();
+        tracing::info!(
+            dir = %dir.display(),
+            segments = report.segments_loaded,
+            events = report.events_loaded,
+            wal_records = report.wal_records_replayed,
+            "store opened in {:?}",
+            report.elapsed
+        );
+        let signal = opts.background_compaction.then(|| Arc::new(Signal::default()));
+        let core = Arc::new(Core {
+            mem: Mutex::new(mem),
+            disk: Some(Disk {
+                dir: dir.to_path_buf(),
+                opts,
+                wal,
+                manifest: Mutex::new(manifest),
+                flush_lock: Mutex::new(()),
+                compact_lock: Mutex::new(()),
+                report,
+                signal: signal.clone(),
+                bg_error: Mutex::new(None),
+                _lock: lock_file,
+            }),
+        });
+        let worker = signal.map(|s| Worker::start(core.clone(), s));
+        Ok(Store { core, worker })
+    }
+
+    /// Appends records; returns once they are durable (fsynced, for a
+    /// durable store) and applied. Concurrent appends share fsyncs.
+    pub fn append(&self, records: &[Record]) -> Result<AppendStats, StoreError> {
+        self.core.append(records)
     }
 
     /// A consistent read view of everything appended so far.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        let mut st = self.state.lock().map_err(|_| StoreError::Poisoned)?;
-        Ok(st.snapshot())
+        Ok(lock(&self.core.mem)?.st.snapshot())
     }
 
-    /// Merges runs so each person's events are in one sorted run.
+    /// Merges runs so each person's events are in one sorted run. For a
+    /// durable store: flushes, then rewrites all segments as
+    /// `partitions` segments sorted by canonical person.
     pub fn compact(&self) -> Result<(), StoreError> {
-        let mut st = self.state.lock().map_err(|_| StoreError::Poisoned)?;
-        st.compact_in_memory();
+        self.core.compact()
+    }
+
+    /// Writes everything not yet in a segment to one, and drops the WAL
+    /// generations it covers. No-op for an in-memory store.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.core.flush()
+    }
+
+    /// Stops the background thread and closes the store. Nothing needs
+    /// flushing: every acknowledged append is in the WAL.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        if let Some(w) = &mut self.worker {
+            w.stop();
+        }
+        if let Some(d) = &self.core.disk {
+            if let Some(e) = lock(&d.bg_error)?.take() {
+                return Err(StoreError::Background(e));
+            }
+        }
         Ok(())
+    }
+
+    /// What `open` recovered; `None` for an in-memory store.
+    pub fn open_report(&self) -> Option<&OpenReport> {
+        self.core.disk.as_ref().map(|d| &d.report)
+    }
+
+    /// The data directory; `None` for an in-memory store.
+    pub fn dir(&self) -> Option<&Path> {
+        self.core.disk.as_ref().map(|d| d.dir.as_path())
+    }
+
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut s = {
+            let mem = lock(&self.core.mem)?;
+            StoreStats {
+                events: mem.st.event_count(),
+                segments: mem.segs.len(),
+                segment_bytes: mem.segs.values().map(|s| s.bytes).sum(),
+                runs: mem.st.runs.len(),
+                memtable_events: mem.st.memtable.len(),
+                unflushed_events: mem.unflushed,
+                bytes_in_memory: mem.st.memtable.heap_bytes()
+                    + mem.st.runs.iter().map(|r| run_heap_bytes(r)).sum::<usize>(),
+                ..Default::default()
+            }
+        };
+        if let Some(d) = &self.core.disk {
+            s.wal = Some(d.wal.stats());
+            s.background_error = lock(&d.bg_error)?.clone();
+            for entry in std::fs::read_dir(&d.dir).map_err(io_err(&d.dir))? {
+                let entry = entry.map_err(io_err(&d.dir))?;
+                if let Ok(m) = entry.metadata() {
+                    if m.is_file() {
+                        s.bytes_on_disk += m.len();
+                    }
+                }
+            }
+        }
+        Ok(s)
     }
 }

@@ -1,0 +1,280 @@
+//! The steps view: counts, conversion, drop-off, conversion times, by
+//! breakdown value (SEMANTICS.md rules 9, 10, 12).
+
+use std::collections::HashMap;
+
+use dropscope_core::query::{BreakdownType, Counting, FunnelOrder};
+use dropscope_core::result::{BreakdownRow, CurvePoint, FunnelResult, StepResult};
+use dropscope_core::QueryError;
+use serde_json::Value;
+
+use crate::ordered::Path;
+use crate::plan::{BdKey, Plan};
+use crate::totals;
+
+/// Per-step tallies of one breakdown value.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub counts: Vec<u64>,
+    pub in_progress: Vec<u64>,
+    /// Positive gaps from the previous step, seconds.
+    pub gaps: Vec<Vec<f64>>,
+    /// (seconds from entry to conversion or censoring, converted) per actor.
+    pub survival: Vec<(f64, bool)>,
+}
+
+impl Tally {
+    pub fn new(n: usize) -> Tally {
+        Tally {
+            counts: vec![0; n],
+            in_progress: vec![0; n],
+            gaps: vec![Vec::new(); n],
+            survival: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, plan: &Plan<'_>, p: &Path) {
+        let n = self.counts.len();
+        let a = &p.attempt;
+        let mut prev: Option<i64> = None;
+        for s in 0..n {
+            if a.bits & (1 << s) == 0 {
+                continue;
+            }
+            self.counts[s] += 1;
+            if let Some(t0) = prev {
+                let gap = (a.times[s] - t0) as f64 / 1000.0;
+                if gap > 0.0 {
+                    self.gaps[s].push(gap);
+                }
+            }
+            prev = Some(a.times[s]);
+        }
+        // Still inside the window at the end of the range: may yet convert.
+        let open = a.start.saturating_add(plan.shape.window) >= plan.range.to;
+        if p.furthest < n {
+            if open {
+                let next = p.furthest.min(n - 1);
+                self.in_progress[next] += 1;
+            }
+            let end = if open { plan.range.to } else { a.start + plan.shape.window };
+            self.survival.push(((end - a.start).max(0) as f64 / 1000.0, false));
+        } else {
+            self.survival.push(((a.times[n - 1] - a.start) as f64 / 1000.0, true));
+        }
+    }
+
+    pub fn merge(&mut self, o: Tally) {
+        for s in 0..self.counts.len() {
+            self.counts[s] += o.counts[s];
+            self.in_progress[s] += o.in_progress[s];
+        }
+        for (g, og) in self.gaps.iter_mut().zip(o.gaps) {
+            g.extend(og);
+        }
+        self.survival.extend(o.survival);
+    }
+
+    pub fn steps(&self, plan: &Plan<'_>) -> Vec<StepResult> {
+        let first = self.counts.first().copied().unwrap_or(0);
+        (0..self.counts.len())
+            .map(|s| {
+                let count = self.counts[s];
+                let prev = if s == 0 { count } else { self.counts[s - 1] };
+                let mut gaps = self.gaps[s].clone();
+                let (avg, median) = if s == 0 || gaps.is_empty() {
+                    (None, None)
+                } else {
+                    (dropscope_stats::mean(&gaps), dropscope_stats::median_interpolated(&mut gaps))
+                };
+                let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+                let wilson = |a: u64, b: u64| {
+                    let (lo, hi) = dropscope_stats::wilson_interval(a.min(b), b, 0.95).unwrap_or((0.0, 1.0));
+                    [lo, hi]
+                };
+                StepResult {
+                    order: s,
+                    name: plan_step_name(plan, s),
+                    count,
+                    conversion_from_first: if s == 0 { if count > 0 { 1.0 } else { 0.0 } } else { ratio(count, first) },
+                    conversion_from_previous: if s == 0 { if count > 0 { 1.0 } else { 0.0 } } else { ratio(count, prev) },
+                    conversion_from_first_interval: wilson(count, first),
+                    conversion_from_previous_interval: wilson(count, prev),
+                    dropped: prev.saturating_sub(count),
+                    in_progress: if s == 0 { 0 } else { self.in_progress[s] },
+                    average_conversion_time: avg,
+                    median_conversion_time: median,
+                }
+            })
+            .collect()
+    }
+}
+
+pub fn plan_step_name(plan: &Plan<'_>, s: usize) -> String {
+    if plan.order == FunnelOrder::Unordered {
+        let k = s + 1;
+        return format!("Completed {k} step{}", if k == 1 { "" } else { "s" });
+    }
+    plan.q.steps[s].display_name()
+}
+
+/// Runs the steps view.
+pub fn funnel(plan: &Plan<'_>) -> Result<FunnelResult, QueryError> {
+    let n = plan.n();
+    let totals_mode = plan.q.counting == Counting::Totals;
+    if totals_mode && plan.order == FunnelOrder::Unordered {
+        return Err(QueryError::invalid("counting", "`totals` counting needs an ordered or strict funnel"));
+    }
+    let by_key: HashMap<BdKey, Tally> = plan.fold_actors(
+        HashMap::new,
+        |acc: &mut HashMap<BdKey, Tally>, scratch, actor| {
+            plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
+            if scratch.evs.is_empty() {
+                return;
+            }
+            if totals_mode {
+                for p in totals::attempts(plan, &scratch.evs) {
+                    acc.entry(BdKey::None).or_insert_with(|| Tally::new(n)).add(plan, &p);
+                }
+                return;
+            }
+            let mut out = Vec::new();
+            plan.actor_paths(actor, scratch, &mut out);
+            for (k, p) in out {
+                acc.entry(k).or_insert_with(|| Tally::new(n)).add(plan, &p);
+            }
+        },
+        |mut a, b| {
+            for (k, t) in b {
+                match a.get_mut(&k) {
+                    Some(x) => x.merge(t),
+                    None => {
+                        a.insert(k, t);
+                    }
+                }
+            }
+            a
+        },
+    );
+    let mut all = Tally::new(n);
+    for t in by_key.values() {
+        all.merge(t.clone());
+    }
+    let curve = if all.survival.is_empty() {
+        Vec::new()
+    } else {
+        curve_points(&all.survival)
+    };
+    let breakdowns = plan.breakdown.as_ref().map(|_| breakdown_rows(plan, by_key));
+    Ok(FunnelResult {
+        steps: all.steps(plan),
+        breakdowns,
+        conversion_curve: curve,
+        date_from_ms: plan.range.from,
+        date_to_ms: plan.range.to,
+    })
+}
+
+fn curve_points(obs: &[(f64, bool)]) -> Vec<CurvePoint> {
+    dropscope_stats::kaplan_meier(obs)
+        .map(|pts| {
+            pts.iter()
+                .map(|p| CurvePoint {
+                    seconds: p.time,
+                    converted: 1.0 - p.survival,
+                    at_risk: p.at_risk as u64,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Merges keys with equal string forms, orders rows, applies the limit.
+pub fn breakdown_rows(plan: &Plan<'_>, by_key: HashMap<BdKey, Tally>) -> Vec<BreakdownRow> {
+    let n = plan.n();
+    let b = plan.breakdown.as_ref().expect("breakdown");
+    let mut merged: HashMap<Value, Tally> = HashMap::new();
+    for (k, t) in by_key {
+        let v = bd_value(plan, &k);
+        match merged.get_mut(&v) {
+            Some(x) => x.merge(t),
+            None => {
+                merged.insert(v, t);
+            }
+        }
+    }
+    let mut rows: Vec<(Value, Tally)> = merged.into_iter().collect();
+    sort_rows(&mut rows, |t| &t.counts);
+    if let Some(limit) = b.limit.filter(|l| *l > 0) {
+        if rows.len() > limit {
+            let rest = rows.split_off(limit);
+            let mut other = Tally::new(n);
+            for (_, t) in rest {
+                other.merge(t);
+            }
+            let other_key = if b.boxed { Value::Array(vec!["Other".into()]) } else { Value::String("Other".into()) };
+            rows.push((other_key, other));
+        }
+    }
+    rows.into_iter()
+        .map(|(v, t)| BreakdownRow {
+            breakdown_display: display(&v, b.kind),
+            breakdown_value: v,
+            steps: t.steps(plan),
+        })
+        .collect()
+}
+
+/// Orders rows by last-step count desc, then earlier steps desc, then value.
+pub fn sort_rows<T>(rows: &mut [(Value, T)], counts: impl Fn(&T) -> &Vec<u64>) {
+    rows.sort_by(|(va, a), (vb, b)| {
+        let (ca, cb) = (counts(a), counts(b));
+        for s in (0..ca.len()).rev() {
+            match cb[s].cmp(&ca[s]) {
+                std::cmp::Ordering::Equal => continue,
+                o => return o,
+            }
+        }
+        va.to_string().cmp(&vb.to_string())
+    });
+}
+
+/// The output value of a breakdown key.
+pub fn bd_value(plan: &Plan<'_>, k: &BdKey) -> Value {
+    let b = plan.breakdown.as_ref().expect("breakdown");
+    match k {
+        BdKey::Cohort(id) => Value::from(*id),
+        _ => {
+            let strs = plan.bd_strings(k);
+            if b.boxed {
+                Value::Array(strs.into_iter().map(Value::String).collect())
+            } else {
+                Value::String(strs.into_iter().next().unwrap_or_default())
+            }
+        }
+    }
+}
+
+fn display(v: &Value, kind: BreakdownType) -> String {
+    match (v, kind) {
+        (Value::Number(n), BreakdownType::Cohort) if n.as_u64() == Some(0) => "all users".into(),
+        (Value::Array(a), _) => a.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect::<Vec<_>>().join(", "),
+        (Value::String(s), _) => s.clone(),
+        (other, _) => other.to_string(),
+    }
+}
+
+/// Whether a breakdown value from a request equals a row value (a bare
+/// string matches a one-element list).
+pub fn bd_matches(want: &Value, got: &Value) -> bool {
+    if want == got {
+        return true;
+    }
+    match (want, got) {
+        (Value::String(s), Value::Array(a)) => a.len() == 1 && a[0].as_str() == Some(s),
+        (Value::Array(a), Value::String(s)) => a.len() == 1 && a[0].as_str() == Some(s),
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::String(s), Value::Number(y)) => s.parse::<f64>().ok() == y.as_f64(),
+        _ => false,
+    }
+}

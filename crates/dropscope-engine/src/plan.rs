@@ -1,0 +1,798 @@
+//! A query compiled against a snapshot: step matchers, filters, breakdown,
+//! aggregation; and the per-actor preparation of matched events.
+
+use std::collections::HashMap;
+use std::sync::RwLockReadGuard;
+
+use chrono_tz::Tz;
+use dropscope_core::query::{
+    Attribution, BreakdownType, FunnelOrder, FunnelQuery, QueryKind, StepMath, Window, MAX_STEPS,
+};
+use dropscope_core::time::{resolve_range, DateRange};
+use dropscope_core::QueryError;
+use dropscope_store::columns::Run;
+use dropscope_store::dict::{value_str, Interner};
+use dropscope_store::{Dicts, EventColumns, EventsView, Snapshot};
+use rayon::prelude::*;
+
+use crate::filter::{cohort_members, group_key_of, EventCtx, Filter};
+use crate::ordered::{self, Path, Shape, StepConstraint};
+use crate::unordered;
+
+/// A matched event of one actor.
+#[derive(Debug, Clone, Copy)]
+pub struct MEvent {
+    pub ts: i64,
+    /// Bit k: matches 0-based step k.
+    pub steps: u64,
+    /// Bit x: matches exclusion x.
+    pub excl: u32,
+    /// Row in the actor's view.
+    pub row: u32,
+    /// Breakdown value: index into the actor's value list.
+    pub bd: u32,
+}
+
+/// One alternative of a step (an event, or one of an action's).
+struct Alt {
+    /// `None` = any event; `Some(u32::MAX)` = an event name never stored.
+    event: Option<u32>,
+    filter: Option<Filter>,
+    elements: Option<Filter>,
+}
+
+/// A step or exclusion matcher.
+pub struct Matcher {
+    alts: Vec<Alt>,
+    filter: Option<Filter>,
+    pub math: Option<StepMath>,
+    /// Event ids this matcher can match (`None` = any).
+    pub event_ids: Option<Vec<u32>>,
+}
+
+/// How actors are formed.
+#[derive(Debug, Clone)]
+pub enum Aggregation {
+    Person,
+    Group(u8),
+    EventProperty(String),
+    DistinctId,
+    PersonProperty(String),
+}
+
+/// A breakdown value key for one actor: global value ids per property
+/// (`u32::MAX` = missing), or a cohort id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BdKey {
+    None,
+    Values(Vec<u32>),
+    Str(String),
+    Cohort(u64),
+}
+
+pub struct BreakdownPlan {
+    pub kind: BreakdownType,
+    pub keys: Vec<Option<u32>>,
+    pub names: Vec<String>,
+    pub attribution: Attribution,
+    pub attribution_step: usize,
+    pub group_index: u8,
+    pub limit: Option<usize>,
+    /// Cohort breakdown: (id, members; `None` = all users).
+    pub cohorts: Vec<(u64, Option<std::collections::HashSet<u32>>)>,
+    /// Single-property breakdowns are boxed as lists, group ones are not.
+    pub boxed: bool,
+}
+
+pub struct Plan<'s> {
+    pub snap: &'s Snapshot,
+    pub dicts: RwLockReadGuard<'s, Dicts>,
+    pub q: &'s FunnelQuery,
+    pub range: DateRange,
+    pub tz: Tz,
+    pub shape: Shape,
+    pub steps: Vec<Matcher>,
+    pub exclusions: Vec<Matcher>,
+    pub global: Option<Filter>,
+    pub breakdown: Option<BreakdownPlan>,
+    pub agg: Aggregation,
+    pub order: FunnelOrder,
+    /// All events in range are kept (strict funnels, correlation, paths).
+    pub keep_all: bool,
+    pub first_time: bool,
+    group_keys: [Option<u32>; 5],
+}
+
+/// Per-thread scratch buffers, reused across actors.
+#[derive(Default)]
+pub struct Scratch {
+    pub merge: EventColumns,
+    pub evs: Vec<MEvent>,
+    pub sub: Vec<MEvent>,
+    pub bd_values: Vec<BdKey>,
+}
+
+/// One actor ready for the funnel algorithms.
+pub struct Actor<'a> {
+    /// Canonical person (person aggregation), or the actor's id in the
+    /// regroup interner.
+    pub id: u32,
+    pub is_person: bool,
+    pub view: EventsView<'a>,
+}
+
+impl<'s> Plan<'s> {
+    pub fn new(snap: &'s Snapshot, q: &'s FunnelQuery) -> Result<Plan<'s>, QueryError> {
+        validate(q)?;
+        let dicts = snap.dicts();
+        let range = resolve_range(q, snap.earliest())?;
+        let tz = dropscope_core::time::parse_tz(q.timezone.as_deref())?;
+        let n = q.steps.len();
+        let mut steps = Vec::with_capacity(n);
+        for (i, s) in q.steps.iter().enumerate() {
+            let field = format!("steps[{i}]");
+            steps.push(compile_matcher(
+                s.event.as_deref(),
+                s.action.as_ref(),
+                s.properties.as_ref(),
+                s.math,
+                &field,
+                snap,
+                &dicts,
+            )?);
+        }
+        let mut exclusions = Vec::new();
+        for (i, x) in q.exclusions.iter().enumerate() {
+            let field = format!("exclusions[{i}]");
+            exclusions.push(compile_matcher(
+                x.event.as_deref(),
+                x.action.as_ref(),
+                x.properties.as_ref(),
+                None,
+                &field,
+                snap,
+                &dicts,
+            )?);
+        }
+        let global = Filter::compile(q.properties.as_ref(), "properties", snap, &dicts)?;
+        let shape = Shape {
+            n,
+            window: Window::effective_ms(q.window.as_ref()),
+            strict: q.order == FunnelOrder::Strict,
+            optional: q.steps.iter().map(|s| s.optional).collect(),
+            within: q.steps.iter().map(|s| s.within.as_ref().and_then(Window::ms)).collect(),
+            min_gap: q.steps.iter().map(|s| s.min_gap.as_ref().and_then(Window::ms)).collect(),
+            exclusions: q.exclusions.iter().map(|x| (x.from_step, x.to_step)).collect(),
+        };
+        let agg = parse_aggregation(q.aggregation.as_deref())?;
+        let breakdown = compile_breakdown(q, snap, &dicts)?;
+        let mut group_keys = [None; 5];
+        for (i, g) in group_keys.iter_mut().enumerate() {
+            *g = dicts.keys.get(&format!("$group_{i}"));
+        }
+        let keep_all = q.order == FunnelOrder::Strict
+            || matches!(q.kind, QueryKind::Correlation | QueryKind::CorrelationPersons | QueryKind::Paths | QueryKind::Diagnosis);
+        let first_time = q.steps.iter().any(|s| {
+            matches!(s.math, Some(StepMath::FirstTimeForUser) | Some(StepMath::FirstTimeForUserWithFilters))
+        });
+        Ok(Plan {
+            snap,
+            dicts,
+            q,
+            range,
+            tz,
+            shape,
+            steps,
+            exclusions,
+            global,
+            breakdown,
+            agg,
+            order: q.order,
+            keep_all,
+            first_time,
+            group_keys,
+        })
+    }
+
+    pub fn n(&self) -> usize {
+        self.shape.n
+    }
+
+    /// The canonical person of row `row` of an actor.
+    #[inline]
+    pub fn person_of(&self, actor: &Actor<'_>, row: usize) -> u32 {
+        if actor.is_person {
+            actor.id
+        } else {
+            self.snap
+                .identity()
+                .person_of_did(actor.view.did[row])
+                .unwrap_or(u32::MAX)
+        }
+    }
+
+    fn matches(&self, m: &Matcher, actor: &Actor<'_>, row: usize, with_filters: bool) -> bool {
+        let ev = actor.view.event[row];
+        let ctx = EventCtx {
+            view: &actor.view,
+            row,
+            person: self.person_of(actor, row),
+        };
+        let d = &*self.dicts;
+        let alt_ok = m.alts.iter().any(|a| {
+            a.event.is_none_or(|e| e == ev)
+                && (!with_filters || a.filter.as_ref().is_none_or(|f| f.eval(&ctx, self.snap, d)))
+                && a.elements.as_ref().is_none_or(|f| f.eval(&ctx, self.snap, d))
+        });
+        alt_ok && (!with_filters || m.filter.as_ref().is_none_or(|f| f.eval(&ctx, self.snap, d)))
+    }
+
+    /// Matched events of one actor into `out` (and breakdown values into
+    /// `bd_values`, one entry per distinct value; `MEvent::bd` indexes it).
+    pub fn prepare(&self, actor: &Actor<'_>, out: &mut Vec<MEvent>, bd_values: &mut Vec<BdKey>) {
+        out.clear();
+        bd_values.clear();
+        let v = &actor.view;
+        let d = &*self.dicts;
+        // First time for user: the row of the actor's first-ever event of
+        // each such step (all time, before any range or filter).
+        let mut first_rows = [u32::MAX; MAX_STEPS];
+        if self.first_time {
+            for (s, m) in self.steps.iter().enumerate() {
+                let with_filters = match m.math {
+                    Some(StepMath::FirstTimeForUser) => false,
+                    Some(StepMath::FirstTimeForUserWithFilters) => true,
+                    _ => continue,
+                };
+                for row in 0..v.len() {
+                    if self.matches(m, actor, row, with_filters) {
+                        first_rows[s] = row as u32;
+                        break;
+                    }
+                }
+            }
+        }
+        for row in 0..v.len() {
+            let ts = v.ts[row];
+            if !self.range.contains(ts) {
+                continue;
+            }
+            if let Some(g) = &self.global {
+                let ctx = EventCtx {
+                    view: v,
+                    row,
+                    person: self.person_of(actor, row),
+                };
+                if !g.eval(&ctx, self.snap, d) {
+                    continue;
+                }
+            }
+            let mut steps = 0u64;
+            for (s, m) in self.steps.iter().enumerate() {
+                if let Some(ids) = &m.event_ids {
+                    if !ids.contains(&v.event[row]) {
+                        continue;
+                    }
+                }
+                let ok = match m.math {
+                    Some(StepMath::FirstTimeForUser) | Some(StepMath::FirstTimeForUserWithFilters) => {
+                        first_rows[s] == row as u32 && self.matches(m, actor, row, true)
+                    }
+                    _ => self.matches(m, actor, row, true),
+                };
+                if ok {
+                    steps |= 1 << s;
+                }
+            }
+            let mut excl = 0u32;
+            for (x, m) in self.exclusions.iter().enumerate() {
+                if m.event_ids.as_ref().is_none_or(|ids| ids.contains(&v.event[row])) && self.matches(m, actor, row, true) {
+                    excl |= 1 << x;
+                }
+            }
+            if steps == 0 && excl == 0 && !self.keep_all {
+                continue;
+            }
+            let bd = match &self.breakdown {
+                Some(b) if b.kind != BreakdownType::Cohort => {
+                    let key = self.bd_key(b, actor, row);
+                    match bd_values.iter().position(|k| *k == key) {
+                        Some(p) => p as u32,
+                        None => {
+                            bd_values.push(key);
+                            (bd_values.len() - 1) as u32
+                        }
+                    }
+                }
+                _ => 0,
+            };
+            out.push(MEvent {
+                ts,
+                steps,
+                excl,
+                row: row as u32,
+                bd,
+            });
+        }
+    }
+
+    fn bd_key(&self, b: &BreakdownPlan, actor: &Actor<'_>, row: usize) -> BdKey {
+        let v = &actor.view;
+        let d = &*self.dicts;
+        match b.kind {
+            BreakdownType::Event | BreakdownType::EventMetadata => {
+                BdKey::Values(b.keys.iter().map(|k| k.and_then(|k| v.prop(row, k)).unwrap_or(u32::MAX)).collect())
+            }
+            BreakdownType::Person => {
+                let p = self.person_of(actor, row);
+                let pd = (p != u32::MAX).then(|| self.snap.person(p));
+                BdKey::Values(
+                    b.keys
+                        .iter()
+                        .map(|k| k.and_then(|k| pd.and_then(|pd| pd.prop(k))).unwrap_or(u32::MAX))
+                        .collect(),
+                )
+            }
+            BreakdownType::Group => {
+                let gkey = group_key_of(v, row, b.group_index, d);
+                let val = gkey.and_then(|g| {
+                    let props = self.snap.groups().props.get(&(b.group_index, g))?;
+                    let k = b.keys.first().copied().flatten()?;
+                    props.binary_search_by_key(&k, |(a, _)| *a).ok().map(|i| props[i].1)
+                });
+                BdKey::Values(vec![val.unwrap_or(u32::MAX)])
+            }
+            BreakdownType::Cohort => BdKey::None,
+        }
+    }
+
+    /// Whether a breakdown key is entirely empty.
+    pub fn bd_is_empty(&self, k: &BdKey) -> bool {
+        match k {
+            BdKey::Values(vs) => vs
+                .iter()
+                .all(|&v| v == u32::MAX || value_str(self.dicts.values.resolve(v)).is_empty()),
+            BdKey::Str(s) => s.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// The string forms of a breakdown key.
+    pub fn bd_strings(&self, k: &BdKey) -> Vec<String> {
+        match k {
+            BdKey::Values(vs) => vs
+                .iter()
+                .map(|&v| if v == u32::MAX { String::new() } else { value_str(self.dicts.values.resolve(v)).to_string() })
+                .collect(),
+            BdKey::Str(s) => vec![s.clone()],
+            BdKey::Cohort(c) => vec![c.to_string()],
+            BdKey::None => vec![],
+        }
+    }
+
+    /// Runs the funnel algorithm over prepared events.
+    pub fn run_funnel(&self, evs: &[MEvent], constraint: Option<StepConstraint>) -> Option<Path> {
+        match self.order {
+            FunnelOrder::Unordered => unordered::run(&self.shape, evs, constraint.map(|c| c.bd)),
+            _ => ordered::run(&self.shape, evs, constraint),
+        }
+    }
+
+    /// Every (breakdown key, path) of one prepared actor, following the
+    /// breakdown attribution (SEMANTICS.md rule 12).
+    pub fn actor_paths(&self, actor: &Actor<'_>, scratch: &mut Scratch, out: &mut Vec<(BdKey, Path)>) {
+        out.clear();
+        let Scratch { evs, sub, bd_values, .. } = scratch;
+        let Some(b) = &self.breakdown else {
+            if let Some(p) = self.run_funnel(evs, None) {
+                out.push((BdKey::None, p));
+            }
+            return;
+        };
+        if b.kind == BreakdownType::Cohort {
+            let Some(p) = self.run_funnel(evs, None) else { return };
+            let person = if actor.is_person { actor.id } else { evs.first().map_or(u32::MAX, |e| self.person_of(actor, e.row as usize)) };
+            for (id, members) in &b.cohorts {
+                if members.as_ref().is_none_or(|m| m.contains(&person)) {
+                    out.push((BdKey::Cohort(*id), p));
+                }
+            }
+            return;
+        }
+        let relevant = |e: &MEvent| e.steps != 0 || (self.order == FunnelOrder::Strict) || e.excl != 0;
+        match b.attribution {
+            Attribution::FirstTouch | Attribution::LastTouch => {
+                let pick = |e: &&MEvent| relevant(e) && !self.bd_is_empty(&bd_values[e.bd as usize]);
+                let chosen = if b.attribution == Attribution::FirstTouch {
+                    evs.iter().find(pick)
+                } else {
+                    evs.iter().rev().find(pick)
+                };
+                let key = match chosen {
+                    Some(e) => bd_values[e.bd as usize].clone(),
+                    None => BdKey::Values(vec![u32::MAX; b.keys.len().max(1)]),
+                };
+                if let Some(p) = self.run_funnel(evs, None) {
+                    out.push((key, p));
+                }
+            }
+            Attribution::AllEvents => {
+                for (vi, key) in bd_values.iter().enumerate() {
+                    sub.clear();
+                    sub.extend(evs.iter().filter(|e| e.bd == vi as u32));
+                    if let Some(p) = self.run_funnel(sub, None) {
+                        out.push((key.clone(), p));
+                    }
+                }
+            }
+            Attribution::Step => {
+                let step = b.attribution_step;
+                let mut seen: Vec<u32> = Vec::new();
+                for e in evs.iter() {
+                    if e.steps & (1 << step) != 0 && !seen.contains(&e.bd) {
+                        seen.push(e.bd);
+                    }
+                }
+                for bd in seen {
+                    let c = StepConstraint { step, bd };
+                    if let Some(p) = self.run_funnel(evs, Some(c)) {
+                        out.push((bd_values[bd as usize].clone(), p));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Folds over every actor in parallel.
+    pub fn fold_actors<A, I, F, R>(&self, init: I, f: F, reduce: R) -> A
+    where
+        A: Send,
+        I: Fn() -> A + Sync + Send,
+        F: Fn(&mut A, &mut Scratch, &Actor<'_>) + Sync + Send,
+        R: Fn(A, A) -> A + Sync + Send,
+    {
+        match &self.agg {
+            Aggregation::Person => {
+                let count = self.snap.actor_count();
+                (0..count)
+                    .into_par_iter()
+                    .with_min_len(256)
+                    .fold(
+                        || (init(), Scratch::default()),
+                        |(mut acc, mut scratch), i| {
+                            let mut merge = std::mem::take(&mut scratch.merge);
+                            {
+                                let view = self.snap.events_of(i, &mut merge);
+                                let actor = Actor {
+                                    id: self.snap.actor_person(i),
+                                    is_person: true,
+                                    view,
+                                };
+                                f(&mut acc, &mut scratch, &actor);
+                            }
+                            scratch.merge = merge;
+                            (acc, scratch)
+                        },
+                    )
+                    .map(|(a, _)| a)
+                    .reduce(&init, &reduce)
+            }
+            _ => {
+                let (run, names) = self.regroup();
+                let run = &run;
+                let _ = &names;
+                (0..run.persons.len())
+                    .into_par_iter()
+                    .fold(
+                        || (init(), Scratch::default()),
+                        |(mut acc, mut scratch), i| {
+                            let actor = Actor {
+                                id: run.persons[i],
+                                is_person: false,
+                                view: run.person_view(i),
+                            };
+                            f(&mut acc, &mut scratch, &actor);
+                            (acc, scratch)
+                        },
+                    )
+                    .map(|(a, _)| a)
+                    .reduce(&init, &reduce)
+            }
+        }
+    }
+
+    /// The label of an actor for output.
+    pub fn actor_label(&self, actor_id: u32, is_person: bool) -> String {
+        if is_person {
+            self.snap.person(actor_id).label.clone()
+        } else {
+            self.regroup_names()
+                .get(actor_id as usize)
+                .cloned()
+                .unwrap_or_default()
+        }
+    }
+
+    /// Actor keys for non-person aggregation, in id order.
+    pub fn regroup_names(&self) -> Vec<String> {
+        self.regroup().1
+    }
+
+    /// Events of every person regrouped under the aggregation key (only
+    /// events in range; events without a key are dropped).
+    fn regroup(&self) -> (Run, Vec<String>) {
+        let mut names = Interner::default();
+        let mut cols = EventColumns::new();
+        let mut keys: Vec<u32> = Vec::new();
+        let d = &*self.dicts;
+        let mut scratch = EventColumns::new();
+        let key_id = match &self.agg {
+            Aggregation::EventProperty(k) | Aggregation::PersonProperty(k) => d.keys.get(k),
+            _ => None,
+        };
+        for i in 0..self.snap.actor_count() {
+            let person = self.snap.actor_person(i);
+            let v = self.snap.events_of(i, &mut scratch);
+            for row in 0..v.len() {
+                if !self.range.contains(v.ts[row]) {
+                    continue;
+                }
+                let key: Option<String> = match &self.agg {
+                    Aggregation::Group(g) => self.group_keys[*g as usize]
+                        .and_then(|k| v.prop(row, k))
+                        .map(|val| value_str(d.values.resolve(val)).to_string()),
+                    Aggregation::EventProperty(_) => key_id
+                        .and_then(|k| v.prop(row, k))
+                        .map(|val| value_str(d.values.resolve(val)).to_string()),
+                    Aggregation::PersonProperty(_) => key_id
+                        .and_then(|k| self.snap.person(person).prop(k))
+                        .map(|val| value_str(d.values.resolve(val)).to_string()),
+                    Aggregation::DistinctId => Some(d.distinct_ids.resolve(v.did[row]).to_string()),
+                    Aggregation::Person => unreachable!("person aggregation does not regroup"),
+                };
+                let Some(key) = key.filter(|k| !k.is_empty()) else { continue };
+                keys.push(names.intern(&key));
+                cols.push_from(&v, row);
+            }
+        }
+        let run = Run::build(&cols, |i| keys[i]);
+        (run, names.iter().map(|(_, s)| s.to_string()).collect())
+    }
+}
+
+fn parse_aggregation(a: Option<&str>) -> Result<Aggregation, QueryError> {
+    let Some(a) = a.map(str::trim).filter(|a| !a.is_empty()) else {
+        return Ok(Aggregation::Person);
+    };
+    if a == "person" || a == "person_id" {
+        return Ok(Aggregation::Person);
+    }
+    if a == "distinct_id" {
+        return Ok(Aggregation::DistinctId);
+    }
+    if let Some(g) = a.strip_prefix("group:") {
+        let g: u8 = g
+            .parse()
+            .ok()
+            .filter(|g| *g < 5)
+            .ok_or_else(|| QueryError::invalid("aggregation", format!("group index must be 0..4, got {g:?}")))?;
+        return Ok(Aggregation::Group(g));
+    }
+    if let Some(k) = a.strip_prefix("event_property:").or_else(|| a.strip_prefix("properties.")) {
+        return Ok(Aggregation::EventProperty(k.to_string()));
+    }
+    if let Some(k) = a.strip_prefix("person_property:").or_else(|| a.strip_prefix("person.properties.")) {
+        return Ok(Aggregation::PersonProperty(k.to_string()));
+    }
+    Err(QueryError::invalid(
+        "aggregation",
+        format!("unknown aggregation {a:?}: use person, group:N, event_property:<key>, distinct_id or person_property:<key>"),
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_matcher(
+    event: Option<&str>,
+    action: Option<&dropscope_core::query::Action>,
+    props: Option<&dropscope_core::query::PropertyFilters>,
+    math: Option<StepMath>,
+    field: &str,
+    snap: &Snapshot,
+    d: &Dicts,
+) -> Result<Matcher, QueryError> {
+    let mut alts = Vec::new();
+    match action {
+        Some(a) => {
+            if a.match_any.is_empty() {
+                return Err(QueryError::invalid(format!("{field}.action.match_any"), "an action needs at least one alternative"));
+            }
+            for (i, alt) in a.match_any.iter().enumerate() {
+                let f = format!("{field}.action.match_any[{i}]");
+                let elements = match &alt.elements {
+                    Some(m) if !m.is_empty() => {
+                        let items: Vec<serde_json::Value> = m
+                            .iter()
+                            .map(|(k, v)| serde_json::json!({"key": k, "value": v, "operator": "exact", "type": "element"}))
+                            .collect();
+                        let pf: dropscope_core::query::PropertyFilters = serde_json::from_value(serde_json::Value::Array(items))
+                            .map_err(|e| QueryError::invalid(format!("{f}.elements"), e.to_string()))?;
+                        Filter::compile(Some(&pf), &format!("{f}.elements"), snap, d)?
+                    }
+                    _ => None,
+                };
+                alts.push(Alt {
+                    event: alt.event.as_deref().map(|e| d.events.get(e).unwrap_or(u32::MAX)),
+                    filter: Filter::compile(alt.properties.as_ref(), &format!("{f}.properties"), snap, d)?,
+                    elements,
+                });
+            }
+        }
+        None => alts.push(Alt {
+            event: event.map(|e| d.events.get(e).unwrap_or(u32::MAX)),
+            filter: None,
+            elements: None,
+        }),
+    }
+    let event_ids = if alts.iter().any(|a| a.event.is_none()) {
+        None
+    } else {
+        Some(alts.iter().filter_map(|a| a.event).collect())
+    };
+    Ok(Matcher {
+        alts,
+        filter: Filter::compile(props, &format!("{field}.properties"), snap, d)?,
+        math,
+        event_ids,
+    })
+}
+
+fn compile_breakdown(q: &FunnelQuery, snap: &Snapshot, d: &Dicts) -> Result<Option<BreakdownPlan>, QueryError> {
+    let Some(b) = &q.breakdown else { return Ok(None) };
+    let kind = b.kind.unwrap_or_default();
+    let names: Vec<String> = match (&b.properties, &b.property) {
+        (Some(ps), _) if !ps.is_empty() => ps.clone(),
+        (_, Some(p)) => vec![p.clone()],
+        _ if kind == BreakdownType::Cohort => vec![],
+        _ => return Err(QueryError::invalid("breakdown.property", "a breakdown needs `property` or `properties`")),
+    };
+    let attribution = b.attribution.unwrap_or_default();
+    let attribution_step = match attribution {
+        Attribution::Step => b.attribution_step.ok_or_else(|| {
+            QueryError::invalid("breakdown.attribution_step", "attribution `step` needs attribution_step")
+        })?,
+        _ => 0,
+    };
+    if attribution == Attribution::Step && attribution_step >= q.steps.len() {
+        return Err(QueryError::invalid("breakdown.attribution_step", format!("step {attribution_step} does not exist")));
+    }
+    if attribution == Attribution::Step && q.order == FunnelOrder::Unordered && attribution_step != 0 {
+        return Err(QueryError::invalid(
+            "breakdown.attribution_step",
+            "unordered funnels only support step attribution on step 0",
+        ));
+    }
+    let group_index = b.group_type_index.unwrap_or(0);
+    if kind == BreakdownType::Group && b.group_type_index.is_none() {
+        return Err(QueryError::invalid("breakdown.group_type_index", "group breakdowns need group_type_index"));
+    }
+    let mut cohorts = Vec::new();
+    if kind == BreakdownType::Cohort {
+        let ids = b.cohorts.clone().unwrap_or_default();
+        if ids.is_empty() {
+            return Err(QueryError::invalid("breakdown.cohorts", "a cohort breakdown needs cohort ids or \"all\""));
+        }
+        for (i, c) in ids.iter().enumerate() {
+            if c.as_str() == Some("all") || c.as_u64() == Some(0) {
+                cohorts.push((0, None));
+                continue;
+            }
+            let id = c
+                .as_u64()
+                .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+                .ok_or_else(|| QueryError::invalid(format!("breakdown.cohorts[{i}]"), "not a cohort id"))?;
+            let members = cohort_members(id, snap, d)
+                .ok_or_else(|| QueryError::invalid(format!("breakdown.cohorts[{i}]"), format!("unknown cohort {id}")))?;
+            cohorts.push((id, Some(members)));
+        }
+    }
+    Ok(Some(BreakdownPlan {
+        kind,
+        keys: names.iter().map(|n| d.keys.get(n)).collect(),
+        boxed: kind != BreakdownType::Group,
+        names,
+        attribution,
+        attribution_step,
+        group_index,
+        limit: b.limit,
+        cohorts,
+    }))
+}
+
+/// Checks the query's shape; every message names the field.
+pub fn validate(q: &FunnelQuery) -> Result<(), QueryError> {
+    let n = q.steps.len();
+    let needs_two = !matches!(q.kind, QueryKind::FunnelPersons);
+    if n == 0 || (needs_two && n < 2 && q.kind != QueryKind::Funnel) {
+        return Err(QueryError::invalid("steps", format!("a funnel needs at least {} step(s), got {n}", if needs_two && q.kind != QueryKind::Funnel { 2 } else { 1 })));
+    }
+    if n > MAX_STEPS {
+        return Err(QueryError::invalid("steps", format!("at most {MAX_STEPS} steps, got {n}")));
+    }
+    for (i, s) in q.steps.iter().enumerate() {
+        if s.event.is_some() && s.action.is_some() {
+            return Err(QueryError::invalid(format!("steps[{i}]"), "give `event` or `action`, not both"));
+        }
+        if s.optional {
+            if i == 0 {
+                return Err(QueryError::invalid("steps[0].optional", "the first step cannot be optional"));
+            }
+            if q.order == FunnelOrder::Unordered {
+                return Err(QueryError::invalid(format!("steps[{i}].optional"), "optional steps need an ordered or strict funnel"));
+            }
+            if let Some(next) = q.steps.get(i + 1) {
+                if !next.optional && next.event == s.event && next.action == s.action && next.properties == s.properties {
+                    return Err(QueryError::invalid(
+                        format!("steps[{i}].optional"),
+                        "an optional step identical to the following required step can never be told apart",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(w) = &q.window {
+        if let Some(v) = w.value {
+            if v > 10_000 * 366 {
+                return Err(QueryError::invalid("window.value", format!("window too large: {v}")));
+            }
+        }
+    }
+    for (i, x) in q.exclusions.iter().enumerate() {
+        let f = format!("exclusions[{i}]");
+        if x.from_step >= x.to_step {
+            return Err(QueryError::invalid(format!("{f}.from_step"), format!("from_step ({}) must be less than to_step ({})", x.from_step, x.to_step)));
+        }
+        if n > 0 && x.to_step > n - 1 {
+            return Err(QueryError::invalid(format!("{f}.to_step"), format!("to_step ({}) must be at most the last step ({})", x.to_step, n - 1)));
+        }
+        if q.order == FunnelOrder::Unordered && (x.from_step != 0 || x.to_step != n - 1) {
+            return Err(QueryError::invalid(f.clone(), "unordered funnels only allow exclusions over the whole funnel (0 .. last step)"));
+        }
+        for s in x.from_step..=x.to_step.min(n.saturating_sub(1)) {
+            let st = &q.steps[s];
+            let same_event = match (&x.action, &st.action) {
+                (None, None) => x.event == st.event,
+                (Some(a), Some(b)) => a == b,
+                _ => false,
+            };
+            // An exclusion equal to (or broader than) a step in its range
+            // would exclude every attempt.
+            let broader = match (&x.properties, &st.properties) {
+                (None, _) => true,
+                (Some(xp), Some(sp)) => xp == sp,
+                (Some(_), None) => false,
+            };
+            if same_event && broader {
+                return Err(QueryError::invalid(f.clone(), format!("exclusion is the same as step {s} of its range")));
+            }
+        }
+    }
+    if let (Some(a), Some(b)) = (q.from_step, q.to_step) {
+        if a >= b {
+            return Err(QueryError::invalid("from_step", format!("from_step ({a}) must be less than to_step ({b})")));
+        }
+    }
+    if let Some(b) = q.to_step {
+        if b >= n {
+            return Err(QueryError::invalid("to_step", format!("to_step ({b}) must be a step index below {n}")));
+        }
+    }
+    if let Some(a) = q.from_step {
+        if a >= n {
+            return Err(QueryError::invalid("from_step", format!("from_step ({a}) must be a step index below {n}")));
+        }
+    }
+    Ok(())
+}
+
+/// Groups actor results (one thread's) by breakdown key.
+pub type ByKey<T> = HashMap<BdKey, T>;

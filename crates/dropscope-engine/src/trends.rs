@@ -1,0 +1,378 @@
+//! Funnel trends: conversion by interval of entry (SEMANTICS.md rule 15).
+//!
+//! Per actor, each bucket (of the first step's timestamp) holds its own
+//! attempt. A first-step event opens its bucket's attempt, or replaces it
+//! while the bucket has not converted. One result per actor per bucket:
+//! entered (reached `from_step`) or converted (reached `to_step` within the
+//! window). An exclusion inside an attempt's window marks it; a later step
+//! on a marked attempt is a full exclusion and drops every unconverted
+//! bucket of the actor.
+
+use std::collections::{BTreeMap, HashMap};
+
+use dropscope_core::query::{FunnelOrder, Interval, MAX_STEPS};
+use dropscope_core::result::{PersonsResult, TrendRow, TrendSeries, TrendsResult};
+use dropscope_core::time::{bucket_start, buckets, format_bucket, parse_instant};
+use dropscope_core::QueryError;
+use serde_json::Value;
+
+use crate::funnel::{bd_matches, bd_value};
+use crate::ordered::{Attempt, Path};
+use crate::plan::{BdKey, MEvent, Plan};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Outcome {
+    Entered,
+    Converted,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    start: i64,
+    excluded: bool,
+    reached: usize,
+}
+
+/// Results of one actor: bucket start -> outcome.
+fn actor_buckets(plan: &Plan<'_>, evs: &[MEvent], constraint: Option<(usize, u32)>) -> BTreeMap<i64, Outcome> {
+    let interval = plan.q.interval.unwrap_or_default();
+    let from = plan.q.from_step.unwrap_or(0);
+    let to = plan.q.to_step.unwrap_or(plan.n() - 1);
+    if plan.order == FunnelOrder::Unordered {
+        return unordered_buckets(plan, evs, from, to, interval);
+    }
+    let n = to + 1;
+    let window = plan.shape.window;
+    let mut results: BTreeMap<i64, Outcome> = BTreeMap::new();
+    // Per open bucket: entered[s] for 1-based s (index 0 unused).
+    let mut open: BTreeMap<i64, [Option<Entry>; MAX_STEPS + 1]> = BTreeMap::new();
+    for e in evs {
+        for s in (1..=n).rev() {
+            let idx = s - 1;
+            // Exclusions for an attempt sitting at 0-based step s-2.
+            if s >= 2 && e.excl != 0 && excl_active(plan, e.excl, s - 2) {
+                for entered in open.values_mut() {
+                    let next_start = entered[s].map(|a| a.start);
+                    if let Some(prev) = entered[s - 1].as_mut() {
+                        let in_window = e.ts - prev.start <= window;
+                        let already = next_start == Some(prev.start);
+                        if in_window && !already && !prev.excluded {
+                            prev.excluded = true;
+                        }
+                    }
+                }
+            }
+            if e.steps & (1 << idx) == 0 {
+                continue;
+            }
+            if let Some((cs, bd)) = constraint {
+                if cs == idx && e.bd != bd {
+                    continue;
+                }
+            }
+            if s == 1 {
+                let b = bucket_start(e.ts, interval, plan.tz);
+                if results.get(&b) == Some(&Outcome::Converted) {
+                    continue;
+                }
+                let entered = open.entry(b).or_insert([None; MAX_STEPS + 1]);
+                entered[1] = Some(Entry { start: e.ts, excluded: false, reached: 0 });
+                if from == 0 {
+                    results.entry(b).or_insert(Outcome::Entered);
+                }
+                if n == 1 {
+                    results.insert(b, Outcome::Converted);
+                    open.remove(&b);
+                }
+                continue;
+            }
+            let mut full_exclusion = false;
+            let mut converted: Vec<i64> = Vec::new();
+            for (&b, entered) in open.iter_mut() {
+                let Some(prev) = entered[s - 1] else { continue };
+                let in_window = e.ts - prev.start <= window;
+                let already = entered[s].is_some_and(|a| a.start == prev.start);
+                if !in_window || already {
+                    continue;
+                }
+                if prev.excluded {
+                    full_exclusion = true;
+                    continue;
+                }
+                entered[s] = Some(Entry { start: prev.start, excluded: false, reached: idx });
+                if idx == from {
+                    results.entry(b).or_insert(Outcome::Entered);
+                }
+                if idx == to {
+                    converted.push(b);
+                }
+            }
+            for b in converted {
+                results.insert(b, Outcome::Converted);
+                open.remove(&b);
+            }
+            if full_exclusion {
+                results.retain(|_, o| *o == Outcome::Converted);
+                open.clear();
+            }
+        }
+    }
+    results
+}
+
+fn excl_active(plan: &Plan<'_>, excl: u32, at: usize) -> bool {
+    plan.shape
+        .exclusions
+        .iter()
+        .enumerate()
+        .any(|(x, &(from, to))| excl & (1 << x) != 0 && from <= at && at < to)
+}
+
+/// Unordered trends: every event of any step opens an entry in its bucket
+/// (unless the bucket converted); an entry counts the distinct steps done
+/// within the window from its start; exclusions reset open entries.
+fn unordered_buckets(plan: &Plan<'_>, evs: &[MEvent], from: usize, to: usize, interval: Interval) -> BTreeMap<i64, Outcome> {
+    let window = plan.shape.window;
+    let mut results: BTreeMap<i64, Outcome> = BTreeMap::new();
+    let mask: u64 = if plan.n() >= 64 { u64::MAX } else { (1u64 << plan.n()) - 1 };
+    for (i, e) in evs.iter().enumerate() {
+        if e.steps & mask == 0 {
+            continue;
+        }
+        let b = bucket_start(e.ts, interval, plan.tz);
+        if results.get(&b) == Some(&Outcome::Converted) {
+            continue;
+        }
+        // Distinct steps done from this event on, within the window.
+        let mut done: u64 = 0;
+        let mut best = 0usize;
+        for f in &evs[i..] {
+            if f.ts - e.ts > window {
+                break;
+            }
+            if f.excl != 0 && f.ts > e.ts {
+                break;
+            }
+            // Each event counts for one step not yet done.
+            let free = f.steps & mask & !done;
+            if free != 0 {
+                done |= 1 << free.trailing_zeros();
+            }
+            best = best.max(done.count_ones() as usize);
+        }
+        if best > to {
+            results.insert(b, Outcome::Converted);
+        } else if best > from {
+            results.entry(b).or_insert(Outcome::Entered);
+        }
+    }
+    results
+}
+
+/// Per-actor bucket results under each breakdown key.
+fn actor_results(plan: &Plan<'_>, scratch: &mut crate::plan::Scratch) -> Vec<(BdKey, BTreeMap<i64, Outcome>)> {
+    let mut out = Vec::new();
+    let Some(b) = &plan.breakdown else {
+        out.push((BdKey::None, actor_buckets(plan, &scratch.evs, None)));
+        return out;
+    };
+    use dropscope_core::query::{Attribution, BreakdownType};
+    if b.kind == BreakdownType::Cohort {
+        // Cohorts are handled by the caller through actor_paths' logic.
+        return out;
+    }
+    match b.attribution {
+        Attribution::AllEvents => {
+            for (vi, key) in scratch.bd_values.iter().enumerate() {
+                scratch.sub.clear();
+                scratch.sub.extend(scratch.evs.iter().filter(|e| e.bd == vi as u32));
+                out.push((key.clone(), actor_buckets(plan, &scratch.sub, None)));
+            }
+        }
+        Attribution::Step => {
+            let step = b.attribution_step;
+            let mut seen: Vec<u32> = Vec::new();
+            for e in scratch.evs.iter() {
+                if e.steps & (1 << step) != 0 && !seen.contains(&e.bd) {
+                    seen.push(e.bd);
+                }
+            }
+            for bd in seen {
+                out.push((scratch.bd_values[bd as usize].clone(), actor_buckets(plan, &scratch.evs, Some((step, bd)))));
+            }
+        }
+        _ => {
+            let first = b.attribution == Attribution::FirstTouch;
+            let pick = |e: &&MEvent| e.steps != 0 && !plan.bd_is_empty(&scratch.bd_values[e.bd as usize]);
+            let chosen = if first { scratch.evs.iter().find(pick) } else { scratch.evs.iter().rev().find(pick) };
+            let key = chosen
+                .map(|e| scratch.bd_values[e.bd as usize].clone())
+                .unwrap_or_else(|| BdKey::Values(vec![u32::MAX; b.keys.len().max(1)]));
+            out.push((key, actor_buckets(plan, &scratch.evs, None)));
+        }
+    }
+    out
+}
+
+type Counts = HashMap<BdKey, BTreeMap<i64, (u64, u64)>>;
+
+/// Runs a funnel trends query.
+pub fn trends(plan: &Plan<'_>) -> Result<TrendsResult, QueryError> {
+    validate(plan)?;
+    let interval = plan.q.interval.unwrap_or_default();
+    let counts: Counts = plan.fold_actors(
+        HashMap::new,
+        |acc: &mut Counts, scratch, actor| {
+            plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
+            if scratch.evs.is_empty() {
+                return;
+            }
+            let mut res = actor_results(plan, scratch);
+            if let Some(b) = &plan.breakdown {
+                if b.kind == dropscope_core::query::BreakdownType::Cohort {
+                    let r = actor_buckets(plan, &scratch.evs, None);
+                    for (id, members) in &b.cohorts {
+                        if members.as_ref().is_none_or(|m| actor.is_person && m.contains(&actor.id)) {
+                            res.push((BdKey::Cohort(*id), r.clone()));
+                        }
+                    }
+                }
+            }
+            for (k, r) in res {
+                let m = acc.entry(k).or_default();
+                for (b, o) in r {
+                    let c = m.entry(b).or_default();
+                    c.0 += 1;
+                    if o == Outcome::Converted {
+                        c.1 += 1;
+                    }
+                }
+            }
+        },
+        |mut a, b| {
+            for (k, m) in b {
+                let t = a.entry(k).or_default();
+                for (b, (x, y)) in m {
+                    let c = t.entry(b).or_default();
+                    c.0 += x;
+                    c.1 += y;
+                }
+            }
+            a
+        },
+    );
+    let all = buckets(plan.range, interval, plan.tz);
+    let rows_for = |m: Option<&BTreeMap<i64, (u64, u64)>>| -> Vec<TrendRow> {
+        all.iter()
+            .map(|&b| {
+                let (from, to) = m.and_then(|m| m.get(&b)).copied().unwrap_or((0, 0));
+                TrendRow {
+                    timestamp: format_bucket(b, interval, plan.tz),
+                    timestamp_ms: b,
+                    reached_from_step_count: from,
+                    reached_to_step_count: to,
+                    conversion_rate: if from == 0 { 0.0 } else { (to as f64 / from as f64 * 10000.0).round() / 100.0 },
+                }
+            })
+            .collect()
+    };
+    if plan.breakdown.is_none() {
+        return Ok(TrendsResult {
+            rows: rows_for(counts.get(&BdKey::None)),
+            series: None,
+        });
+    }
+    // Merge keys by output value; order by total entered desc; limit truncates.
+    let mut merged: Vec<(Value, BTreeMap<i64, (u64, u64)>)> = Vec::new();
+    for (k, m) in counts {
+        let v = bd_value(plan, &k);
+        if let Some((_, t)) = merged.iter_mut().find(|(x, _)| *x == v) {
+            for (b, (x, y)) in m {
+                let c = t.entry(b).or_default();
+                c.0 += x;
+                c.1 += y;
+            }
+        } else {
+            merged.push((v, m));
+        }
+    }
+    merged.sort_by(|a, b| {
+        let ta: u64 = a.1.values().map(|c| c.0).sum();
+        let tb: u64 = b.1.values().map(|c| c.0).sum();
+        tb.cmp(&ta).then_with(|| a.0.to_string().cmp(&b.0.to_string()))
+    });
+    if let Some(l) = plan.breakdown.as_ref().and_then(|b| b.limit).filter(|l| *l > 0) {
+        merged.truncate(l);
+    }
+    let series = merged
+        .iter()
+        .map(|(v, m)| TrendSeries {
+            breakdown_value: v.clone(),
+            rows: rows_for(Some(m)),
+        })
+        .collect();
+    Ok(TrendsResult { rows: Vec::new(), series: Some(series) })
+}
+
+fn validate(plan: &Plan<'_>) -> Result<(), QueryError> {
+    if plan.range.from == i64::MIN {
+        return Ok(());
+    }
+    let interval = plan.q.interval.unwrap_or_default();
+    let count = buckets(plan.range, interval, plan.tz).len();
+    if count > 5000 {
+        return Err(QueryError::invalid("interval", format!("{count} buckets is too many: widen the interval")));
+    }
+    Ok(())
+}
+
+/// Persons who entered in one bucket and converted (or dropped).
+pub fn trend_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError> {
+    let interval = plan.q.interval.unwrap_or_default();
+    let s = plan.q.entrance_period_start.as_deref().unwrap_or("");
+    let (t, _) = parse_instant(s, plan.tz).ok_or_else(|| QueryError::invalid("entrance_period_start", format!("not a date: {s:?}")))?;
+    let bucket = bucket_start(t.timestamp_millis(), interval, plan.tz);
+    let dropped = plan.q.drop_off.unwrap_or(false);
+    let want_bd = plan.q.breakdown_value.clone();
+    let rows = plan.fold_actors(
+        Vec::new,
+        |acc, scratch, actor| {
+            plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
+            if scratch.evs.is_empty() {
+                return;
+            }
+            for (k, r) in actor_results(plan, scratch) {
+                if let Some(w) = &want_bd {
+                    if !bd_matches(w, &bd_value(plan, &k)) {
+                        continue;
+                    }
+                }
+                let hit = match r.get(&bucket) {
+                    Some(Outcome::Converted) => !dropped,
+                    Some(Outcome::Entered) => dropped,
+                    None => false,
+                };
+                if hit {
+                    let p = Path {
+                        furthest: 0,
+                        attempt: Attempt {
+                            start: bucket,
+                            excluded: false,
+                            times: [0; MAX_STEPS],
+                            rows: [u32::MAX; MAX_STEPS],
+                            bits: 0,
+                            last: 0,
+                        },
+                    };
+                    acc.push((String::new(), vec![actor.id], actor.is_person, p));
+                    break;
+                }
+            }
+        },
+        |mut a, b| {
+            a.extend(b);
+            a
+        },
+    );
+    Ok(crate::persons::page(plan, rows))
+}

@@ -1,0 +1,87 @@
+//! Time to convert: a histogram of the time between two steps
+//! (SEMANTICS.md rule 16).
+
+use dropscope_core::result::TimeToConvertResult;
+use dropscope_core::QueryError;
+
+use crate::plan::Plan;
+
+/// Runs a time-to-convert query.
+pub fn time_to_convert(plan: &Plan<'_>) -> Result<TimeToConvertResult, QueryError> {
+    let n = plan.n();
+    let from = plan.q.from_step.unwrap_or(0);
+    let to = plan.q.to_step.unwrap_or(n - 1);
+    let times: Vec<f64> = plan.fold_actors(
+        Vec::new,
+        |acc, scratch, actor| {
+            plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
+            if scratch.evs.is_empty() {
+                return;
+            }
+            // Breakdown is ignored: one path per actor.
+            if let Some(p) = plan.run_funnel(&scratch.evs, None) {
+                let a = &p.attempt;
+                if a.bits & (1 << to) != 0 && a.bits & (1 << from) != 0 {
+                    acc.push((a.times[to] - a.times[from]) as f64 / 1000.0);
+                }
+            }
+        },
+        |mut a, b| {
+            a.extend(b);
+            a
+        },
+    );
+    Ok(histogram(&times, plan.q.bin_count))
+}
+
+/// Bins as PostHog computes them: count = `bin_count` clamped to 1..90, else
+/// clamp(ceil(cbrt(n)), 1, 60); width = ceil((max−min)/count), 60 if 0.
+pub fn histogram(times: &[f64], bin_count: Option<i64>) -> TimeToConvertResult {
+    if times.is_empty() {
+        return TimeToConvertResult::default();
+    }
+    let count = match bin_count {
+        Some(b) => b.clamp(1, 90) as usize,
+        None => ((times.len() as f64).cbrt().ceil() as usize).clamp(1, 60),
+    };
+    let min = times.iter().cloned().fold(f64::INFINITY, f64::min).floor();
+    let max = times.iter().cloned().fold(f64::NEG_INFINITY, f64::max).ceil();
+    let mut width = ((max - min) / count as f64).ceil();
+    if width <= 0.0 {
+        width = 60.0;
+    }
+    let mut counts = vec![0u64; count + 1];
+    for &t in times {
+        let b = (((t - min) / width).floor() as usize).min(count);
+        counts[b] += 1;
+    }
+    // A time exactly at the top edge falls in the last real bin.
+    if counts[count] > 0 {
+        let extra = counts[count];
+        counts[count] = 0;
+        counts[count - 1] += extra;
+    }
+    let bins = (0..=count)
+        .map(|i| ((min + i as f64 * width).round() as i64, counts[i]))
+        .collect();
+    TimeToConvertResult {
+        bins,
+        average_conversion_time: dropscope_stats::mean(times),
+        converted: times.len() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_bins_match_posthog() {
+        // peer-time-to-convert-auto-bins: times 2220, 4000ish... checked via cases;
+        // here: three times give ceil(cbrt(3)) = 2 bins.
+        let h = histogram(&[2220.0, 3600.0, 82800.0], None);
+        assert_eq!(h.bins.len(), 3);
+        assert_eq!(h.bins[0], (2220, 2));
+        assert_eq!(h.bins[2].1, 0);
+    }
+}
