@@ -7,7 +7,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "dropscope", version, about = "Conversion funnels, and why users drop off.")]
+#[command(
+    name = "dropscope",
+    version,
+    about = "Conversion funnels, and why users drop off."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -41,14 +45,25 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Cases { dir, backend, filter } => {
+        Cmd::Cases {
+            dir,
+            backend,
+            filter,
+        } => {
             if backend != "embedded" {
-                anyhow::bail!("unknown backend {backend:?}: only `embedded` is available in this build");
+                anyhow::bail!(
+                    "unknown backend {backend:?}: only `embedded` is available in this build"
+                );
             }
-            let outcomes = dropscope_testkit::run_dir(&dir, || Box::new(dropscope_testkit::Embedded::default()))
-                .with_context(|| format!("reading cases from {}", dir.display()))?;
+            let outcomes = dropscope_testkit::run_dir(&dir, || {
+                Box::new(dropscope_testkit::Embedded::default())
+            })
+            .with_context(|| format!("reading cases from {}", dir.display()))?;
             let (mut passed, mut failed) = (0, 0);
-            for o in outcomes.iter().filter(|o| filter.as_ref().is_none_or(|f| o.id.contains(f.as_str()))) {
+            for o in outcomes
+                .iter()
+                .filter(|o| filter.as_ref().is_none_or(|f| o.id.contains(f.as_str())))
+            {
                 if o.passed {
                     passed += 1;
                     println!("{} pass", o.id);
@@ -58,7 +73,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             println!("{passed} passed, {failed} failed");
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

@@ -30,6 +30,8 @@ pub const ELEMENTS_KEY: &str = "$elements";
 /// person, with properties. `id` is the label under which the person is shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PersonRecord {
+    /// Defaults to the first distinct id.
+    #[serde(default)]
     pub id: String,
     pub distinct_ids: Vec<String>,
     #[serde(default)]

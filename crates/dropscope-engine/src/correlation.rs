@@ -51,7 +51,10 @@ fn span(plan: &Plan<'_>, p: &Path, success: bool) -> (i64, i64) {
     let t0 = a.times[0];
     let equal = options(plan).equal_window;
     let end = if success && !equal {
-        let last = (0..plan.n()).rev().find(|s| a.bits & (1 << s) != 0).unwrap_or(0);
+        let last = (0..plan.n())
+            .rev()
+            .find(|s| a.bits & (1 << s) != 0)
+            .unwrap_or(0);
         a.times[last]
     } else {
         t0.saturating_add(plan.shape.window)
@@ -60,7 +63,14 @@ fn span(plan: &Plan<'_>, p: &Path, success: bool) -> (i64, i64) {
 }
 
 /// The keys (rows) one actor has.
-fn actor_keys(plan: &Plan<'_>, actor: &Actor<'_>, p: &Path, success: bool, opts: &CorrelationOptions, step_ids: &HashSet<u32>) -> Vec<String> {
+fn actor_keys(
+    plan: &Plan<'_>,
+    actor: &Actor<'_>,
+    p: &Path,
+    success: bool,
+    opts: &CorrelationOptions,
+    step_ids: &HashSet<u32>,
+) -> Vec<String> {
     let d = &*plan.dicts;
     let v = &actor.view;
     let (t0, end) = span(plan, p, success);
@@ -81,12 +91,26 @@ fn actor_keys(plan: &Plan<'_>, actor: &Actor<'_>, p: &Path, success: bool, opts:
             }
         }
         CorrelationType::EventWithProperties => {
-            let names: HashSet<u32> = opts.event_names.iter().flatten().filter_map(|n| d.events.get(n)).collect();
-            let skip: HashSet<&str> = opts.event_exclude_property_names.iter().flatten().map(String::as_str).collect();
+            let names: HashSet<u32> = opts
+                .event_names
+                .iter()
+                .flatten()
+                .filter_map(|n| d.events.get(n))
+                .collect();
+            let skip: HashSet<&str> = opts
+                .event_exclude_property_names
+                .iter()
+                .flatten()
+                .map(String::as_str)
+                .collect();
             let mut seen: HashSet<String> = HashSet::new();
             for row in 0..v.len() {
                 let ts = v.ts[row];
-                if ts <= t0 || ts >= end || !plan.range.contains(ts) || !names.contains(&v.event[row]) {
+                if ts <= t0
+                    || ts >= end
+                    || !plan.range.contains(ts)
+                    || !names.contains(&v.event[row])
+                {
                     continue;
                 }
                 let ev = d.events.resolve(v.event[row]);
@@ -107,12 +131,21 @@ fn actor_keys(plan: &Plan<'_>, actor: &Actor<'_>, p: &Path, success: bool, opts:
             let names = opts.names.clone().unwrap_or_default();
             if names.iter().any(|n| n == "$all") {
                 for (k, val) in &props {
-                    keys.push(format!("{}::{}", d.keys.resolve(*k), value_str(d.values.resolve(*val))));
+                    keys.push(format!(
+                        "{}::{}",
+                        d.keys.resolve(*k),
+                        value_str(d.values.resolve(*val))
+                    ));
                 }
             } else {
                 for name in &names {
-                    let val = d.keys.get(name).and_then(|k| props.iter().find(|(pk, _)| *pk == k).map(|(_, v)| *v));
-                    let s = val.map(|v| value_str(d.values.resolve(v)).to_string()).unwrap_or_default();
+                    let val = d
+                        .keys
+                        .get(name)
+                        .and_then(|k| props.iter().find(|(pk, _)| *pk == k).map(|(_, v)| *v));
+                    let s = val
+                        .map(|v| value_str(d.values.resolve(v)).to_string())
+                        .unwrap_or_default();
                     keys.push(format!("{name}::{s}"));
                 }
             }
@@ -128,7 +161,12 @@ fn actor_props(plan: &Plan<'_>, actor: &Actor<'_>) -> Vec<(u32, u32)> {
         Aggregation::Group(g) => {
             let names = plan.regroup_names();
             let key = names.get(actor.id as usize).cloned().unwrap_or_default();
-            plan.snap.groups().props.get(&(*g, key)).cloned().unwrap_or_default()
+            plan.snap
+                .groups()
+                .props
+                .get(&(*g, key))
+                .cloned()
+                .unwrap_or_default()
         }
         _ => Vec::new(),
     }
@@ -136,17 +174,32 @@ fn actor_props(plan: &Plan<'_>, actor: &Actor<'_>) -> Vec<(u32, u32)> {
 
 fn validate(plan: &Plan<'_>, opts: &CorrelationOptions) -> Result<(), QueryError> {
     if plan.n() < 2 {
-        return Err(QueryError::invalid("steps", "correlation needs at least 2 steps"));
+        return Err(QueryError::invalid(
+            "steps",
+            "correlation needs at least 2 steps",
+        ));
     }
-    if opts.kind == CorrelationType::EventWithProperties && opts.event_names.as_ref().is_none_or(|n| n.is_empty()) {
-        return Err(QueryError::invalid("correlation.event_names", "event_with_properties needs the event names to analyse"));
+    if opts.kind == CorrelationType::EventWithProperties
+        && opts.event_names.as_ref().is_none_or(|n| n.is_empty())
+    {
+        return Err(QueryError::invalid(
+            "correlation.event_names",
+            "event_with_properties needs the event names to analyse",
+        ));
     }
-    if opts.kind == CorrelationType::Properties && opts.names.as_ref().is_none_or(|n| n.is_empty()) {
-        return Err(QueryError::invalid("correlation.names", "properties correlation needs property names (or \"$all\")"));
+    if opts.kind == CorrelationType::Properties && opts.names.as_ref().is_none_or(|n| n.is_empty())
+    {
+        return Err(QueryError::invalid(
+            "correlation.names",
+            "properties correlation needs property names (or \"$all\")",
+        ));
     }
     if let Some(s) = opts.success_step {
         if s == 0 || s >= plan.n() {
-            return Err(QueryError::invalid("correlation.success_step", format!("must be a step index in 1..{}", plan.n())));
+            return Err(QueryError::invalid(
+                "correlation.success_step",
+                format!("must be a step index in 1..{}", plan.n()),
+            ));
         }
     }
     Ok(())
@@ -214,7 +267,8 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
         .iter()
         .map(|(_, (s, f))| dropscope_stats::fisher_exact_two_sided(*s, *f, big_s - s, big_f - f))
         .collect();
-    let q_values = dropscope_stats::benjamini_hochberg(&p_values).unwrap_or_else(|_| p_values.clone());
+    let q_values =
+        dropscope_stats::benjamini_hochberg(&p_values).unwrap_or_else(|_| p_values.clone());
     let pct = opts.min_person_percentage.unwrap_or(0.02);
     let min_count = opts.min_person_count.unwrap_or(25.0);
     let total = big_s + big_f;
@@ -245,10 +299,26 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
     let low: Vec<CorrelationRow> = rows.iter().filter(|r| r.low_support).cloned().collect();
     rows.retain(|r| !r.low_support);
     let top = opts.top.unwrap_or(10);
-    let mut succ: Vec<CorrelationRow> = rows.iter().filter(|r| r.correlation_type == "success").cloned().collect();
-    let mut fail: Vec<CorrelationRow> = rows.iter().filter(|r| r.correlation_type == "failure").cloned().collect();
-    succ.sort_by(|a, b| b.odds_ratio.total_cmp(&a.odds_ratio).then_with(|| a.event.cmp(&b.event)));
-    fail.sort_by(|a, b| a.odds_ratio.total_cmp(&b.odds_ratio).then_with(|| a.event.cmp(&b.event)));
+    let mut succ: Vec<CorrelationRow> = rows
+        .iter()
+        .filter(|r| r.correlation_type == "success")
+        .cloned()
+        .collect();
+    let mut fail: Vec<CorrelationRow> = rows
+        .iter()
+        .filter(|r| r.correlation_type == "failure")
+        .cloned()
+        .collect();
+    succ.sort_by(|a, b| {
+        b.odds_ratio
+            .total_cmp(&a.odds_ratio)
+            .then_with(|| a.event.cmp(&b.event))
+    });
+    fail.sort_by(|a, b| {
+        a.odds_ratio
+            .total_cmp(&b.odds_ratio)
+            .then_with(|| a.event.cmp(&b.event))
+    });
     succ.truncate(top);
     fail.truncate(top);
     succ.extend(fail);
@@ -273,14 +343,24 @@ pub fn correlation_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError>
         None => None,
     };
     if event_id.is_none() && pf.property.is_none() {
-        return Err(QueryError::invalid("persons_for", "correlation persons need `event` or `property`"));
+        return Err(QueryError::invalid(
+            "persons_for",
+            "correlation persons need `event` or `property`",
+        ));
     }
-    let filter = Filter::compile(pf.properties.as_ref(), "persons_for.properties", plan.snap, d)?;
+    let filter = Filter::compile(
+        pf.properties.as_ref(),
+        "persons_for.properties",
+        plan.snap,
+        d,
+    )?;
     let rows = plan.fold_actors(
         Vec::new,
         |acc, scratch, actor| {
             plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
-            let Some(p) = plan.run_funnel(&scratch.evs, None) else { return };
+            let Some(p) = plan.run_funnel(&scratch.evs, None) else {
+                return;
+            };
             let success = converted(plan, &p);
             if pf.converted.is_some_and(|c| c != success) {
                 return;
@@ -297,7 +377,11 @@ pub fn correlation_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError>
                             && plan.range.contains(ts)
                             && v.event[row] == eid
                             && filter.as_ref().is_none_or(|f| {
-                                let ctx = crate::filter::EventCtx { view: v, row, person: plan.person_of(actor, row) };
+                                let ctx = crate::filter::EventCtx {
+                                    view: v,
+                                    row,
+                                    person: plan.person_of(actor, row),
+                                };
                                 f.eval(&ctx, plan.snap, d)
                             })
                     })
@@ -307,7 +391,9 @@ pub fn correlation_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError>
                     o.kind = CorrelationType::Properties;
                     let name = prop.split("::").next().unwrap_or("").to_string();
                     o.names = Some(vec![name]);
-                    actor_keys(plan, actor, &p, success, &o, &step_ids).iter().any(|k| k == prop)
+                    actor_keys(plan, actor, &p, success, &o, &step_ids)
+                        .iter()
+                        .any(|k| k == prop)
                 }
                 _ => false,
             };

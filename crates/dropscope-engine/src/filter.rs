@@ -41,7 +41,10 @@ impl Test {
         let op = f.operator.unwrap_or_default();
         let values: Vec<String> = match &f.value {
             None | Some(Value::Null) => vec![],
-            Some(Value::Array(a)) => a.iter().map(dropscope_core::event::value_string_form).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(dropscope_core::event::value_string_form)
+                .collect(),
             Some(v) => vec![dropscope_core::event::value_string_form(v)],
         };
         let needs_value = !matches!(op, Operator::IsSet | Operator::IsNotSet);
@@ -59,7 +62,10 @@ impl Test {
             ),
             _ => None,
         };
-        let numbers = values.iter().filter_map(|v| v.parse::<f64>().ok()).collect();
+        let numbers = values
+            .iter()
+            .filter_map(|v| v.parse::<f64>().ok())
+            .collect();
         let lower = values.iter().map(|v| v.to_lowercase()).collect();
         Ok(Test {
             op,
@@ -87,8 +93,12 @@ impl Test {
             Regex => self.regex.as_ref().is_some_and(|r| r.is_match(s)),
             NotRegex => !self.regex.as_ref().is_some_and(|r| r.is_match(s)),
             Gt | Gte | Lt | Lte => {
-                let Ok(x) = s.parse::<f64>() else { return false };
-                let Some(&y) = self.numbers.first() else { return false };
+                let Ok(x) = s.parse::<f64>() else {
+                    return false;
+                };
+                let Some(&y) = self.numbers.first() else {
+                    return false;
+                };
                 match self.op {
                     Gt => x > y,
                     Gte => x >= y,
@@ -102,7 +112,9 @@ impl Test {
                 let tz = chrono_tz::Tz::UTC;
                 let (Some((a, _)), Some((b, _))) = (
                     dropscope_core::time::parse_instant(s, tz),
-                    self.values.first().and_then(|v| dropscope_core::time::parse_instant(v, tz)),
+                    self.values
+                        .first()
+                        .and_then(|v| dropscope_core::time::parse_instant(v, tz)),
                 ) else {
                     return false;
                 };
@@ -119,7 +131,11 @@ impl Test {
     pub fn matches_missing(&self) -> bool {
         matches!(
             self.op,
-            Operator::IsNot | Operator::NotIcontains | Operator::NotRegex | Operator::IsNotSet | Operator::NotIn
+            Operator::IsNot
+                | Operator::NotIcontains
+                | Operator::NotRegex
+                | Operator::IsNotSet
+                | Operator::NotIn
         )
     }
 }
@@ -185,9 +201,13 @@ impl Filter {
     pub fn eval_person(&self, person: u32, snap: &Snapshot, dicts: &Dicts) -> bool {
         match self {
             Filter::All(fs) => fs.iter().all(|f| f.eval_person(person, snap, dicts)),
-            Filter::Any(fs) => fs.is_empty() || fs.iter().any(|f| f.eval_person(person, snap, dicts)),
+            Filter::Any(fs) => {
+                fs.is_empty() || fs.iter().any(|f| f.eval_person(person, snap, dicts))
+            }
             Filter::Leaf(l) => match &l.source {
-                Source::Person => l.eval_value(snap.person(person).prop(l.key.unwrap_or(u32::MAX)), dicts),
+                Source::Person => {
+                    l.eval_value(snap.person(person).prop(l.key.unwrap_or(u32::MAX)), dicts)
+                }
                 Source::Cohort(set) => set.contains(&person) != l.test.matches_missing(),
                 _ => true,
             },
@@ -215,7 +235,9 @@ fn compile_items(
         .map(|(i, it)| {
             let field = format!("{field}[{i}]");
             match it {
-                PropertyFilterItem::Group(g) => compile_group(g.kind, &g.values, &field, snap, dicts),
+                PropertyFilterItem::Group(g) => {
+                    compile_group(g.kind, &g.values, &field, snap, dicts)
+                }
                 PropertyFilterItem::Filter(f) => compile_leaf(f, &field, snap, dicts),
             }
         })
@@ -248,14 +270,25 @@ fn compile_leaf(
         FilterType::Person => Source::Person,
         FilterType::Element => Source::Element,
         FilterType::Group => Source::Group(f.group_type_index.ok_or_else(|| {
-            QueryError::invalid(format!("{field}.group_type_index"), "group filters need a group_type_index")
+            QueryError::invalid(
+                format!("{field}.group_type_index"),
+                "group filters need a group_type_index",
+            )
         })?),
         FilterType::Cohort => {
             let id = f
                 .value
                 .as_ref()
-                .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
-                .ok_or_else(|| QueryError::invalid(format!("{field}.value"), "a cohort filter needs a cohort id"))?;
+                .and_then(|v| {
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                })
+                .ok_or_else(|| {
+                    QueryError::invalid(
+                        format!("{field}.value"),
+                        "a cohort filter needs a cohort id",
+                    )
+                })?;
             Source::Cohort(cohort_members(id, snap, dicts).ok_or_else(|| {
                 QueryError::invalid(format!("{field}.value"), format!("unknown cohort {id}"))
             })?)
@@ -277,7 +310,11 @@ fn compile_leaf(
         Test::new(f, field)?
     };
     let key = dicts.keys.get(&f.key);
-    let cache_len = if matches!(source, Source::Cohort(_) | Source::Element) { 0 } else { dicts.values.len() };
+    let cache_len = if matches!(source, Source::Cohort(_) | Source::Element) {
+        0
+    } else {
+        dicts.values.len()
+    };
     Ok(Filter::Leaf(Box::new(Leaf {
         source,
         key,
@@ -289,7 +326,9 @@ fn compile_leaf(
 
 impl Leaf {
     fn eval_value(&self, v: Option<u32>, dicts: &Dicts) -> bool {
-        let Some(v) = v else { return self.test.matches_missing() };
+        let Some(v) = v else {
+            return self.test.matches_missing();
+        };
         let slot = self.cache.get(v as usize);
         match slot.map(|c| c.load(Ordering::Relaxed)) {
             Some(1) => true,
@@ -297,7 +336,8 @@ impl Leaf {
             _ => {
                 let tagged = dicts.values.resolve(v);
                 let is_null = tagged == "z";
-                let r = if is_null && !matches!(self.test.op, Operator::IsSet | Operator::IsNotSet) {
+                let r = if is_null && !matches!(self.test.op, Operator::IsSet | Operator::IsNotSet)
+                {
                     self.test.matches_missing()
                 } else {
                     self.test.matches(value_str(tagged), is_null)
@@ -327,19 +367,32 @@ impl Leaf {
                 let v = gkey.and_then(|g| {
                     let props = snap.groups().props.get(&(*idx, g))?;
                     let k = self.key?;
-                    props.binary_search_by_key(&k, |(a, _)| *a).ok().map(|i| props[i].1)
+                    props
+                        .binary_search_by_key(&k, |(a, _)| *a)
+                        .ok()
+                        .map(|i| props[i].1)
                 });
                 self.eval_value(v, dicts)
             }
             Source::Element => {
-                let chain = dicts.keys.get(dropscope_core::event::ELEMENTS_KEY).and_then(|k| ctx.view.prop(ctx.row, k));
-                let Some(chain) = chain else { return self.test.matches_missing() };
+                let chain = dicts
+                    .keys
+                    .get(dropscope_core::event::ELEMENTS_KEY)
+                    .and_then(|k| ctx.view.prop(ctx.row, k));
+                let Some(chain) = chain else {
+                    return self.test.matches_missing();
+                };
                 let els = dropscope_store::dict::decode_value(dicts.values.resolve(chain));
                 let attr = self.key_name.as_str();
                 let hit = els.as_array().is_some_and(|a| {
                     a.iter().any(|e| {
                         e.get(attr)
-                            .map(|v| self.test.matches(&dropscope_core::event::value_string_form(v), v.is_null()))
+                            .map(|v| {
+                                self.test.matches(
+                                    &dropscope_core::event::value_string_form(v),
+                                    v.is_null(),
+                                )
+                            })
                             .unwrap_or(false)
                     })
                 });
@@ -362,12 +415,16 @@ pub fn group_key_of(view: &EventsView<'_>, row: usize, idx: u8, dicts: &Dicts) -
 pub fn cohort_members(id: u64, snap: &Snapshot, dicts: &Dicts) -> Option<HashSet<u32>> {
     let c = snap.cohorts().iter().find(|c| c.id == id)?;
     let mut out = HashSet::new();
-    let definition = c.definition.as_ref().filter(|_| !c.is_static).and_then(|d| {
-        let props = d.get("properties").cloned().unwrap_or_else(|| d.clone());
-        let parsed: PropertyFilters = serde_json::from_value(props).ok()?;
-        let f = Filter::compile(Some(&parsed), "cohort", snap, dicts).ok()??;
-        (!uses_non_person(&f)).then_some(f)
-    });
+    let definition = c
+        .definition
+        .as_ref()
+        .filter(|_| !c.is_static)
+        .and_then(|d| {
+            let props = d.get("properties").cloned().unwrap_or_else(|| d.clone());
+            let parsed: PropertyFilters = serde_json::from_value(props).ok()?;
+            let f = Filter::compile(Some(&parsed), "cohort", snap, dicts).ok()??;
+            (!uses_non_person(&f)).then_some(f)
+        });
     if let Some(f) = definition {
         for i in 0..snap.actor_count() {
             let p = snap.actor_person(i);
@@ -378,7 +435,11 @@ pub fn cohort_members(id: u64, snap: &Snapshot, dicts: &Dicts) -> Option<HashSet
         return Some(out);
     }
     for m in &c.members {
-        if let Some(p) = dicts.distinct_ids.get(m).and_then(|d| snap.identity().person_of_did(d)) {
+        if let Some(p) = dicts
+            .distinct_ids
+            .get(m)
+            .and_then(|d| snap.identity().person_of_did(d))
+        {
             out.insert(p);
             continue;
         }

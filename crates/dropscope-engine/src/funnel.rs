@@ -57,10 +57,16 @@ impl Tally {
                 let next = p.furthest.min(n - 1);
                 self.in_progress[next] += 1;
             }
-            let end = if open { plan.range.to } else { a.start + plan.shape.window };
-            self.survival.push(((end - a.start).max(0) as f64 / 1000.0, false));
+            let end = if open {
+                plan.range.to
+            } else {
+                a.start + plan.shape.window
+            };
+            self.survival
+                .push(((end - a.start).max(0) as f64 / 1000.0, false));
         } else {
-            self.survival.push(((a.times[n - 1] - a.start) as f64 / 1000.0, true));
+            self.survival
+                .push(((a.times[n - 1] - a.start) as f64 / 1000.0, true));
         }
     }
 
@@ -85,19 +91,39 @@ impl Tally {
                 let (avg, median) = if s == 0 || gaps.is_empty() {
                     (None, None)
                 } else {
-                    (dropscope_stats::mean(&gaps), dropscope_stats::median_interpolated(&mut gaps))
+                    (
+                        dropscope_stats::mean(&gaps),
+                        dropscope_stats::median_interpolated(&mut gaps),
+                    )
                 };
                 let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
                 let wilson = |a: u64, b: u64| {
-                    let (lo, hi) = dropscope_stats::wilson_interval(a.min(b), b, 0.95).unwrap_or((0.0, 1.0));
+                    let (lo, hi) =
+                        dropscope_stats::wilson_interval(a.min(b), b, 0.95).unwrap_or((0.0, 1.0));
                     [lo, hi]
                 };
                 StepResult {
                     order: s,
                     name: plan_step_name(plan, s),
                     count,
-                    conversion_from_first: if s == 0 { if count > 0 { 1.0 } else { 0.0 } } else { ratio(count, first) },
-                    conversion_from_previous: if s == 0 { if count > 0 { 1.0 } else { 0.0 } } else { ratio(count, prev) },
+                    conversion_from_first: if s == 0 {
+                        if count > 0 {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    } else {
+                        ratio(count, first)
+                    },
+                    conversion_from_previous: if s == 0 {
+                        if count > 0 {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    } else {
+                        ratio(count, prev)
+                    },
                     conversion_from_first_interval: wilson(count, first),
                     conversion_from_previous_interval: wilson(count, prev),
                     dropped: prev.saturating_sub(count),
@@ -123,7 +149,10 @@ pub fn funnel(plan: &Plan<'_>) -> Result<FunnelResult, QueryError> {
     let n = plan.n();
     let totals_mode = plan.q.counting == Counting::Totals;
     if totals_mode && plan.order == FunnelOrder::Unordered {
-        return Err(QueryError::invalid("counting", "`totals` counting needs an ordered or strict funnel"));
+        return Err(QueryError::invalid(
+            "counting",
+            "`totals` counting needs an ordered or strict funnel",
+        ));
     }
     let by_key: HashMap<BdKey, Tally> = plan.fold_actors(
         HashMap::new,
@@ -134,7 +163,9 @@ pub fn funnel(plan: &Plan<'_>) -> Result<FunnelResult, QueryError> {
             }
             if totals_mode {
                 for p in totals::attempts(plan, &scratch.evs) {
-                    acc.entry(BdKey::None).or_insert_with(|| Tally::new(n)).add(plan, &p);
+                    acc.entry(BdKey::None)
+                        .or_insert_with(|| Tally::new(n))
+                        .add(plan, &p);
                 }
                 return;
             }
@@ -165,7 +196,10 @@ pub fn funnel(plan: &Plan<'_>) -> Result<FunnelResult, QueryError> {
     } else {
         curve_points(&all.survival)
     };
-    let breakdowns = plan.breakdown.as_ref().map(|_| breakdown_rows(plan, by_key));
+    let breakdowns = plan
+        .breakdown
+        .as_ref()
+        .map(|_| breakdown_rows(plan, by_key));
     Ok(FunnelResult {
         steps: all.steps(plan),
         breakdowns,
@@ -212,7 +246,11 @@ pub fn breakdown_rows(plan: &Plan<'_>, by_key: HashMap<BdKey, Tally>) -> Vec<Bre
             for (_, t) in rest {
                 other.merge(t);
             }
-            let other_key = if b.boxed { Value::Array(vec!["Other".into()]) } else { Value::String("Other".into()) };
+            let other_key = if b.boxed {
+                Value::Array(vec!["Other".into()])
+            } else {
+                Value::String("Other".into())
+            };
             rows.push((other_key, other));
         }
     }
@@ -258,7 +296,11 @@ pub fn bd_value(plan: &Plan<'_>, k: &BdKey) -> Value {
 fn display(v: &Value, kind: BreakdownType) -> String {
     match (v, kind) {
         (Value::Number(n), BreakdownType::Cohort) if n.as_u64() == Some(0) => "all users".into(),
-        (Value::Array(a), _) => a.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect::<Vec<_>>().join(", "),
+        (Value::Array(a), _) => a
+            .iter()
+            .map(|x| x.as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         (Value::String(s), _) => s.clone(),
         (other, _) => other.to_string(),
     }

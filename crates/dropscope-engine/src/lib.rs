@@ -46,7 +46,11 @@ pub fn run_query(snap: &Snapshot, q: &FunnelQuery) -> Result<QueryResult, QueryE
         QueryKind::TimeToConvert => Ok(QueryResult::TimeToConvert(ttc::time_to_convert(&plan)?)),
         QueryKind::FunnelPersons => Ok(QueryResult::FunnelPersons(persons::persons(&plan)?)),
         QueryKind::Correlation => Ok(QueryResult::Correlation(correlation::correlation(&plan)?)),
-        QueryKind::CorrelationPersons => Ok(QueryResult::CorrelationPersons(correlation::correlation_persons(&plan)?)),
-        other => Err(QueryError::Unsupported(format!("query kind {other:?} is not implemented yet"))),
+        QueryKind::CorrelationPersons => Ok(QueryResult::CorrelationPersons(
+            correlation::correlation_persons(&plan)?,
+        )),
+        other => Err(QueryError::Unsupported(format!(
+            "query kind {other:?} is not implemented yet"
+        ))),
     }
 }

@@ -87,7 +87,16 @@ pub fn run(shape: &Shape, evs: &[MEvent], constraint: Option<StepConstraint>) ->
             .all(|e| e.steps == group[0].steps && e.excl == group[0].excl);
         if same {
             for (k, e) in group.iter().enumerate() {
-                process(shape, &mut entered, &mut best, e, (i + k) as u32, e.steps, true, constraint);
+                process(
+                    shape,
+                    &mut entered,
+                    &mut best,
+                    e,
+                    (i + k) as u32,
+                    e.steps,
+                    true,
+                    constraint,
+                );
                 if best.is_some_and(|b| b.0 == n) {
                     break;
                 }
@@ -98,7 +107,16 @@ pub fn run(shape: &Shape, evs: &[MEvent], constraint: Option<StepConstraint>) ->
             for s in 0..n {
                 for (k, e) in group.iter().enumerate() {
                     if e.steps & (1 << s) != 0 {
-                        process(shape, &mut entered, &mut best, e, (i + k) as u32, 1 << s, false, constraint);
+                        process(
+                            shape,
+                            &mut entered,
+                            &mut best,
+                            e,
+                            (i + k) as u32,
+                            1 << s,
+                            false,
+                            constraint,
+                        );
                     }
                 }
             }
@@ -172,7 +190,8 @@ fn process(
         if e.ts - prev.start > shape.window || prev.excluded {
             continue;
         }
-        if entered[s].is_some_and(|a| a.start == prev.start && (s == 1 || a.bits & (1 << idx) != 0)) {
+        if entered[s].is_some_and(|a| a.start == prev.start && (s == 1 || a.bits & (1 << idx) != 0))
+        {
             continue;
         }
         if !single && prev.rows[..n].contains(&row) {
@@ -180,7 +199,9 @@ fn process(
         }
         if s > 1 && prev.last != usize::MAX {
             let gap = e.ts - prev.times[prev.last];
-            if shape.within[idx].is_some_and(|w| gap > w) || shape.min_gap[idx].is_some_and(|g| gap < g) {
+            if shape.within[idx].is_some_and(|w| gap > w)
+                || shape.min_gap[idx].is_some_and(|g| gap < g)
+            {
                 continue;
             }
         }

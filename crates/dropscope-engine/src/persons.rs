@@ -23,7 +23,10 @@ pub fn selector(plan: &Plan<'_>) -> Result<Vec<usize>, QueryError> {
         let mut out = Vec::new();
         for (i, &c) in cs.iter().enumerate() {
             if c < 1 || c as usize > n {
-                return Err(QueryError::invalid(format!("persons_for.custom_steps[{i}]"), format!("{c} is not a step (1..{n})")));
+                return Err(QueryError::invalid(
+                    format!("persons_for.custom_steps[{i}]"),
+                    format!("{c} is not a step (1..{n})"),
+                ));
             }
             out.push(c as usize);
         }
@@ -31,14 +34,20 @@ pub fn selector(plan: &Plan<'_>) -> Result<Vec<usize>, QueryError> {
     }
     let step = pf.step.unwrap_or(1);
     if step == 0 || step.unsigned_abs() as usize > n {
-        return Err(QueryError::invalid("persons_for.step", format!("{step} is not a step (1..{n} or -2..-{n})")));
+        return Err(QueryError::invalid(
+            "persons_for.step",
+            format!("{step} is not a step (1..{n} or -2..-{n})"),
+        ));
     }
     if step > 0 {
         Ok((step as usize..=n).collect())
     } else {
         let s = step.unsigned_abs() as usize;
         if s < 2 {
-            return Err(QueryError::invalid("persons_for.step", "-1 selects nobody: use -2..-N (dropped before step N)"));
+            return Err(QueryError::invalid(
+                "persons_for.step",
+                "-1 selects nobody: use -2..-N (dropped before step N)",
+            ));
         }
         Ok(vec![s - 1])
     }
@@ -95,12 +104,20 @@ pub fn persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError> {
 
 /// Sorts actors by label and cuts one page.
 pub fn page(plan: &Plan<'_>, rows: Vec<(String, Vec<u32>, bool, Path)>) -> PersonsResult {
-    let names = if rows.iter().any(|r| !r.2) { plan.regroup_names() } else { Vec::new() };
+    let names = if rows.iter().any(|r| !r.2) {
+        plan.regroup_names()
+    } else {
+        Vec::new()
+    };
     let mut rows: Vec<(String, u32, bool, Path)> = rows
         .into_iter()
         .map(|(_, ids, is_person, p)| {
             let id = ids[0];
-            let label = if is_person { plan.snap.person(id).label.clone() } else { names.get(id as usize).cloned().unwrap_or_default() };
+            let label = if is_person {
+                plan.snap.person(id).label.clone()
+            } else {
+                names.get(id as usize).cloned().unwrap_or_default()
+            };
             (label, id, is_person, p)
         })
         .collect();
@@ -118,7 +135,12 @@ pub fn page(plan: &Plan<'_>, rows: Vec<(String, Vec<u32>, bool, Path)>) -> Perso
         .map(|(label, id, is_person, p)| ActorRow {
             id: label.clone(),
             distinct_ids: if *is_person {
-                plan.snap.person(*id).dids.iter().map(|d| dicts.distinct_ids.resolve(*d).to_string()).collect()
+                plan.snap
+                    .person(*id)
+                    .dids
+                    .iter()
+                    .map(|d| dicts.distinct_ids.resolve(*d).to_string())
+                    .collect()
             } else {
                 vec![label.clone()]
             },

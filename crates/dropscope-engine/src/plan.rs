@@ -160,9 +160,21 @@ impl<'s> Plan<'s> {
             window: Window::effective_ms(q.window.as_ref()),
             strict: q.order == FunnelOrder::Strict,
             optional: q.steps.iter().map(|s| s.optional).collect(),
-            within: q.steps.iter().map(|s| s.within.as_ref().and_then(Window::ms)).collect(),
-            min_gap: q.steps.iter().map(|s| s.min_gap.as_ref().and_then(Window::ms)).collect(),
-            exclusions: q.exclusions.iter().map(|x| (x.from_step, x.to_step)).collect(),
+            within: q
+                .steps
+                .iter()
+                .map(|s| s.within.as_ref().and_then(Window::ms))
+                .collect(),
+            min_gap: q
+                .steps
+                .iter()
+                .map(|s| s.min_gap.as_ref().and_then(Window::ms))
+                .collect(),
+            exclusions: q
+                .exclusions
+                .iter()
+                .map(|x| (x.from_step, x.to_step))
+                .collect(),
         };
         let agg = parse_aggregation(q.aggregation.as_deref())?;
         let breakdown = compile_breakdown(q, snap, &dicts)?;
@@ -171,9 +183,18 @@ impl<'s> Plan<'s> {
             *g = dicts.keys.get(&format!("$group_{i}"));
         }
         let keep_all = q.order == FunnelOrder::Strict
-            || matches!(q.kind, QueryKind::Correlation | QueryKind::CorrelationPersons | QueryKind::Paths | QueryKind::Diagnosis);
+            || matches!(
+                q.kind,
+                QueryKind::Correlation
+                    | QueryKind::CorrelationPersons
+                    | QueryKind::Paths
+                    | QueryKind::Diagnosis
+            );
         let first_time = q.steps.iter().any(|s| {
-            matches!(s.math, Some(StepMath::FirstTimeForUser) | Some(StepMath::FirstTimeForUserWithFilters))
+            matches!(
+                s.math,
+                Some(StepMath::FirstTimeForUser) | Some(StepMath::FirstTimeForUserWithFilters)
+            )
         });
         Ok(Plan {
             snap,
@@ -222,7 +243,9 @@ impl<'s> Plan<'s> {
         let alt_ok = m.alts.iter().any(|a| {
             a.event.is_none_or(|e| e == ev)
                 && (!with_filters || a.filter.as_ref().is_none_or(|f| f.eval(&ctx, self.snap, d)))
-                && a.elements.as_ref().is_none_or(|f| f.eval(&ctx, self.snap, d))
+                && a.elements
+                    .as_ref()
+                    .is_none_or(|f| f.eval(&ctx, self.snap, d))
         });
         alt_ok && (!with_filters || m.filter.as_ref().is_none_or(|f| f.eval(&ctx, self.snap, d)))
     }
@@ -275,7 +298,8 @@ impl<'s> Plan<'s> {
                     }
                 }
                 let ok = match m.math {
-                    Some(StepMath::FirstTimeForUser) | Some(StepMath::FirstTimeForUserWithFilters) => {
+                    Some(StepMath::FirstTimeForUser)
+                    | Some(StepMath::FirstTimeForUserWithFilters) => {
                         first_rows[s] == row as u32 && self.matches(m, actor, row, true)
                     }
                     _ => self.matches(m, actor, row, true),
@@ -286,7 +310,11 @@ impl<'s> Plan<'s> {
             }
             let mut excl = 0u32;
             for (x, m) in self.exclusions.iter().enumerate() {
-                if m.event_ids.as_ref().is_none_or(|ids| ids.contains(&v.event[row])) && self.matches(m, actor, row, true) {
+                if m.event_ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.contains(&v.event[row]))
+                    && self.matches(m, actor, row, true)
+                {
                     excl |= 1 << x;
                 }
             }
@@ -320,16 +348,22 @@ impl<'s> Plan<'s> {
         let v = &actor.view;
         let d = &*self.dicts;
         match b.kind {
-            BreakdownType::Event | BreakdownType::EventMetadata => {
-                BdKey::Values(b.keys.iter().map(|k| k.and_then(|k| v.prop(row, k)).unwrap_or(u32::MAX)).collect())
-            }
+            BreakdownType::Event | BreakdownType::EventMetadata => BdKey::Values(
+                b.keys
+                    .iter()
+                    .map(|k| k.and_then(|k| v.prop(row, k)).unwrap_or(u32::MAX))
+                    .collect(),
+            ),
             BreakdownType::Person => {
                 let p = self.person_of(actor, row);
                 let pd = (p != u32::MAX).then(|| self.snap.person(p));
                 BdKey::Values(
                     b.keys
                         .iter()
-                        .map(|k| k.and_then(|k| pd.and_then(|pd| pd.prop(k))).unwrap_or(u32::MAX))
+                        .map(|k| {
+                            k.and_then(|k| pd.and_then(|pd| pd.prop(k)))
+                                .unwrap_or(u32::MAX)
+                        })
                         .collect(),
                 )
             }
@@ -338,7 +372,10 @@ impl<'s> Plan<'s> {
                 let val = gkey.and_then(|g| {
                     let props = self.snap.groups().props.get(&(b.group_index, g))?;
                     let k = b.keys.first().copied().flatten()?;
-                    props.binary_search_by_key(&k, |(a, _)| *a).ok().map(|i| props[i].1)
+                    props
+                        .binary_search_by_key(&k, |(a, _)| *a)
+                        .ok()
+                        .map(|i| props[i].1)
                 });
                 BdKey::Values(vec![val.unwrap_or(u32::MAX)])
             }
@@ -362,7 +399,13 @@ impl<'s> Plan<'s> {
         match k {
             BdKey::Values(vs) => vs
                 .iter()
-                .map(|&v| if v == u32::MAX { String::new() } else { value_str(self.dicts.values.resolve(v)).to_string() })
+                .map(|&v| {
+                    if v == u32::MAX {
+                        String::new()
+                    } else {
+                        value_str(self.dicts.values.resolve(v)).to_string()
+                    }
+                })
                 .collect(),
             BdKey::Str(s) => vec![s.clone()],
             BdKey::Cohort(c) => vec![c.to_string()],
@@ -380,9 +423,19 @@ impl<'s> Plan<'s> {
 
     /// Every (breakdown key, path) of one prepared actor, following the
     /// breakdown attribution (SEMANTICS.md rule 12).
-    pub fn actor_paths(&self, actor: &Actor<'_>, scratch: &mut Scratch, out: &mut Vec<(BdKey, Path)>) {
+    pub fn actor_paths(
+        &self,
+        actor: &Actor<'_>,
+        scratch: &mut Scratch,
+        out: &mut Vec<(BdKey, Path)>,
+    ) {
         out.clear();
-        let Scratch { evs, sub, bd_values, .. } = scratch;
+        let Scratch {
+            evs,
+            sub,
+            bd_values,
+            ..
+        } = scratch;
         let Some(b) = &self.breakdown else {
             if let Some(p) = self.run_funnel(evs, None) {
                 out.push((BdKey::None, p));
@@ -390,8 +443,15 @@ impl<'s> Plan<'s> {
             return;
         };
         if b.kind == BreakdownType::Cohort {
-            let Some(p) = self.run_funnel(evs, None) else { return };
-            let person = if actor.is_person { actor.id } else { evs.first().map_or(u32::MAX, |e| self.person_of(actor, e.row as usize)) };
+            let Some(p) = self.run_funnel(evs, None) else {
+                return;
+            };
+            let person = if actor.is_person {
+                actor.id
+            } else {
+                evs.first()
+                    .map_or(u32::MAX, |e| self.person_of(actor, e.row as usize))
+            };
             for (id, members) in &b.cohorts {
                 if members.as_ref().is_none_or(|m| m.contains(&person)) {
                     out.push((BdKey::Cohort(*id), p));
@@ -399,10 +459,12 @@ impl<'s> Plan<'s> {
             }
             return;
         }
-        let relevant = |e: &MEvent| e.steps != 0 || (self.order == FunnelOrder::Strict) || e.excl != 0;
+        let relevant =
+            |e: &MEvent| e.steps != 0 || (self.order == FunnelOrder::Strict) || e.excl != 0;
         match b.attribution {
             Attribution::FirstTouch | Attribution::LastTouch => {
-                let pick = |e: &&MEvent| relevant(e) && !self.bd_is_empty(&bd_values[e.bd as usize]);
+                let pick =
+                    |e: &&MEvent| relevant(e) && !self.bd_is_empty(&bd_values[e.bd as usize]);
                 let chosen = if b.attribution == Attribution::FirstTouch {
                     evs.iter().find(pick)
                 } else {
@@ -550,7 +612,9 @@ impl<'s> Plan<'s> {
                     Aggregation::DistinctId => Some(d.distinct_ids.resolve(v.did[row]).to_string()),
                     Aggregation::Person => unreachable!("person aggregation does not regroup"),
                 };
-                let Some(key) = key.filter(|k| !k.is_empty()) else { continue };
+                let Some(key) = key.filter(|k| !k.is_empty()) else {
+                    continue;
+                };
                 keys.push(names.intern(&key));
                 cols.push_from(&v, row);
             }
@@ -571,17 +635,24 @@ fn parse_aggregation(a: Option<&str>) -> Result<Aggregation, QueryError> {
         return Ok(Aggregation::DistinctId);
     }
     if let Some(g) = a.strip_prefix("group:") {
-        let g: u8 = g
-            .parse()
-            .ok()
-            .filter(|g| *g < 5)
-            .ok_or_else(|| QueryError::invalid("aggregation", format!("group index must be 0..4, got {g:?}")))?;
+        let g: u8 = g.parse().ok().filter(|g| *g < 5).ok_or_else(|| {
+            QueryError::invalid(
+                "aggregation",
+                format!("group index must be 0..4, got {g:?}"),
+            )
+        })?;
         return Ok(Aggregation::Group(g));
     }
-    if let Some(k) = a.strip_prefix("event_property:").or_else(|| a.strip_prefix("properties.")) {
+    if let Some(k) = a
+        .strip_prefix("event_property:")
+        .or_else(|| a.strip_prefix("properties."))
+    {
         return Ok(Aggregation::EventProperty(k.to_string()));
     }
-    if let Some(k) = a.strip_prefix("person_property:").or_else(|| a.strip_prefix("person.properties.")) {
+    if let Some(k) = a
+        .strip_prefix("person_property:")
+        .or_else(|| a.strip_prefix("person.properties."))
+    {
         return Ok(Aggregation::PersonProperty(k.to_string()));
     }
     Err(QueryError::invalid(
@@ -604,7 +675,10 @@ fn compile_matcher(
     match action {
         Some(a) => {
             if a.match_any.is_empty() {
-                return Err(QueryError::invalid(format!("{field}.action.match_any"), "an action needs at least one alternative"));
+                return Err(QueryError::invalid(
+                    format!("{field}.action.match_any"),
+                    "an action needs at least one alternative",
+                ));
             }
             for (i, alt) in a.match_any.iter().enumerate() {
                 let f = format!("{field}.action.match_any[{i}]");
@@ -614,15 +688,25 @@ fn compile_matcher(
                             .iter()
                             .map(|(k, v)| serde_json::json!({"key": k, "value": v, "operator": "exact", "type": "element"}))
                             .collect();
-                        let pf: dropscope_core::query::PropertyFilters = serde_json::from_value(serde_json::Value::Array(items))
-                            .map_err(|e| QueryError::invalid(format!("{f}.elements"), e.to_string()))?;
+                        let pf: dropscope_core::query::PropertyFilters = serde_json::from_value(
+                            serde_json::Value::Array(items),
+                        )
+                        .map_err(|e| QueryError::invalid(format!("{f}.elements"), e.to_string()))?;
                         Filter::compile(Some(&pf), &format!("{f}.elements"), snap, d)?
                     }
                     _ => None,
                 };
                 alts.push(Alt {
-                    event: alt.event.as_deref().map(|e| d.events.get(e).unwrap_or(u32::MAX)),
-                    filter: Filter::compile(alt.properties.as_ref(), &format!("{f}.properties"), snap, d)?,
+                    event: alt
+                        .event
+                        .as_deref()
+                        .map(|e| d.events.get(e).unwrap_or(u32::MAX)),
+                    filter: Filter::compile(
+                        alt.properties.as_ref(),
+                        &format!("{f}.properties"),
+                        snap,
+                        d,
+                    )?,
                     elements,
                 });
             }
@@ -646,26 +730,46 @@ fn compile_matcher(
     })
 }
 
-fn compile_breakdown(q: &FunnelQuery, snap: &Snapshot, d: &Dicts) -> Result<Option<BreakdownPlan>, QueryError> {
-    let Some(b) = &q.breakdown else { return Ok(None) };
+fn compile_breakdown(
+    q: &FunnelQuery,
+    snap: &Snapshot,
+    d: &Dicts,
+) -> Result<Option<BreakdownPlan>, QueryError> {
+    let Some(b) = &q.breakdown else {
+        return Ok(None);
+    };
     let kind = b.kind.unwrap_or_default();
     let names: Vec<String> = match (&b.properties, &b.property) {
         (Some(ps), _) if !ps.is_empty() => ps.clone(),
         (_, Some(p)) => vec![p.clone()],
         _ if kind == BreakdownType::Cohort => vec![],
-        _ => return Err(QueryError::invalid("breakdown.property", "a breakdown needs `property` or `properties`")),
+        _ => {
+            return Err(QueryError::invalid(
+                "breakdown.property",
+                "a breakdown needs `property` or `properties`",
+            ))
+        }
     };
     let attribution = b.attribution.unwrap_or_default();
     let attribution_step = match attribution {
         Attribution::Step => b.attribution_step.ok_or_else(|| {
-            QueryError::invalid("breakdown.attribution_step", "attribution `step` needs attribution_step")
+            QueryError::invalid(
+                "breakdown.attribution_step",
+                "attribution `step` needs attribution_step",
+            )
         })?,
         _ => 0,
     };
     if attribution == Attribution::Step && attribution_step >= q.steps.len() {
-        return Err(QueryError::invalid("breakdown.attribution_step", format!("step {attribution_step} does not exist")));
+        return Err(QueryError::invalid(
+            "breakdown.attribution_step",
+            format!("step {attribution_step} does not exist"),
+        ));
     }
-    if attribution == Attribution::Step && q.order == FunnelOrder::Unordered && attribution_step != 0 {
+    if attribution == Attribution::Step
+        && q.order == FunnelOrder::Unordered
+        && attribution_step != 0
+    {
         return Err(QueryError::invalid(
             "breakdown.attribution_step",
             "unordered funnels only support step attribution on step 0",
@@ -673,13 +777,19 @@ fn compile_breakdown(q: &FunnelQuery, snap: &Snapshot, d: &Dicts) -> Result<Opti
     }
     let group_index = b.group_type_index.unwrap_or(0);
     if kind == BreakdownType::Group && b.group_type_index.is_none() {
-        return Err(QueryError::invalid("breakdown.group_type_index", "group breakdowns need group_type_index"));
+        return Err(QueryError::invalid(
+            "breakdown.group_type_index",
+            "group breakdowns need group_type_index",
+        ));
     }
     let mut cohorts = Vec::new();
     if kind == BreakdownType::Cohort {
         let ids = b.cohorts.clone().unwrap_or_default();
         if ids.is_empty() {
-            return Err(QueryError::invalid("breakdown.cohorts", "a cohort breakdown needs cohort ids or \"all\""));
+            return Err(QueryError::invalid(
+                "breakdown.cohorts",
+                "a cohort breakdown needs cohort ids or \"all\"",
+            ));
         }
         for (i, c) in ids.iter().enumerate() {
             if c.as_str() == Some("all") || c.as_u64() == Some(0) {
@@ -689,9 +799,15 @@ fn compile_breakdown(q: &FunnelQuery, snap: &Snapshot, d: &Dicts) -> Result<Opti
             let id = c
                 .as_u64()
                 .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
-                .ok_or_else(|| QueryError::invalid(format!("breakdown.cohorts[{i}]"), "not a cohort id"))?;
-            let members = cohort_members(id, snap, d)
-                .ok_or_else(|| QueryError::invalid(format!("breakdown.cohorts[{i}]"), format!("unknown cohort {id}")))?;
+                .ok_or_else(|| {
+                    QueryError::invalid(format!("breakdown.cohorts[{i}]"), "not a cohort id")
+                })?;
+            let members = cohort_members(id, snap, d).ok_or_else(|| {
+                QueryError::invalid(
+                    format!("breakdown.cohorts[{i}]"),
+                    format!("unknown cohort {id}"),
+                )
+            })?;
             cohorts.push((id, Some(members)));
         }
     }
@@ -713,24 +829,50 @@ pub fn validate(q: &FunnelQuery) -> Result<(), QueryError> {
     let n = q.steps.len();
     let needs_two = !matches!(q.kind, QueryKind::FunnelPersons);
     if n == 0 || (needs_two && n < 2 && q.kind != QueryKind::Funnel) {
-        return Err(QueryError::invalid("steps", format!("a funnel needs at least {} step(s), got {n}", if needs_two && q.kind != QueryKind::Funnel { 2 } else { 1 })));
+        return Err(QueryError::invalid(
+            "steps",
+            format!(
+                "a funnel needs at least {} step(s), got {n}",
+                if needs_two && q.kind != QueryKind::Funnel {
+                    2
+                } else {
+                    1
+                }
+            ),
+        ));
     }
     if n > MAX_STEPS {
-        return Err(QueryError::invalid("steps", format!("at most {MAX_STEPS} steps, got {n}")));
+        return Err(QueryError::invalid(
+            "steps",
+            format!("at most {MAX_STEPS} steps, got {n}"),
+        ));
     }
     for (i, s) in q.steps.iter().enumerate() {
         if s.event.is_some() && s.action.is_some() {
-            return Err(QueryError::invalid(format!("steps[{i}]"), "give `event` or `action`, not both"));
+            return Err(QueryError::invalid(
+                format!("steps[{i}]"),
+                "give `event` or `action`, not both",
+            ));
         }
         if s.optional {
             if i == 0 {
-                return Err(QueryError::invalid("steps[0].optional", "the first step cannot be optional"));
+                return Err(QueryError::invalid(
+                    "steps[0].optional",
+                    "the first step cannot be optional",
+                ));
             }
             if q.order == FunnelOrder::Unordered {
-                return Err(QueryError::invalid(format!("steps[{i}].optional"), "optional steps need an ordered or strict funnel"));
+                return Err(QueryError::invalid(
+                    format!("steps[{i}].optional"),
+                    "optional steps need an ordered or strict funnel",
+                ));
             }
             if let Some(next) = q.steps.get(i + 1) {
-                if !next.optional && next.event == s.event && next.action == s.action && next.properties == s.properties {
+                if !next.optional
+                    && next.event == s.event
+                    && next.action == s.action
+                    && next.properties == s.properties
+                {
                     return Err(QueryError::invalid(
                         format!("steps[{i}].optional"),
                         "an optional step identical to the following required step can never be told apart",
@@ -742,20 +884,39 @@ pub fn validate(q: &FunnelQuery) -> Result<(), QueryError> {
     if let Some(w) = &q.window {
         if let Some(v) = w.value {
             if v > 10_000 * 366 {
-                return Err(QueryError::invalid("window.value", format!("window too large: {v}")));
+                return Err(QueryError::invalid(
+                    "window.value",
+                    format!("window too large: {v}"),
+                ));
             }
         }
     }
     for (i, x) in q.exclusions.iter().enumerate() {
         let f = format!("exclusions[{i}]");
         if x.from_step >= x.to_step {
-            return Err(QueryError::invalid(format!("{f}.from_step"), format!("from_step ({}) must be less than to_step ({})", x.from_step, x.to_step)));
+            return Err(QueryError::invalid(
+                format!("{f}.from_step"),
+                format!(
+                    "from_step ({}) must be less than to_step ({})",
+                    x.from_step, x.to_step
+                ),
+            ));
         }
         if n > 0 && x.to_step > n - 1 {
-            return Err(QueryError::invalid(format!("{f}.to_step"), format!("to_step ({}) must be at most the last step ({})", x.to_step, n - 1)));
+            return Err(QueryError::invalid(
+                format!("{f}.to_step"),
+                format!(
+                    "to_step ({}) must be at most the last step ({})",
+                    x.to_step,
+                    n - 1
+                ),
+            ));
         }
         if q.order == FunnelOrder::Unordered && (x.from_step != 0 || x.to_step != n - 1) {
-            return Err(QueryError::invalid(f.clone(), "unordered funnels only allow exclusions over the whole funnel (0 .. last step)"));
+            return Err(QueryError::invalid(
+                f.clone(),
+                "unordered funnels only allow exclusions over the whole funnel (0 .. last step)",
+            ));
         }
         for s in x.from_step..=x.to_step.min(n.saturating_sub(1)) {
             let st = &q.steps[s];
@@ -772,23 +933,35 @@ pub fn validate(q: &FunnelQuery) -> Result<(), QueryError> {
                 (Some(_), None) => false,
             };
             if same_event && broader {
-                return Err(QueryError::invalid(f.clone(), format!("exclusion is the same as step {s} of its range")));
+                return Err(QueryError::invalid(
+                    f.clone(),
+                    format!("exclusion is the same as step {s} of its range"),
+                ));
             }
         }
     }
     if let (Some(a), Some(b)) = (q.from_step, q.to_step) {
         if a >= b {
-            return Err(QueryError::invalid("from_step", format!("from_step ({a}) must be less than to_step ({b})")));
+            return Err(QueryError::invalid(
+                "from_step",
+                format!("from_step ({a}) must be less than to_step ({b})"),
+            ));
         }
     }
     if let Some(b) = q.to_step {
         if b >= n {
-            return Err(QueryError::invalid("to_step", format!("to_step ({b}) must be a step index below {n}")));
+            return Err(QueryError::invalid(
+                "to_step",
+                format!("to_step ({b}) must be a step index below {n}"),
+            ));
         }
     }
     if let Some(a) = q.from_step {
         if a >= n {
-            return Err(QueryError::invalid("from_step", format!("from_step ({a}) must be a step index below {n}")));
+            return Err(QueryError::invalid(
+                "from_step",
+                format!("from_step ({a}) must be a step index below {n}"),
+            ));
         }
     }
     Ok(())

@@ -19,8 +19,14 @@ pub fn attempts(plan: &Plan<'_>, evs: &[MEvent]) -> Vec<Path> {
     let mut out = Vec::new();
     let mut open: Option<Attempt> = None;
     let close = |a: Attempt, out: &mut Vec<Path>| {
-        let furthest = (0..n).rev().find(|s| a.bits & (1 << s) != 0).map_or(0, |s| s + 1);
-        out.push(Path { furthest, attempt: a });
+        let furthest = (0..n)
+            .rev()
+            .find(|s| a.bits & (1 << s) != 0)
+            .map_or(0, |s| s + 1);
+        out.push(Path {
+            furthest,
+            attempt: a,
+        });
     };
     for (row, e) in evs.iter().enumerate() {
         if let Some(a) = open {
@@ -46,7 +52,8 @@ pub fn attempts(plan: &Plan<'_>, evs: &[MEvent]) -> Vec<Path> {
             while s < n {
                 if e.steps & (1 << s) != 0 {
                     let gap = e.ts - a.times[a.last];
-                    let ok = !shape.within[s].is_some_and(|w| gap > w) && !shape.min_gap[s].is_some_and(|g| gap < g);
+                    let ok = !shape.within[s].is_some_and(|w| gap > w)
+                        && !shape.min_gap[s].is_some_and(|g| gap < g);
                     if ok {
                         a.times[s] = e.ts;
                         a.rows[s] = row as u32;

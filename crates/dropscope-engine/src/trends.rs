@@ -30,11 +30,14 @@ enum Outcome {
 struct Entry {
     start: i64,
     excluded: bool,
-    reached: usize,
 }
 
 /// Results of one actor: bucket start -> outcome.
-fn actor_buckets(plan: &Plan<'_>, evs: &[MEvent], constraint: Option<(usize, u32)>) -> BTreeMap<i64, Outcome> {
+fn actor_buckets(
+    plan: &Plan<'_>,
+    evs: &[MEvent],
+    constraint: Option<(usize, u32)>,
+) -> BTreeMap<i64, Outcome> {
     let interval = plan.q.interval.unwrap_or_default();
     let from = plan.q.from_step.unwrap_or(0);
     let to = plan.q.to_step.unwrap_or(plan.n() - 1);
@@ -76,7 +79,10 @@ fn actor_buckets(plan: &Plan<'_>, evs: &[MEvent], constraint: Option<(usize, u32
                     continue;
                 }
                 let entered = open.entry(b).or_insert([None; MAX_STEPS + 1]);
-                entered[1] = Some(Entry { start: e.ts, excluded: false, reached: 0 });
+                entered[1] = Some(Entry {
+                    start: e.ts,
+                    excluded: false,
+                });
                 if from == 0 {
                     results.entry(b).or_insert(Outcome::Entered);
                 }
@@ -99,7 +105,10 @@ fn actor_buckets(plan: &Plan<'_>, evs: &[MEvent], constraint: Option<(usize, u32
                     full_exclusion = true;
                     continue;
                 }
-                entered[s] = Some(Entry { start: prev.start, excluded: false, reached: idx });
+                entered[s] = Some(Entry {
+                    start: prev.start,
+                    excluded: false,
+                });
                 if idx == from {
                     results.entry(b).or_insert(Outcome::Entered);
                 }
@@ -128,41 +137,37 @@ fn excl_active(plan: &Plan<'_>, excl: u32, at: usize) -> bool {
         .any(|(x, &(from, to))| excl & (1 << x) != 0 && from <= at && at < to)
 }
 
-/// Unordered trends: every event of any step opens an entry in its bucket
-/// (unless the bucket converted); an entry counts the distinct steps done
-/// within the window from its start; exclusions reset open entries.
-fn unordered_buckets(plan: &Plan<'_>, evs: &[MEvent], from: usize, to: usize, interval: Interval) -> BTreeMap<i64, Outcome> {
+/// Unordered trends: every event of a step is a possible entry in its
+/// bucket; the unordered algorithm runs from it over its window (so an
+/// exclusion clears progress not yet recorded); the bucket keeps the best
+/// outcome of its entries.
+fn unordered_buckets(
+    plan: &Plan<'_>,
+    evs: &[MEvent],
+    from: usize,
+    to: usize,
+    interval: Interval,
+) -> BTreeMap<i64, Outcome> {
     let window = plan.shape.window;
     let mut results: BTreeMap<i64, Outcome> = BTreeMap::new();
-    let mask: u64 = if plan.n() >= 64 { u64::MAX } else { (1u64 << plan.n()) - 1 };
     for (i, e) in evs.iter().enumerate() {
-        if e.steps & mask == 0 {
+        if e.steps == 0 {
             continue;
         }
         let b = bucket_start(e.ts, interval, plan.tz);
         if results.get(&b) == Some(&Outcome::Converted) {
             continue;
         }
-        // Distinct steps done from this event on, within the window.
-        let mut done: u64 = 0;
-        let mut best = 0usize;
-        for f in &evs[i..] {
-            if f.ts - e.ts > window {
-                break;
-            }
-            if f.excl != 0 && f.ts > e.ts {
-                break;
-            }
-            // Each event counts for one step not yet done.
-            let free = f.steps & mask & !done;
-            if free != 0 {
-                done |= 1 << free.trailing_zeros();
-            }
-            best = best.max(done.count_ones() as usize);
-        }
-        if best > to {
+        let end = evs[i..]
+            .iter()
+            .position(|f| f.ts - e.ts > window)
+            .map_or(evs.len(), |p| i + p);
+        let Some(p) = crate::unordered::run(&plan.shape, &evs[i..end], None) else {
+            continue;
+        };
+        if p.furthest > to {
             results.insert(b, Outcome::Converted);
-        } else if best > from {
+        } else if p.furthest > from {
             results.entry(b).or_insert(Outcome::Entered);
         }
     }
@@ -170,7 +175,10 @@ fn unordered_buckets(plan: &Plan<'_>, evs: &[MEvent], from: usize, to: usize, in
 }
 
 /// Per-actor bucket results under each breakdown key.
-fn actor_results(plan: &Plan<'_>, scratch: &mut crate::plan::Scratch) -> Vec<(BdKey, BTreeMap<i64, Outcome>)> {
+fn actor_results(
+    plan: &Plan<'_>,
+    scratch: &mut crate::plan::Scratch,
+) -> Vec<(BdKey, BTreeMap<i64, Outcome>)> {
     let mut out = Vec::new();
     let Some(b) = &plan.breakdown else {
         out.push((BdKey::None, actor_buckets(plan, &scratch.evs, None)));
@@ -185,7 +193,9 @@ fn actor_results(plan: &Plan<'_>, scratch: &mut crate::plan::Scratch) -> Vec<(Bd
         Attribution::AllEvents => {
             for (vi, key) in scratch.bd_values.iter().enumerate() {
                 scratch.sub.clear();
-                scratch.sub.extend(scratch.evs.iter().filter(|e| e.bd == vi as u32));
+                scratch
+                    .sub
+                    .extend(scratch.evs.iter().filter(|e| e.bd == vi as u32));
                 out.push((key.clone(), actor_buckets(plan, &scratch.sub, None)));
             }
         }
@@ -198,13 +208,21 @@ fn actor_results(plan: &Plan<'_>, scratch: &mut crate::plan::Scratch) -> Vec<(Bd
                 }
             }
             for bd in seen {
-                out.push((scratch.bd_values[bd as usize].clone(), actor_buckets(plan, &scratch.evs, Some((step, bd)))));
+                out.push((
+                    scratch.bd_values[bd as usize].clone(),
+                    actor_buckets(plan, &scratch.evs, Some((step, bd))),
+                ));
             }
         }
         _ => {
             let first = b.attribution == Attribution::FirstTouch;
-            let pick = |e: &&MEvent| e.steps != 0 && !plan.bd_is_empty(&scratch.bd_values[e.bd as usize]);
-            let chosen = if first { scratch.evs.iter().find(pick) } else { scratch.evs.iter().rev().find(pick) };
+            let pick =
+                |e: &&MEvent| e.steps != 0 && !plan.bd_is_empty(&scratch.bd_values[e.bd as usize]);
+            let chosen = if first {
+                scratch.evs.iter().find(pick)
+            } else {
+                scratch.evs.iter().rev().find(pick)
+            };
             let key = chosen
                 .map(|e| scratch.bd_values[e.bd as usize].clone())
                 .unwrap_or_else(|| BdKey::Values(vec![u32::MAX; b.keys.len().max(1)]));
@@ -232,7 +250,10 @@ pub fn trends(plan: &Plan<'_>) -> Result<TrendsResult, QueryError> {
                 if b.kind == dropscope_core::query::BreakdownType::Cohort {
                     let r = actor_buckets(plan, &scratch.evs, None);
                     for (id, members) in &b.cohorts {
-                        if members.as_ref().is_none_or(|m| actor.is_person && m.contains(&actor.id)) {
+                        if members
+                            .as_ref()
+                            .is_none_or(|m| actor.is_person && m.contains(&actor.id))
+                        {
                             res.push((BdKey::Cohort(*id), r.clone()));
                         }
                     }
@@ -271,7 +292,11 @@ pub fn trends(plan: &Plan<'_>) -> Result<TrendsResult, QueryError> {
                     timestamp_ms: b,
                     reached_from_step_count: from,
                     reached_to_step_count: to,
-                    conversion_rate: if from == 0 { 0.0 } else { (to as f64 / from as f64 * 10000.0).round() / 100.0 },
+                    conversion_rate: if from == 0 {
+                        0.0
+                    } else {
+                        (to as f64 / from as f64 * 10000.0).round() / 100.0
+                    },
                 }
             })
             .collect()
@@ -299,9 +324,15 @@ pub fn trends(plan: &Plan<'_>) -> Result<TrendsResult, QueryError> {
     merged.sort_by(|a, b| {
         let ta: u64 = a.1.values().map(|c| c.0).sum();
         let tb: u64 = b.1.values().map(|c| c.0).sum();
-        tb.cmp(&ta).then_with(|| a.0.to_string().cmp(&b.0.to_string()))
+        tb.cmp(&ta)
+            .then_with(|| a.0.to_string().cmp(&b.0.to_string()))
     });
-    if let Some(l) = plan.breakdown.as_ref().and_then(|b| b.limit).filter(|l| *l > 0) {
+    if let Some(l) = plan
+        .breakdown
+        .as_ref()
+        .and_then(|b| b.limit)
+        .filter(|l| *l > 0)
+    {
         merged.truncate(l);
     }
     let series = merged
@@ -311,7 +342,10 @@ pub fn trends(plan: &Plan<'_>) -> Result<TrendsResult, QueryError> {
             rows: rows_for(Some(m)),
         })
         .collect();
-    Ok(TrendsResult { rows: Vec::new(), series: Some(series) })
+    Ok(TrendsResult {
+        rows: Vec::new(),
+        series: Some(series),
+    })
 }
 
 fn validate(plan: &Plan<'_>) -> Result<(), QueryError> {
@@ -321,7 +355,10 @@ fn validate(plan: &Plan<'_>) -> Result<(), QueryError> {
     let interval = plan.q.interval.unwrap_or_default();
     let count = buckets(plan.range, interval, plan.tz).len();
     if count > 5000 {
-        return Err(QueryError::invalid("interval", format!("{count} buckets is too many: widen the interval")));
+        return Err(QueryError::invalid(
+            "interval",
+            format!("{count} buckets is too many: widen the interval"),
+        ));
     }
     Ok(())
 }
@@ -330,7 +367,9 @@ fn validate(plan: &Plan<'_>) -> Result<(), QueryError> {
 pub fn trend_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError> {
     let interval = plan.q.interval.unwrap_or_default();
     let s = plan.q.entrance_period_start.as_deref().unwrap_or("");
-    let (t, _) = parse_instant(s, plan.tz).ok_or_else(|| QueryError::invalid("entrance_period_start", format!("not a date: {s:?}")))?;
+    let (t, _) = parse_instant(s, plan.tz).ok_or_else(|| {
+        QueryError::invalid("entrance_period_start", format!("not a date: {s:?}"))
+    })?;
     let bucket = bucket_start(t.timestamp_millis(), interval, plan.tz);
     let dropped = plan.q.drop_off.unwrap_or(false);
     let want_bd = plan.q.breakdown_value.clone();

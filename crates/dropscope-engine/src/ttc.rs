@@ -45,7 +45,11 @@ pub fn histogram(times: &[f64], bin_count: Option<i64>) -> TimeToConvertResult {
         None => ((times.len() as f64).cbrt().ceil() as usize).clamp(1, 60),
     };
     let min = times.iter().cloned().fold(f64::INFINITY, f64::min).floor();
-    let max = times.iter().cloned().fold(f64::NEG_INFINITY, f64::max).ceil();
+    let max = times
+        .iter()
+        .cloned()
+        .fold(f64::NEG_INFINITY, f64::max)
+        .ceil();
     let mut width = ((max - min) / count as f64).ceil();
     if width <= 0.0 {
         width = 60.0;
@@ -54,12 +58,6 @@ pub fn histogram(times: &[f64], bin_count: Option<i64>) -> TimeToConvertResult {
     for &t in times {
         let b = (((t - min) / width).floor() as usize).min(count);
         counts[b] += 1;
-    }
-    // A time exactly at the top edge falls in the last real bin.
-    if counts[count] > 0 {
-        let extra = counts[count];
-        counts[count] = 0;
-        counts[count - 1] += extra;
     }
     let bins = (0..=count)
         .map(|i| ((min + i as f64 * width).round() as i64, counts[i]))
@@ -77,11 +75,10 @@ mod tests {
 
     #[test]
     fn auto_bins_match_posthog() {
-        // peer-time-to-convert-auto-bins: times 2220, 4000ish... checked via cases;
-        // here: three times give ceil(cbrt(3)) = 2 bins.
+        // Three times give ceil(cbrt(3)) = 2 bins; the maximum lands on the
+        // closing edge, as PostHog's (peer-time-to-convert-auto-bins).
         let h = histogram(&[2220.0, 3600.0, 82800.0], None);
-        assert_eq!(h.bins.len(), 3);
-        assert_eq!(h.bins[0], (2220, 2));
-        assert_eq!(h.bins[2].1, 0);
+        assert_eq!(h.bins, vec![(2220, 2), (42510, 0), (82800, 1)]);
+        assert_eq!(h.average_conversion_time, Some(29540.0));
     }
 }

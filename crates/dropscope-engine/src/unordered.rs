@@ -20,8 +20,10 @@ pub fn run(shape: &Shape, evs: &[MEvent], attribution_step0: Option<u32>) -> Opt
     let mut queues: Vec<VecDeque<(i64, u32)>> = vec![VecDeque::new(); n];
     let mut best: Option<(usize, [i64; MAX_STEPS], [u32; MAX_STEPS])> = None;
 
-    let record = |queues: &Vec<VecDeque<(i64, u32)>>, best: &mut Option<(usize, [i64; MAX_STEPS], [u32; MAX_STEPS])>| {
-        let mut firsts: Vec<(i64, u32)> = queues.iter().filter_map(|q| q.front().copied()).collect();
+    let record = |queues: &Vec<VecDeque<(i64, u32)>>,
+                  best: &mut Option<(usize, [i64; MAX_STEPS], [u32; MAX_STEPS])>| {
+        let mut firsts: Vec<(i64, u32)> =
+            queues.iter().filter_map(|q| q.front().copied()).collect();
         let count = firsts.len();
         if count == 0 || best.is_some_and(|b| b.0 >= count) {
             return;
@@ -95,9 +97,16 @@ pub fn run(shape: &Shape, evs: &[MEvent], attribution_step0: Option<u32>) -> Opt
         excluded: false,
         times,
         rows,
-        bits: if count >= 64 { u64::MAX } else { (1u64 << count) - 1 },
+        bits: if count >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << count) - 1
+        },
         last: count - 1,
     };
     a.times[count..].fill(0);
-    Some(Path { furthest: count, attempt: a })
+    Some(Path {
+        furthest: count,
+        attempt: a,
+    })
 }

@@ -79,7 +79,10 @@ impl Manifest {
     /// Replaces the manifest atomically and durably.
     pub fn save(&self, dir: &Path, fsync: bool) -> Result<(), StoreError> {
         let json = serde_json::to_string(self).expect("manifest serializes");
-        let text = format!("{MANIFEST_TAG}{:08x}\n{json}", crc32fast::hash(json.as_bytes()));
+        let text = format!(
+            "{MANIFEST_TAG}{:08x}\n{json}",
+            crc32fast::hash(json.as_bytes())
+        );
         write_file_atomic(&dir.join(MANIFEST), text.as_bytes(), fsync)?;
         Ok(())
     }

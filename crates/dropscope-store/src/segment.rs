@@ -63,7 +63,10 @@ pub fn segment_name(id: u64) -> String {
 }
 
 pub fn parse_segment_name(name: &str) -> Option<u64> {
-    name.strip_prefix("seg-")?.strip_suffix(".dss")?.parse().ok()
+    name.strip_prefix("seg-")?
+        .strip_suffix(".dss")?
+        .parse()
+        .ok()
 }
 
 /// global id -> local id, assigned in order of first use.
@@ -107,11 +110,7 @@ fn put<T: Copy, const N: usize>(xs: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
 /// Encodes a run as a segment file image. `rep_did(person)` gives the
 /// global distinct id that created each person of `run.persons`.
 /// The dictionaries are read-locked only to copy out the strings used.
-pub fn encode_segment(
-    run: &Run,
-    dicts: &RwLock<Dicts>,
-    rep_did: impl Fn(u32) -> u32,
-) -> Vec<u8> {
+pub fn encode_segment(run: &Run, dicts: &RwLock<Dicts>, rep_did: impl Fn(u32) -> u32) -> Vec<u8> {
     let c = &run.cols;
     let (mut ev, mut did, mut key, mut val) = (
         Local::default(),
@@ -463,7 +462,13 @@ mod tests {
         cols.push(3, 1, e, b, 2, []);
         cols.push(4, 2, e, a, 3, [(k, v)]);
         let run = Run::build(&cols, |i| ident.original_person(cols.did[i]).unwrap());
-        let img = encode_segment(&run, &RwLock::new(dicts.clone()), |p| if p == pa { a } else { b });
+        let img = encode_segment(&run, &RwLock::new(dicts.clone()), |p| {
+            if p == pa {
+                a
+            } else {
+                b
+            }
+        });
         let data = decode_segment(&img).unwrap();
         let mut d2 = Dicts::default();
         d2.distinct_ids.intern("a");

@@ -83,16 +83,21 @@ impl State {
         let mut dicts = self.dicts.write().expect("dicts lock");
         let ident = Arc::make_mut(&mut self.identity);
         let mut person: Option<u32> = None;
+        let label = if p.id.is_empty() {
+            p.distinct_ids.first().cloned().unwrap_or_default()
+        } else {
+            p.id.clone()
+        };
         for d in &p.distinct_ids {
             let did = dicts.distinct_ids.intern(d);
-            let q = ident.ensure(did, &p.id);
+            let q = ident.ensure(did, &label);
             person = Some(match person {
                 None => q,
                 Some(a) => ident.merge(a, q),
             });
         }
         if let Some(a) = person {
-            ident.set_label(a, &p.id);
+            ident.set_label(a, &label);
             ident.set_props(a, &p.properties, false, &mut dicts);
         }
     }

@@ -43,8 +43,7 @@ use crate::segment::{
 use crate::snapshot::Snapshot;
 use crate::state::{meta_projection, Applied, Record, State};
 use crate::wal::{
-    encode_frame, io_err, parse_wal_name, scan_log, sync_dir, Wal, WalStats, HEADER_LEN,
-    WAL_MAGIC,
+    encode_frame, io_err, parse_wal_name, scan_log, sync_dir, Wal, WalStats, HEADER_LEN, WAL_MAGIC,
 };
 
 /// Counts of what an append did.
@@ -789,7 +788,9 @@ impl Store {
             "store opened in {:?}",
             report.elapsed
         );
-        let signal = opts.background_compaction.then(|| Arc::new(Signal::default()));
+        let signal = opts
+            .background_compaction
+            .then(|| Arc::new(Signal::default()));
         let core = Arc::new(Core {
             mem: Mutex::new(mem),
             disk: Some(Disk {

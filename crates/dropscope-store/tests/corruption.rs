@@ -43,13 +43,7 @@ fn files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with(prefix)
-        })
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
         .collect();
     v.sort();
     v

@@ -188,7 +188,10 @@ fn kill_and_recover() {
             }
         }
         let dups: Vec<_> = count.iter().filter(|(_, c)| **c > 1).collect();
-        assert!(dups.is_empty(), "iteration {it}: duplicated events {dups:?}");
+        assert!(
+            dups.is_empty(),
+            "iteration {it}: duplicated events {dups:?}"
+        );
         let missing: Vec<_> = acked.iter().filter(|u| !count.contains_key(u)).collect();
         assert!(
             missing.is_empty(),

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use dropscope_core::event::{content_uuid, CohortRecord, Event, GroupRecord, PersonRecord, ELEMENTS_KEY};
+use dropscope_core::event::{
+    content_uuid, CohortRecord, Event, GroupRecord, PersonRecord, ELEMENTS_KEY,
+};
 use dropscope_core::query::{FunnelQuery, PersonsFor, Window};
 use dropscope_core::result::QueryResult;
 use dropscope_core::time::parse_event_timestamp;
@@ -25,17 +27,25 @@ pub struct Embedded {
 
 impl Default for Embedded {
     fn default() -> Self {
-        Embedded { store: Store::in_memory() }
+        Embedded {
+            store: Store::in_memory(),
+        }
     }
 }
 
 impl Backend for Embedded {
     fn load(&mut self, records: &[Record]) -> Result<(), String> {
-        self.store.append(records).map(|_| ()).map_err(|e| e.to_string())
+        self.store
+            .append(records)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn query(&self, q: &FunnelQuery) -> Result<QueryResult, QueryError> {
-        let snap = self.store.snapshot().map_err(|e| QueryError::Backend(e.to_string()))?;
+        let snap = self
+            .store
+            .snapshot()
+            .map_err(|e| QueryError::Backend(e.to_string()))?;
         dropscope_engine::run_query(&snap, q)
     }
 }
@@ -46,23 +56,32 @@ pub fn case_records(case: &Value) -> Result<Vec<Record>, String> {
     let mut out = Vec::new();
     let mut known_dids = BTreeSet::new();
     for (i, p) in case["persons"].as_array().into_iter().flatten().enumerate() {
-        let p: PersonRecord = serde_json::from_value(p.clone()).map_err(|e| format!("persons[{i}]: {e}"))?;
+        let p: PersonRecord =
+            serde_json::from_value(p.clone()).map_err(|e| format!("persons[{i}]: {e}"))?;
         known_dids.extend(p.distinct_ids.iter().cloned());
         out.push(Record::Person(p));
     }
     for (i, g) in case["groups"].as_array().into_iter().flatten().enumerate() {
-        let g: GroupRecord = serde_json::from_value(g.clone()).map_err(|e| format!("groups[{i}]: {e}"))?;
+        let g: GroupRecord =
+            serde_json::from_value(g.clone()).map_err(|e| format!("groups[{i}]: {e}"))?;
         out.push(Record::Group(g));
     }
     for (i, c) in case["cohorts"].as_array().into_iter().flatten().enumerate() {
-        let c: CohortRecord = serde_json::from_value(c.clone()).map_err(|e| format!("cohorts[{i}]: {e}"))?;
+        let c: CohortRecord =
+            serde_json::from_value(c.clone()).map_err(|e| format!("cohorts[{i}]: {e}"))?;
         out.push(Record::Cohort(c));
     }
     for (i, e) in case["events"].as_array().into_iter().flatten().enumerate() {
-        let did = e["distinct_id"].as_str().ok_or(format!("events[{i}].distinct_id: missing"))?;
-        let name = e["event"].as_str().ok_or(format!("events[{i}].event: missing"))?;
-        let ts = parse_event_timestamp(&e["timestamp"]).ok_or(format!("events[{i}].timestamp: not a timestamp"))?;
-        let mut props: Map<String, Value> = e["properties"].as_object().cloned().unwrap_or_default();
+        let did = e["distinct_id"]
+            .as_str()
+            .ok_or(format!("events[{i}].distinct_id: missing"))?;
+        let name = e["event"]
+            .as_str()
+            .ok_or(format!("events[{i}].event: missing"))?;
+        let ts = parse_event_timestamp(&e["timestamp"])
+            .ok_or(format!("events[{i}].timestamp: not a timestamp"))?;
+        let mut props: Map<String, Value> =
+            e["properties"].as_object().cloned().unwrap_or_default();
         if let Some(els) = e.get("elements").filter(|v| v.is_array()) {
             props.insert(ELEMENTS_KEY.into(), els.clone());
         }
@@ -91,7 +110,9 @@ pub fn case_records(case: &Value) -> Result<Vec<Record>, String> {
 /// removed (`resolved_range`), aliases translated (`funnel_step`).
 pub fn case_query(case: &Value) -> Result<(FunnelQuery, Value), QueryError> {
     let mut q = case["query"].clone();
-    let obj = q.as_object_mut().ok_or_else(|| QueryError::invalid("query", "not an object"))?;
+    let obj = q
+        .as_object_mut()
+        .ok_or_else(|| QueryError::invalid("query", "not an object"))?;
     let extra = json!({
         "offset_queries": obj.remove("offset_queries"),
         "contingency_tables": obj.remove("contingency_tables"),
@@ -121,8 +142,16 @@ pub fn run_case(case: &Value, backend: &mut dyn Backend) -> Outcome {
     let id = case["id"].as_str().unwrap_or("?").to_string();
     let r = run_case_inner(case, backend);
     match r {
-        Ok(()) => Outcome { id, passed: true, detail: String::new() },
-        Err(detail) => Outcome { id, passed: false, detail },
+        Ok(()) => Outcome {
+            id,
+            passed: true,
+            detail: String::new(),
+        },
+        Err(detail) => Outcome {
+            id,
+            passed: false,
+            detail,
+        },
     }
 }
 
@@ -131,7 +160,8 @@ fn run_case_inner(case: &Value, backend: &mut dyn Backend) -> Result<(), String>
     let kind = case["query"]["kind"].as_str().unwrap_or("funnel");
     let want_error = expected.get("error").and_then(Value::as_str) == Some("validation_error");
     if kind == "funnel_config" {
-        let w: Option<Window> = serde_json::from_value(case["query"]["window"].clone()).map_err(|e| e.to_string())?;
+        let w: Option<Window> =
+            serde_json::from_value(case["query"]["window"].clone()).map_err(|e| e.to_string())?;
         let (v, u) = Window::effective(w.as_ref());
         let got = json!({"value": v, "unit": u});
         return compare(&expected["effective_window"], &got, "effective_window");
@@ -169,7 +199,10 @@ pub fn compare(want: &Value, got: &Value, path: &str) -> Result<(), String> {
     match (want, got) {
         (Value::Null, Value::Null) => Ok(()),
         (Value::Number(a), Value::Number(b)) => {
-            let (a, b) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
+            let (a, b) = (
+                a.as_f64().unwrap_or(f64::NAN),
+                b.as_f64().unwrap_or(f64::NAN),
+            );
             if (a - b).abs() <= 1e-7 * a.abs().max(1.0) {
                 Ok(())
             } else {
@@ -185,7 +218,12 @@ pub fn compare(want: &Value, got: &Value, path: &str) -> Result<(), String> {
         }
         (Value::Array(w), Value::Array(g)) => {
             if w.len() != g.len() {
-                return Err(format!("{path}: expected {} entries, got {}: {}", w.len(), g.len(), short(got)));
+                return Err(format!(
+                    "{path}: expected {} entries, got {}: {}",
+                    w.len(),
+                    g.len(),
+                    short(got)
+                ));
             }
             for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
                 if wv.is_null() {
@@ -196,7 +234,11 @@ pub fn compare(want: &Value, got: &Value, path: &str) -> Result<(), String> {
             Ok(())
         }
         _ if want == got => Ok(()),
-        _ => Err(format!("{path}: expected {}, got {}", short(want), short(got))),
+        _ => Err(format!(
+            "{path}: expected {}, got {}",
+            short(want),
+            short(got)
+        )),
     }
 }
 

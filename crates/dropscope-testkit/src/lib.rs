@@ -9,7 +9,10 @@ use std::path::Path;
 pub use case::{run_case, Backend, Embedded, Outcome};
 
 /// Runs every `*.json` case in `dir` (sorted by name) on fresh backends.
-pub fn run_dir(dir: &Path, mut make: impl FnMut() -> Box<dyn Backend>) -> std::io::Result<Vec<Outcome>> {
+pub fn run_dir(
+    dir: &Path,
+    mut make: impl FnMut() -> Box<dyn Backend>,
+) -> std::io::Result<Vec<Outcome>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -18,13 +21,21 @@ pub fn run_dir(dir: &Path, mut make: impl FnMut() -> Box<dyn Backend>) -> std::i
     let mut out = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f)?;
-        let id = f.file_stem().and_then(|s| s.to_str()).unwrap_or("?").to_string();
+        let id = f
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("?")
+            .to_string();
         match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(case) => {
                 let mut b = make();
                 out.push(run_case(&case, b.as_mut()));
             }
-            Err(e) => out.push(Outcome { id, passed: false, detail: format!("not valid JSON: {e}") }),
+            Err(e) => out.push(Outcome {
+                id,
+                passed: false,
+                detail: format!("not valid JSON: {e}"),
+            }),
         }
     }
     Ok(out)
