@@ -1,10 +1,18 @@
 //! The `dropscope` binary: a thin shell over the library crates.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use dropscope_core::query::{Breakdown, FunnelOrder, FunnelQuery, Step, Window, WindowUnit};
+use dropscope_core::result::{FunnelResult, QueryResult};
+use dropscope_store::{Store, StoreOptions};
+
+mod table;
 
 #[derive(Parser)]
 #[command(
@@ -19,6 +27,76 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Generate a realistic demo dataset into a store, load it and print the demo funnel.
+    Demo {
+        /// Where the store goes.
+        #[arg(long, default_value = ".dropscope-demo")]
+        data: PathBuf,
+        /// Random seed (same seed, same data).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Approximate number of events.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Only generate, load and print (no web page; the server is not built yet).
+        #[arg(long)]
+        no_serve: bool,
+    },
+    /// Import events and persons from JSONL or CSV files (format from the extension).
+    Import {
+        #[arg(long)]
+        data: PathBuf,
+        /// Files to import (.jsonl/.ndjson/.json or .csv).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Abort at the first bad line instead of skipping it.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Export every stored event (JSONL, the import format).
+    Export {
+        #[arg(long)]
+        data: PathBuf,
+        /// `jsonl` (Parquet is not built yet).
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Run a funnel and print it as a table.
+    Funnel {
+        #[arg(long)]
+        data: PathBuf,
+        /// Comma-separated event names, e.g. '$pageview,signup,purchase'.
+        #[arg(long)]
+        steps: String,
+        /// Conversion window: <number><s|m|h|d|w|mo>, e.g. 14d (default 14d).
+        #[arg(long, default_value = "14d")]
+        window: String,
+        /// ordered (default), strict or unordered.
+        #[arg(long, default_value = "ordered")]
+        order: String,
+        /// Break down by this event property.
+        #[arg(long)]
+        breakdown: Option<String>,
+        /// Range start (default: all data).
+        #[arg(long, default_value = "all")]
+        date_from: String,
+        /// Range end (default: now).
+        #[arg(long)]
+        date_to: Option<String>,
+        /// Print the JSON result instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run any query of the spec (docs/query.md) from a JSON file; prints JSON.
+    Query {
+        #[arg(long)]
+        data: PathBuf,
+        /// A JSON file holding a query (or `{"query": {...}}`).
+        file: PathBuf,
+    },
     /// Run every acceptance case (*.json) in DIR; exits non-zero if any fails.
     Cases {
         /// Folder of case files.
@@ -43,41 +121,340 @@ fn main() -> ExitCode {
     }
 }
 
+fn open_store(dir: &Path) -> Result<Store> {
+    let store = Store::open(dir, StoreOptions::default())
+        .with_context(|| format!("opening store {}", dir.display()))?;
+    if let Some(r) = store.open_report() {
+        if r.truncated_wal_bytes > 0 {
+            eprintln!(
+                "warning: cut {} bytes of torn WAL tail in {:?}: {}",
+                r.truncated_wal_bytes,
+                r.truncated_wal_file,
+                r.truncation_reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(store)
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Cases {
             dir,
             backend,
             filter,
+        } => cases(&dir, &backend, filter.as_deref()),
+        Cmd::Import {
+            data,
+            files,
+            strict,
         } => {
-            if backend != "embedded" {
-                anyhow::bail!(
-                    "unknown backend {backend:?}: only `embedded` is available in this build"
-                );
+            let store = open_store(&data)?;
+            for f in files {
+                import_file(&store, &f, strict)?;
             }
-            let outcomes = dropscope_testkit::run_dir(&dir, || {
-                Box::new(dropscope_testkit::Embedded::default())
-            })
+            store.flush().context("flushing the store")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Export {
+            data,
+            format,
+            output,
+        } => {
+            if format != "jsonl" {
+                bail!("unknown export format {format:?}: `jsonl` is available (Parquet is not built yet)");
+            }
+            let store = open_store(&data)?;
+            let snap = store.snapshot()?;
+            let mut w: Box<dyn Write> = match &output {
+                Some(p) => Box::new(BufWriter::new(
+                    File::create(p).with_context(|| format!("creating {}", p.display()))?,
+                )),
+                None => Box::new(BufWriter::new(std::io::stdout().lock())),
+            };
+            let n = dropscope_io::snapshot_events(&snap, |e| {
+                dropscope_io::write_event_jsonl(&mut w, &e)
+            })?;
+            w.flush()?;
+            eprintln!("exported {n} events");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Funnel {
+            data,
+            steps,
+            window,
+            order,
+            breakdown,
+            date_from,
+            date_to,
+            json,
+        } => {
+            let q = funnel_query(&steps, &window, &order, breakdown, date_from, date_to)?;
+            let store = open_store(&data)?;
+            let t = Instant::now();
+            let res = dropscope_engine::run_query(&store.snapshot()?, &q)?;
+            let took = t.elapsed();
+            print_result(&res, json)?;
+            if !json {
+                println!("({:.1} ms)", took.as_secs_f64() * 1000.0);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Query { data, file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let mut v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            if let Some(q) = v.get_mut("query") {
+                v = q.take();
+            }
+            let q = FunnelQuery::from_json(v)?;
+            let store = open_store(&data)?;
+            let res = dropscope_engine::run_query(&store.snapshot()?, &q)?;
+            println!("{}", serde_json::to_string_pretty(&res)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo {
+            data,
+            seed,
+            events,
+            no_serve,
+        } => demo(&data, seed, events, no_serve),
+    }
+}
+
+fn cases(dir: &Path, backend: &str, filter: Option<&str>) -> Result<ExitCode> {
+    if backend != "embedded" {
+        bail!("unknown backend {backend:?}: only `embedded` is available in this build");
+    }
+    let outcomes =
+        dropscope_testkit::run_dir(dir, || Box::new(dropscope_testkit::Embedded::default()))
             .with_context(|| format!("reading cases from {}", dir.display()))?;
-            let (mut passed, mut failed) = (0, 0);
-            for o in outcomes
-                .iter()
-                .filter(|o| filter.as_ref().is_none_or(|f| o.id.contains(f.as_str())))
-            {
-                if o.passed {
-                    passed += 1;
-                    println!("{} pass", o.id);
-                } else {
-                    failed += 1;
-                    println!("{} FAIL {}", o.id, o.detail);
-                }
-            }
-            println!("{passed} passed, {failed} failed");
-            Ok(if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+    let (mut passed, mut failed) = (0, 0);
+    for o in outcomes
+        .iter()
+        .filter(|o| filter.is_none_or(|f| o.id.contains(f)))
+    {
+        if o.passed {
+            passed += 1;
+            println!("{} pass", o.id);
+        } else {
+            failed += 1;
+            println!("{} FAIL {}", o.id, o.detail);
         }
     }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn import_file(store: &Store, f: &Path, strict: bool) -> Result<()> {
+    let format = dropscope_io::Format::from_path(f)
+        .with_context(|| format!("{}: unknown format (use .jsonl or .csv)", f.display()))?;
+    let file = File::open(f).with_context(|| format!("opening {}", f.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(f.display().to_string());
+    let t = Instant::now();
+    let (mut stored, mut dups, mut bad_count) = (0u64, 0u64, 0u64);
+    let reader = BufReader::with_capacity(1 << 20, bar.wrap_read(file));
+    let res = dropscope_io::read_records(
+        reader,
+        format,
+        10_000,
+        |batch| {
+            let s = store.append(&batch).map_err(|e| e.to_string())?;
+            stored += s.stored;
+            dups += s.duplicates;
+            Ok(())
+        },
+        |e| {
+            bad_count += 1;
+            if strict {
+                return Err(format!("{}: {e} (--strict: aborting)", f.display()));
+            }
+            if bad_count <= 10 {
+                bar.suspend(|| eprintln!("{}: rejected {e}", f.display()));
+            }
+            Ok(())
+        },
+    );
+    bar.finish_and_clear();
+    let (lines, _) = res.map_err(anyhow::Error::msg)?;
+    let secs = t.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "{}: {lines} lines, {stored} stored, {dups} already stored, {bad_count} rejected; {:.0} lines/s",
+        f.display(),
+        lines as f64 / secs
+    );
+    Ok(())
+}
+
+fn parse_window(s: &str) -> Result<Window> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: i64 = num
+        .parse()
+        .with_context(|| format!("--window {s:?}: expected <number><unit>, e.g. 14d"))?;
+    if value <= 0 {
+        bail!("--window {s:?}: must be positive");
+    }
+    let unit = match unit {
+        "s" => WindowUnit::Second,
+        "m" | "min" => WindowUnit::Minute,
+        "h" => WindowUnit::Hour,
+        "" | "d" => WindowUnit::Day,
+        "w" => WindowUnit::Week,
+        "mo" => WindowUnit::Month,
+        other => bail!("--window {s:?}: unknown unit {other:?} (s, m, h, d, w, mo)"),
+    };
+    Ok(Window {
+        value: Some(value),
+        unit: Some(unit),
+    })
+}
+
+fn funnel_query(
+    steps: &str,
+    window: &str,
+    order: &str,
+    breakdown: Option<String>,
+    date_from: String,
+    date_to: Option<String>,
+) -> Result<FunnelQuery> {
+    let steps: Vec<Step> = steps
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|e| Step {
+            event: Some(e.to_string()),
+            ..Default::default()
+        })
+        .collect();
+    if steps.is_empty() {
+        bail!("--steps: give at least one event name");
+    }
+    let order = match order {
+        "ordered" => FunnelOrder::Ordered,
+        "strict" => FunnelOrder::Strict,
+        "unordered" => FunnelOrder::Unordered,
+        o => bail!("--order {o:?}: use ordered, strict or unordered"),
+    };
+    Ok(FunnelQuery {
+        steps,
+        order,
+        window: Some(parse_window(window)?),
+        breakdown: breakdown.map(|p| Breakdown {
+            property: Some(p),
+            limit: Some(10),
+            ..Default::default()
+        }),
+        date_from: Some(date_from),
+        date_to,
+        ..Default::default()
+    })
+}
+
+fn print_result(res: &QueryResult, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(res)?);
+        return Ok(());
+    }
+    match res {
+        QueryResult::Funnel(f) => print_funnel(f),
+        other => println!("{}", serde_json::to_string_pretty(other)?),
+    }
+    Ok(())
+}
+
+fn print_funnel(f: &FunnelResult) {
+    print!("{}", table::funnel_table(&f.steps));
+    for row in f.breakdowns.iter().flatten() {
+        println!(
+            "\n{}:",
+            if row.breakdown_display.is_empty() {
+                "(none)"
+            } else {
+                &row.breakdown_display
+            }
+        );
+        print!("{}", table::funnel_table(&row.steps));
+    }
+}
+
+fn demo(data: &Path, seed: u64, events: usize, no_serve: bool) -> Result<ExitCode> {
+    let opts = dropscope_testkit::demo::DemoOptions {
+        seed,
+        events,
+        ..Default::default()
+    };
+    if data.exists() {
+        std::fs::remove_dir_all(data).with_context(|| format!("clearing {}", data.display()))?;
+    }
+    let store = Store::open(data, StoreOptions::default())
+        .with_context(|| format!("creating store {}", data.display()))?;
+    let t = Instant::now();
+    let bar = indicatif::ProgressBar::new(events as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "generating [{bar:30}] {pos}/{len} events {per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut batch = Vec::with_capacity(10_000);
+    let mut n = 0u64;
+    for r in dropscope_testkit::demo::generate(&opts) {
+        batch.push(r);
+        if batch.len() == 10_000 {
+            n += store.append(&batch)?.stored;
+            bar.set_position(n);
+            batch.clear();
+        }
+    }
+    n += store.append(&batch)?.stored;
+    bar.finish_and_clear();
+    store.flush()?;
+    store.compact()?;
+    println!(
+        "stored {n} events in {} ({:.1} s)",
+        data.display(),
+        t.elapsed().as_secs_f64()
+    );
+    let q = FunnelQuery {
+        steps: dropscope_testkit::demo::DEMO_FUNNEL
+            .iter()
+            .map(|e| Step {
+                event: Some(e.to_string()),
+                ..Default::default()
+            })
+            .collect(),
+        date_from: Some("all".into()),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let res = dropscope_engine::run_query(&store.snapshot()?, &q)?;
+    println!("\ndemo funnel (14-day window, all data):");
+    print_result(&res, false)?;
+    println!("({:.1} ms)", t.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "\nnext: dropscope funnel --data {} --steps '{}' --breakdown '$browser'",
+        data.display(),
+        dropscope_testkit::demo::DEMO_FUNNEL.join(",")
+    );
+    if !no_serve {
+        println!(
+            "(the web page and HTTP API are not built yet: the funnel above is the demo's output)"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -243,7 +243,8 @@ impl State {
                 .original_person(cols.did[i])
                 .expect("every stored did has a person")
         }));
-        self.memtable.clear();
+        // Release the memtable's capacity: it can be a million events.
+        self.memtable = EventColumns::new();
         self.runs.push(run.clone());
         Some(run)
     }

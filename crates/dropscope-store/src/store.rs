@@ -140,6 +140,11 @@ struct Mem {
     segs: HashMap<usize, SegFile>,
     /// Events applied since the last flush.
     unflushed: usize,
+    /// Identity as of the last committed flush cut: exactly what `meta.log`
+    /// rebuilds. Compaction lays persons out by this identity, so that every
+    /// person block's representative distinct id is known to the meta log
+    /// when the segment is loaded (later joins are resolved at read time).
+    flushed_identity: Arc<Identity>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +195,7 @@ impl Mem {
             track_meta,
             segs: HashMap::new(),
             unflushed: 0,
+            flushed_identity: Arc::default(),
         }
     }
 
@@ -388,6 +394,7 @@ impl Core {
                 mem.segs.insert(ptr(run), seg.clone());
             }
             mem.st.set_runs(runs);
+            mem.flushed_identity = cut.identity.clone();
             Ok(())
         })();
         if let Err(e) = res {
@@ -425,9 +432,21 @@ impl Core {
         };
         let _c = lock(&d.compact_lock)?;
         self.flush()?;
+        self.compact_segments_locked(d)
+    }
+
+    fn compact_segments(&self) -> Result<(), StoreError> {
+        let Some(d) = &self.disk else {
+            return Ok(());
+        };
+        let _c = lock(&d.compact_lock)?;
+        self.compact_segments_locked(d)
+    }
+
+    fn compact_segments_locked(&self, d: &Disk) -> Result<(), StoreError> {
         // Inputs: every run that is in a segment now. Segments flushed while
         // we merge are left alone and survive the switch.
-        let (inputs, snap) = {
+        let (inputs, snap, identity, dicts) = {
             let mem = lock(&self.mem)?;
             let inputs: Vec<(Arc<Run>, SegFile)> = mem
                 .st
@@ -437,13 +456,18 @@ impl Core {
                 .collect();
             let snap = Snapshot::build(
                 mem.st.dicts.clone(),
-                mem.st.identity.clone(),
+                mem.flushed_identity.clone(),
                 mem.st.groups.clone(),
                 mem.st.cohorts.clone(),
                 inputs.iter().map(|(r, _)| r.clone()).collect(),
                 mem.st.earliest,
             );
-            (inputs, snap)
+            (
+                inputs,
+                snap,
+                mem.flushed_identity.clone(),
+                mem.st.dicts.clone(),
+            )
         };
         if inputs.is_empty() {
             return Ok(());
@@ -468,8 +492,6 @@ impl Core {
                 part.cols.push_from(&v, j);
             }
         }
-        let identity = Arc::new(snap.identity().clone());
-        let dicts = lock(&self.mem)?.st.dicts.clone();
         drop(snap);
         let parts: Vec<Run> = parts
             .into_iter()
@@ -682,6 +704,7 @@ impl Store {
         let mut mem = Mem::new(true);
         report.meta_records_replayed =
             replay_meta(dir, manifest.meta_len, |r| mem.st.apply_meta(&r))?;
+        mem.flushed_identity = mem.st.identity.clone();
 
         // Segments: decode and verify in parallel, remap in order.
         let datas: Vec<_> = manifest
@@ -826,6 +849,12 @@ impl Store {
     /// `partitions` segments sorted by canonical person.
     pub fn compact(&self) -> Result<(), StoreError> {
         self.core.compact()
+    }
+
+    /// Rewrites the existing segments only (no flush first) as
+    /// `partitions` segments sorted by canonical person. No-op in memory.
+    pub fn compact_segments(&self) -> Result<(), StoreError> {
+        self.core.compact_segments()
     }
 
     /// Writes everything not yet in a segment to one, and drops the WAL

@@ -29,10 +29,12 @@
 //! which replays the log in file order, rebuilds exactly the same state.
 //! Readers never see a record before it is durable.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::Thread;
 
 use crate::codec::{decode_record, encode_record};
 use crate::error::StoreError;
@@ -218,6 +220,18 @@ struct Queue {
     failed: Option<String>,
     syncs: u64,
     bytes: u64,
+    /// Appenders parked until the ticket before theirs is applied: each
+    /// is woken alone by its predecessor (no thundering herd).
+    turn_waiters: HashMap<u64, Thread>,
+}
+
+impl Queue {
+    fn fail(&mut self, msg: String) {
+        self.failed = Some(msg);
+        for (_, t) in self.turn_waiters.drain() {
+            t.unpark();
+        }
+    }
 }
 
 /// Counters of the live log.
@@ -251,6 +265,7 @@ impl Wal {
                 failed: None,
                 syncs: 0,
                 bytes: HEADER_LEN,
+                turn_waiters: HashMap::new(),
             }),
             cv: Condvar::new(),
         })
@@ -323,7 +338,7 @@ impl Wal {
                 Err(e) => {
                     let msg = format!("{}: {e}", self.dir.join(wal_name(gen)).display());
                     tracing::error!("write-ahead log failed: {msg}");
-                    q.failed = Some(msg);
+                    q.fail(msg);
                 }
             }
             // Reuse the allocation for the next group.
@@ -338,7 +353,11 @@ impl Wal {
             if let Some(e) = &q.failed {
                 return Err(StoreError::WalFailed(e.clone()));
             }
-            q = self.wait(q)?;
+            q.turn_waiters.insert(ticket, std::thread::current());
+            drop(q);
+            std::thread::park();
+            q = self.lock()?;
+            q.turn_waiters.remove(&ticket);
         }
         drop(q);
         // Mark the ticket applied even if `apply` panics, so that later
@@ -349,9 +368,14 @@ impl Wal {
                 let mut q = self.0.q.lock().unwrap_or_else(|e| e.into_inner());
                 q.applied = self.1;
                 if std::thread::panicking() {
-                    q.failed = Some("a panic while applying records".into());
+                    q.fail("a panic while applying records".into());
                 }
-                self.0.cv.notify_all();
+                if let Some(t) = q.turn_waiters.get(&(self.1 + 1)) {
+                    t.unpark();
+                }
+                if q.rotating {
+                    self.0.cv.notify_all();
+                }
             }
         }
         let _done = Done(self, ticket);

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use dropscope_core::event::Event;
-use dropscope_store::dict::decode_value;
+use dropscope_store::dict::encode_value;
 use dropscope_store::{Record, Store, StoreOptions};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -30,6 +30,7 @@ enum Op {
     Append(Vec<Ev>),
     Flush,
     Compact,
+    CompactSegments,
     Reopen,
 }
 
@@ -61,6 +62,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         6 => proptest::collection::vec(ev_strategy(), 1..6).prop_map(Op::Append),
         1 => Just(Op::Flush),
         1 => Just(Op::Compact),
+        1 => Just(Op::CompactSegments),
         1 => Just(Op::Reopen),
     ]
 }
@@ -170,8 +172,10 @@ impl Model {
 
 /// Per canonical person (keyed by its sorted distinct ids): label,
 /// properties and events in (ts, ingest) order.
-type View = BTreeMap<Vec<String>, (String, BTreeMap<String, Value>, Vec<EvKey>)>;
-type EvKey = (i64, u128, String, String, Vec<(String, Value)>);
+/// Values compare in their tagged dictionary form (dict.rs), which is what
+/// the store keeps (`45.0` and `45` are both `n45`).
+type View = BTreeMap<Vec<String>, (String, BTreeMap<String, String>, Vec<EvKey>)>;
+type EvKey = (i64, u128, String, String, Vec<(String, String)>);
 
 fn model_view(m: &Model) -> View {
     let mut dids_of: HashMap<usize, Vec<String>> = HashMap::new();
@@ -192,10 +196,10 @@ fn model_view(m: &Model) -> View {
             .iter()
             .map(|&(_, i)| {
                 let e = &m.events[i];
-                let mut props: Vec<(String, Value)> = e
+                let mut props: Vec<(String, String)> = e
                     .properties
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .map(|(k, v)| (k.clone(), encode_value(v)))
                     .collect();
                 props.sort_by(|a, b| a.0.cmp(&b.0));
                 (
@@ -207,7 +211,11 @@ fn model_view(m: &Model) -> View {
                 )
             })
             .collect();
-        out.insert(dids, (m.creator[r].clone(), m.props[r].clone(), list));
+        let props = m.props[r]
+            .iter()
+            .map(|(k, v)| (k.clone(), encode_value(v)))
+            .collect();
+        out.insert(dids, (m.creator[r].clone(), props, list));
     }
     out
 }
@@ -225,25 +233,25 @@ fn store_view(s: &Store) -> View {
             .map(|&x| d.distinct_ids.resolve(x).to_string())
             .collect();
         dids.sort();
-        let props: BTreeMap<String, Value> = person
+        let props: BTreeMap<String, String> = person
             .props
             .iter()
             .map(|&(k, v)| {
                 (
                     d.keys.resolve(k).to_string(),
-                    decode_value(d.values.resolve(v)),
+                    d.values.resolve(v).to_string(),
                 )
             })
             .collect();
         let v = snap.events_of(a, &mut scratch);
         let mut list = Vec::new();
         for i in 0..v.len() {
-            let mut props: Vec<(String, Value)> = v
+            let mut props: Vec<(String, String)> = v
                 .props(i)
                 .map(|(k, x)| {
                     (
                         d.keys.resolve(k).to_string(),
-                        decode_value(d.values.resolve(x)),
+                        d.values.resolve(x).to_string(),
                     )
                 })
                 .collect();
@@ -288,6 +296,7 @@ fn run(ops: &[Op], dir: &Path) {
             }
             Op::Flush => s.flush().unwrap(),
             Op::Compact => s.compact().unwrap(),
+            Op::CompactSegments => s.compact_segments().unwrap(),
             Op::Reopen => {
                 drop(store.take());
                 let s = Store::open(dir, opts()).unwrap();
@@ -342,4 +351,104 @@ fn in_memory_store_still_works() {
     s.compact().unwrap();
     assert_eq!(s.snapshot().unwrap().event_count(), 1);
     assert!(s.open_report().is_none());
+}
+
+/// Appends from several threads (new distinct ids joining old persons all
+/// the time) while flushes and compactions run: what is read before closing
+/// is what is read after reopening, and after compacting that again.
+#[test]
+fn concurrent_appends_and_compactions_survive_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let opts = StoreOptions {
+        flush_threshold: 60,
+        fsync: false,
+        background_compaction: true,
+        compaction_threshold: 2,
+        partitions: 3,
+    };
+    let store = Store::open(dir, opts.clone()).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let store = &store;
+            s.spawn(move || {
+                for n in 0..250u64 {
+                    let mut props = Map::new();
+                    props.insert("n".into(), json!(n));
+                    let mut name = "view";
+                    if n % 5 == 0 {
+                        name = "$identify";
+                        props.insert(
+                            "$anon_distinct_id".into(),
+                            json!(format!("t{}-{}", (t + 1) % 4, n / 2)),
+                        );
+                        props.insert("$set".into(), json!({"plan": n % 3}));
+                    }
+                    let e = Event {
+                        uuid: ((t as u128) << 32) | n as u128,
+                        event: name.into(),
+                        distinct_id: format!("t{t}-{}", n / 3),
+                        timestamp: (n % 17) as i64,
+                        properties: props,
+                    };
+                    store.append(&[Record::Event(e)]).unwrap();
+                }
+            });
+        }
+        let store = &store;
+        s.spawn(move || {
+            for _ in 0..10 {
+                store.compact().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+    });
+    let before = store_view(&store);
+    assert_eq!(store.stats().unwrap().events, 1000);
+    drop(store);
+    let store = Store::open(dir, opts.clone()).unwrap();
+    assert_eq!(store_view(&store), before);
+    store.compact().unwrap();
+    assert_eq!(store_view(&store), before);
+    drop(store);
+    let store = Store::open(dir, opts).unwrap();
+    assert_eq!(store_view(&store), before);
+    assert_eq!(store.stats().unwrap().events, 1000);
+}
+
+/// A person created after the last flush absorbs a person whose events are
+/// in segments; compacting the segments then must not key a block by a
+/// distinct id the meta log does not know yet.
+#[test]
+fn compaction_after_join_by_new_distinct_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ev = |u: u128, name: &str, did: &str, anon: Option<&str>| {
+        let mut props = Map::new();
+        if let Some(a) = anon {
+            props.insert("$anon_distinct_id".into(), json!(a));
+        }
+        Record::Event(Event {
+            uuid: u,
+            event: name.into(),
+            distinct_id: did.into(),
+            timestamp: u as i64,
+            properties: props,
+        })
+    };
+    let store = Store::open(dir, opts()).unwrap();
+    store.append(&[ev(1, "view", "old", None)]).unwrap();
+    store.append(&[ev(2, "view", "other", None)]).unwrap();
+    store.flush().unwrap();
+    store.append(&[ev(3, "view", "other", None)]).unwrap();
+    store.flush().unwrap();
+    store
+        .append(&[ev(4, "$identify", "new", Some("old"))])
+        .unwrap();
+    store.compact_segments().unwrap();
+    let before = store_view(&store);
+    assert_eq!(before.len(), 2);
+    drop(store);
+    let store = Store::open(dir, opts()).unwrap();
+    assert_eq!(store_view(&store), before);
 }

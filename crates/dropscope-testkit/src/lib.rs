@@ -3,6 +3,8 @@
 
 pub mod case;
 pub mod compare;
+pub mod demo;
+pub mod oracle;
 
 use std::path::Path;
 

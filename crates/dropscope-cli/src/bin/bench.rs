@@ -1,0 +1,181 @@
+//! `dropscope-bench`: the benchmark behind BENCHMARKS.md.
+//!
+//! Generates demo data, writes it into a durable store, reopens it, and
+//! times: import (append with fsync'ed group commits), bytes per event on
+//! disk and in memory, store open, the 5-step demo funnel (plain, with a
+//! breakdown, strict), and event correlation over all event names.
+//! `--smoke` runs a tiny size and only checks that everything works (CI).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use dropscope_core::query::{
+    Breakdown, CorrelationOptions, FunnelOrder, FunnelQuery, QueryKind, Step,
+};
+use dropscope_core::result::QueryResult;
+use dropscope_store::{Store, StoreOptions};
+
+#[derive(Parser)]
+struct Args {
+    /// Approximate number of demo events.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Store folder (default: a temporary one, removed afterwards).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Query repetitions (the best and the median are reported).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Tiny run that checks the benchmark works (CI).
+    #[arg(long)]
+    smoke: bool,
+}
+
+fn time_query(store: &Store, q: &FunnelQuery, reps: usize) -> Result<(f64, f64, QueryResult)> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..reps.max(1) {
+        let snap = store.snapshot()?;
+        let t = Instant::now();
+        let r = dropscope_engine::run_query(&snap, q)?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        last = Some(r);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[0], times[times.len() / 2], last.expect("one rep")))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let events = if args.smoke {
+        args.events.min(50_000)
+    } else {
+        args.events
+    };
+    let tmp = tempfile::tempdir()?;
+    let dir = args
+        .data
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("store"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    println!(
+        "dropscope-bench: {events} demo events, store {}",
+        dir.display()
+    );
+    println!(
+        "machine: {} cpus",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    // Import.
+    let opts = dropscope_testkit::demo::DemoOptions {
+        seed: 7,
+        events,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let gen: Vec<_> = dropscope_testkit::demo::generate(&opts).collect();
+    let gen_s = t.elapsed().as_secs_f64();
+    let store = Store::open(&dir, StoreOptions::default())?;
+    let t = Instant::now();
+    let mut stored = 0;
+    for chunk in gen.chunks(10_000) {
+        stored += store.append(chunk)?.stored;
+    }
+    store.flush()?;
+    let append_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    store.compact()?;
+    let compact_s = t.elapsed().as_secs_f64();
+    drop(gen);
+    let stats = store.stats()?;
+    println!("generate: {:.2} s; append+flush: {:.2} s = {:.0} events/s (fsync group commits of 10k); compact: {:.2} s", gen_s, append_s, stored as f64 / append_s, compact_s);
+    store.close()?;
+
+    // Open.
+    let t = Instant::now();
+    let store = Store::open(&dir, StoreOptions::default())?;
+    let open_s = t.elapsed().as_secs_f64();
+    let stats2 = store.stats()?;
+    println!(
+        "stored events: {}; on disk: {:.1} bytes/event (segments {:.1}); in memory: {:.1} bytes/event (columns); open: {:.3} s",
+        stats2.events,
+        stats.bytes_on_disk as f64 / stats2.events.max(1) as f64,
+        stats2.segment_bytes as f64 / stats2.events.max(1) as f64,
+        stats2.bytes_in_memory as f64 / stats2.events.max(1) as f64,
+        open_s
+    );
+
+    let steps: Vec<Step> = dropscope_testkit::demo::DEMO_FUNNEL
+        .iter()
+        .map(|e| Step {
+            event: Some(e.to_string()),
+            ..Default::default()
+        })
+        .collect();
+    let base = FunnelQuery {
+        steps,
+        date_from: Some("all".into()),
+        ..Default::default()
+    };
+    let mut queries = vec![("funnel 5 steps", base.clone())];
+    queries.push((
+        "funnel + breakdown $browser",
+        FunnelQuery {
+            breakdown: Some(Breakdown {
+                property: Some("$browser".into()),
+                ..Default::default()
+            }),
+            ..base.clone()
+        },
+    ));
+    queries.push((
+        "strict funnel",
+        FunnelQuery {
+            order: FunnelOrder::Strict,
+            ..base.clone()
+        },
+    ));
+    queries.push((
+        "unordered funnel",
+        FunnelQuery {
+            order: FunnelOrder::Unordered,
+            ..base.clone()
+        },
+    ));
+    queries.push((
+        "correlation (events)",
+        FunnelQuery {
+            kind: QueryKind::Correlation,
+            correlation: Some(CorrelationOptions::default()),
+            ..base.clone()
+        },
+    ));
+    for (name, q) in &queries {
+        let (best, median, res) = time_query(&store, q, if args.smoke { 1 } else { args.reps })?;
+        let summary = match &res {
+            QueryResult::Funnel(f) => f
+                .steps
+                .iter()
+                .map(|s| s.count.to_string())
+                .collect::<Vec<_>>()
+                .join(" → "),
+            QueryResult::Correlation(c) => {
+                format!("{} rows tested, {} shown", c.rows_tested, c.events.len())
+            }
+            _ => String::new(),
+        };
+        println!("{name:<30} best {best:>9.1} ms  median {median:>9.1} ms  [{summary}]");
+        if let QueryResult::Funnel(f) = &res {
+            anyhow::ensure!(
+                f.steps[0].count > 0,
+                "{name}: nobody entered the demo funnel"
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every test of dropscope on a fresh Debian machine with the Rust
+# toolchain: formatting, lints, unit/integration/property tests, the
+# acceptance cases through the real binary, and a benchmark smoke run.
+# Anything a test needs is installed or started here; a missing component
+# fails the run, it is never skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CASES_DIR="${CASES_DIR:-../shared/cases}"
+export PROPTEST_CASES="${PROPTEST_CASES:-256}"
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all --check
+
+step "lints"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build"
+cargo build --workspace --all-targets
+
+step "unit, integration and property tests"
+cargo test --workspace
+
+step "acceptance cases ($CASES_DIR)"
+if [ ! -d "$CASES_DIR" ]; then
+  echo "acceptance cases not found at $CASES_DIR (set CASES_DIR)" >&2
+  exit 1
+fi
+./target/debug/dropscope cases "$CASES_DIR"
+
+step "benchmark smoke"
+./target/debug/dropscope-bench --events 20000 --smoke
+
+step "all green"
