@@ -90,6 +90,27 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Why people drop: conversion per step, the largest drop, drivers (q < 0.05,
+    /// raw and adjusted), segments converting differently, what dropped people did next.
+    Diagnose {
+        #[arg(long)]
+        data: PathBuf,
+        /// Comma-separated event names.
+        #[arg(long)]
+        steps: String,
+        /// Conversion window, e.g. 14d.
+        #[arg(long, default_value = "14d")]
+        window: String,
+        /// Range start (default: all data).
+        #[arg(long, default_value = "all")]
+        date_from: String,
+        /// Range end (default: now).
+        #[arg(long)]
+        date_to: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run any query of the spec (docs/query.md) from a JSON file; prints JSON.
     Query {
         #[arg(long)]
@@ -212,6 +233,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let store = open_store(&data)?;
             let res = dropscope_engine::run_query(&store.snapshot()?, &q)?;
             println!("{}", serde_json::to_string_pretty(&res)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Diagnose {
+            data,
+            steps,
+            window,
+            date_from,
+            date_to,
+            json,
+        } => {
+            let mut q = funnel_query(&steps, &window, "ordered", None, date_from, date_to)?;
+            q.kind = dropscope_core::query::QueryKind::Diagnosis;
+            let store = open_store(&data)?;
+            let res = dropscope_engine::run_query(&store.snapshot()?, &q)?;
+            match (&res, json) {
+                (QueryResult::Diagnosis(d), false) => {
+                    print!("{}", dropscope_engine::diagnosis::render_text(d))
+                }
+                _ => println!("{}", serde_json::to_string_pretty(&res)?),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo {

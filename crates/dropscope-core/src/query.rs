@@ -114,6 +114,28 @@ pub struct FunnelQuery {
     /// Paths: options.
     #[serde(default)]
     pub paths: Option<PathsOptions>,
+    /// Diagnosis: options.
+    #[serde(default)]
+    pub diagnosis: Option<DiagnosisOptions>,
+}
+
+/// Diagnosis options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnosisOptions {
+    /// Report drivers and segments with q below this (default 0.05).
+    #[serde(default)]
+    pub q_threshold: Option<f64>,
+    /// Event properties whose values at entry form segments (default:
+    /// discovered: keys on most first-step events with 2..=30 values).
+    #[serde(default)]
+    pub segment_properties: Option<Vec<String>>,
+    /// Person properties to test (default `$all`).
+    #[serde(default)]
+    pub person_properties: Option<Vec<String>>,
+    /// Drivers shown per direction (default 10).
+    #[serde(default)]
+    pub top: Option<usize>,
 }
 
 /// One funnel step.
@@ -504,10 +526,18 @@ pub struct CorrelationOptions {
     /// step event's own properties) instead of current values.
     #[serde(default)]
     pub properties_at_step: bool,
-    /// Candidates for the adjusted (logistic) analysis.
+    /// Candidates for the adjusted (logistic) analysis (default 20; 0 = off).
     #[serde(default)]
     pub adjusted_top_k: Option<usize>,
+    /// Events correlation only: also test these person properties (`$all` =
+    /// every key) in the same population, as rows `$person::key::value`, so
+    /// the adjusted odds ratios weigh events and properties together.
+    #[serde(default)]
+    pub with_person_properties: Option<Vec<String>>,
 }
+
+/// Row-name prefix of person-property rows in a combined events correlation.
+pub const PERSON_ROW_PREFIX: &str = "$person::";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

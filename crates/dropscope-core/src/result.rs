@@ -14,7 +14,7 @@ pub enum QueryResult {
     Correlation(CorrelationResult),
     CorrelationPersons(PersonsResult),
     Paths(PathsResult),
-    Diagnosis(Box<Value>),
+    Diagnosis(Box<DiagnosisResult>),
 }
 
 /// One step of a funnel.
@@ -168,6 +168,16 @@ pub struct CorrelationRow {
     pub odds_ratio_interval: [f64; 2],
     /// Below the minimum-support rule.
     pub low_support: bool,
+    /// Odds ratio adjusted for the other strongest candidates (L2-regularised
+    /// logistic regression over the top `adjusted_top_k` rows by p-value).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub adjusted_odds_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub adjusted_odds_ratio_interval: Option<[f64; 2]>,
+    /// Set when the direction reverses once the breakdown's segments are
+    /// accounted for (Mantel–Haenszel odds ratio on the other side of 1).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub simpson_warning: Option<String>,
 }
 
 /// Answer of a `correlation` query.
@@ -184,6 +194,10 @@ pub struct CorrelationResult {
     pub failure_total: u64,
     /// Rows tested (the BH family size).
     pub rows_tested: usize,
+    /// The transition analysed (0-based): population reached `from_step`,
+    /// success reached `to_step`.
+    pub from_step: usize,
+    pub to_step: usize,
 }
 
 /// Paths after dropping at a step.
@@ -199,6 +213,9 @@ pub struct PathsResult {
     /// Top sequences of the next few events, for people who dropped.
     pub dropped_sequences: Vec<PathRow>,
     pub converted_sequences: Vec<PathRow>,
+    /// For people who went from `after_step` to the next step: what they did
+    /// in between (empty path = nothing in between).
+    pub between_sequences: Vec<PathRow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,4 +223,54 @@ pub struct PathRow {
     pub path: Vec<String>,
     pub actors: u64,
     pub share: f64,
+}
+
+/// The diagnosis report: where people drop and what goes with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DiagnosisResult {
+    /// The funnel, with intervals.
+    pub steps: Vec<StepResult>,
+    /// The transition (0-based from, to) with the most people lost.
+    pub largest_drop: Option<(usize, usize)>,
+    /// Drivers with q below the threshold, strongest first, over every
+    /// transition "reached step k → completed the funnel".
+    pub drivers: Vec<Driver>,
+    /// Segments (values of an event property at entry) whose conversion
+    /// differs significantly from the rest.
+    pub segments: Vec<SegmentFinding>,
+    /// What people did after the largest drop.
+    pub paths: Option<PathsResult>,
+    /// The q-value threshold used.
+    pub q_threshold: f64,
+    /// Number of hypotheses in the BH family (rows plus segments).
+    pub hypotheses: usize,
+}
+
+/// One driver row of the diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Driver {
+    /// `event` or `person_property`.
+    pub kind: String,
+    /// Population: reached this 0-based step; success: completed the funnel.
+    pub from_step: usize,
+    pub to_step: usize,
+    /// The correlation row; its `q_value` is over the whole diagnosis family.
+    pub row: CorrelationRow,
+}
+
+/// A segment whose conversion differs from the rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentFinding {
+    pub property: String,
+    pub value: String,
+    pub entered: u64,
+    pub converted: u64,
+    pub rate: f64,
+    pub rest_rate: f64,
+    /// Two-proportion z-test against everyone else.
+    pub z: f64,
+    pub p_value: f64,
+    pub q_value: f64,
+    /// `higher` or `lower` than the rest.
+    pub direction: String,
 }

@@ -18,20 +18,35 @@ pub fn has_support(s: u64, f: u64, total: u64, min_percentage: f64, min_count: f
     (s + f) as f64 >= min_count.min(min_percentage * total as f64)
 }
 
-/// One actor's outcome and the row keys it has.
+/// One actor's outcome, the row keys it has, and its breakdown segment.
 struct Outcome {
     success: bool,
     keys: Vec<String>,
+    segment: Option<String>,
 }
 
 fn options(plan: &Plan<'_>) -> CorrelationOptions {
     plan.q.correlation.clone().unwrap_or_default()
 }
 
+/// The transition analysed: (population step, success step), 0-based.
+pub fn transition(plan: &Plan<'_>) -> (usize, usize) {
+    let from = plan.q.from_step.unwrap_or(0);
+    let to = options(plan)
+        .success_step
+        .or(plan.q.to_step)
+        .unwrap_or(plan.n() - 1);
+    (from, to)
+}
+
+/// Whether a path belongs to the population (reached the `from` step).
+fn entered(plan: &Plan<'_>, p: &Path) -> bool {
+    p.attempt.bits & (1 << transition(plan).0) != 0
+}
+
 /// Whether a path converted (reached the success step).
 fn converted(plan: &Plan<'_>, p: &Path) -> bool {
-    let s = options(plan).success_step.unwrap_or(plan.n() - 1);
-    p.attempt.bits & (1 << s) != 0
+    p.attempt.bits & (1 << transition(plan).1) != 0
 }
 
 /// Event names a step or exclusion can match (excluded from event rows).
@@ -89,6 +104,15 @@ fn actor_keys(
                 }
                 keys.push(d.events.resolve(e).to_string());
             }
+            if let Some(names) = &opts.with_person_properties {
+                let mut o = opts.clone();
+                o.kind = CorrelationType::Properties;
+                o.names = Some(names.clone());
+                o.with_person_properties = None;
+                for k in actor_keys(plan, actor, p, success, &o, step_ids) {
+                    keys.push(format!("{}{k}", dropscope_core::query::PERSON_ROW_PREFIX));
+                }
+            }
         }
         CorrelationType::EventWithProperties => {
             let names: HashSet<u32> = opts
@@ -127,7 +151,11 @@ fn actor_keys(
             }
         }
         CorrelationType::Properties => {
-            let props = actor_props(plan, actor);
+            let props = if opts.properties_at_step && actor.is_person {
+                props_at(plan, actor, p.attempt.times[transition(plan).0])
+            } else {
+                actor_props(plan, actor)
+            };
             let names = opts.names.clone().unwrap_or_default();
             if names.iter().any(|n| n == "$all") {
                 for (k, val) in &props {
@@ -152,6 +180,44 @@ fn actor_keys(
         }
     }
     keys
+}
+
+/// A person's properties as of time `t`: `$set`/`$set_once` of the
+/// person's events up to `t` applied in order; keys never set by an event
+/// keep their current value.
+fn props_at(plan: &Plan<'_>, actor: &Actor<'_>, t: i64) -> Vec<(u32, u32)> {
+    let d = &*plan.dicts;
+    let current = actor_props(plan, actor);
+    let (Some(set_k), set_once_k) = (d.keys.get("$set"), d.keys.get("$set_once")) else {
+        return current;
+    };
+    let mut touched: HashMap<u32, Option<u32>> = HashMap::new();
+    let v = &actor.view;
+    for row in 0..v.len() {
+        let before = v.ts[row] <= t;
+        for (k, once) in [(Some(set_k), false), (set_once_k, true)] {
+            let Some(val) = k.and_then(|k| v.prop(row, k)) else {
+                continue;
+            };
+            let obj = dropscope_store::dict::decode_value(d.values.resolve(val));
+            let Some(obj) = obj.as_object() else { continue };
+            for (key, value) in obj {
+                let Some(kid) = d.keys.get(key) else { continue };
+                let vid = d.values.get(&dropscope_store::dict::encode_value(value));
+                let slot = touched.entry(kid).or_insert(None);
+                if before && !(once && slot.is_some()) {
+                    *slot = vid;
+                }
+            }
+        }
+    }
+    let mut out: Vec<(u32, u32)> = current
+        .into_iter()
+        .filter(|(k, _)| !touched.contains_key(k))
+        .collect();
+    out.extend(touched.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+    out.sort_unstable();
+    out
 }
 
 /// The actor's properties: the person's, or the group's for group actors.
@@ -214,11 +280,23 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
         Vec::new,
         |acc, scratch, actor| {
             plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
-            if let Some(p) = plan.run_funnel(&scratch.evs, None) {
+            let segment = if plan.breakdown.is_some() {
+                let mut out = Vec::new();
+                plan.actor_paths(actor, scratch, &mut out);
+                out.first()
+                    .map(|(k, _)| crate::funnel::bd_value(plan, k).to_string())
+            } else {
+                None
+            };
+            if let Some(p) = plan
+                .run_funnel(&scratch.evs, None)
+                .filter(|p| entered(plan, p))
+            {
                 let success = converted(plan, &p);
                 acc.push(Outcome {
                     success,
                     keys: actor_keys(plan, actor, &p, success, &opts, &step_ids),
+                    segment,
                 });
             }
         },
@@ -230,11 +308,14 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
     let big_s = outcomes.iter().filter(|o| o.success).count() as u64;
     let big_f = outcomes.len() as u64 - big_s;
     let skewed_ratio = big_s == 0 || big_f == 0 || big_s > 10 * big_f || big_f > 10 * big_s;
+    let (from_step, to_step) = transition(plan);
     if big_s == 0 || big_f == 0 {
         return Ok(CorrelationResult {
             skewed: true,
             success_total: big_s,
             failure_total: big_f,
+            from_step,
+            to_step,
             ..Default::default()
         });
     }
@@ -256,7 +337,15 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
         .filter(|(k, (s, f))| {
             let first = k.split("::").next().unwrap_or("");
             match opts.kind {
-                CorrelationType::Events => !excluded.contains(k),
+                CorrelationType::Events => {
+                    let prop = k
+                        .strip_prefix(dropscope_core::query::PERSON_ROW_PREFIX)
+                        .map(|r| r.split("::").next().unwrap_or(""));
+                    match prop {
+                        Some(name) => !excluded_props.contains(name),
+                        None => !excluded.contains(k),
+                    }
+                }
                 CorrelationType::Properties => !excluded_props.contains(first),
                 CorrelationType::EventWithProperties => s + f > 2,
             }
@@ -292,9 +381,16 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
                 q_value: *q,
                 odds_ratio_interval: ci,
                 low_support: !has_support(*s, *f, total, pct, min_count),
+                adjusted_odds_ratio: None,
+                adjusted_odds_ratio_interval: None,
+                simpson_warning: None,
             }
         })
         .collect();
+    adjust(&mut rows, &outcomes, opts.adjusted_top_k.unwrap_or(20));
+    if plan.breakdown.is_some() {
+        simpson(&mut rows, &outcomes);
+    }
     let rows_tested = rows.len();
     let low: Vec<CorrelationRow> = rows.iter().filter(|r| r.low_support).cloned().collect();
     rows.retain(|r| !r.low_support);
@@ -329,7 +425,116 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
         success_total: big_s,
         failure_total: big_f,
         rows_tested,
+        from_step,
+        to_step,
     })
+}
+
+/// Adjusted odds ratios: an L2-regularised logistic regression of success
+/// on the indicators of the `k` supported rows with the smallest p-values,
+/// so that two confounded signals are told apart.
+fn adjust(rows: &mut [CorrelationRow], outcomes: &[Outcome], k: usize) {
+    if k == 0 || outcomes.len() < 10 {
+        return;
+    }
+    let mut idx: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].low_support).collect();
+    idx.sort_by(|&a, &b| rows[a].p_value.total_cmp(&rows[b].p_value));
+    idx.truncate(k);
+    if idx.is_empty() {
+        return;
+    }
+    let col: HashMap<&str, usize> = idx
+        .iter()
+        .enumerate()
+        .map(|(c, &i)| (rows[i].event.as_str(), c))
+        .collect();
+    let x: Vec<Vec<f64>> = outcomes
+        .iter()
+        .map(|o| {
+            let mut r = vec![0.0; idx.len()];
+            for key in &o.keys {
+                if let Some(&c) = col.get(key.as_str()) {
+                    r[c] = 1.0;
+                }
+            }
+            r
+        })
+        .collect();
+    let y: Vec<bool> = outcomes.iter().map(|o| o.success).collect();
+    let Ok(fit) =
+        dropscope_stats::fit_logistic_l2(&x, &y, 1.0, &dropscope_stats::LogisticOptions::default())
+    else {
+        return;
+    };
+    for (c, &i) in idx.iter().enumerate() {
+        let coef = fit.coefficients[c + 1];
+        if !coef.is_finite() || fit.standard_errors[c + 1].is_infinite() {
+            continue;
+        }
+        rows[i].adjusted_odds_ratio = Some(coef.exp());
+        rows[i].adjusted_odds_ratio_interval = fit
+            .odds_ratio_interval(c, 0.95)
+            .ok()
+            .flatten()
+            .map(|(lo, hi)| [lo, hi]);
+    }
+}
+
+/// Simpson's paradox check: the Mantel–Haenszel odds ratio over the
+/// breakdown's segments against the crude direction.
+fn simpson(rows: &mut [CorrelationRow], outcomes: &[Outcome]) {
+    // Per segment: (successes, failures) and, per key, (s, f).
+    let mut seg_totals: HashMap<&str, (f64, f64)> = HashMap::new();
+    let mut seg_key: HashMap<(&str, &str), (f64, f64)> = HashMap::new();
+    for o in outcomes {
+        let seg = o.segment.as_deref().unwrap_or("");
+        let t = seg_totals.entry(seg).or_default();
+        if o.success {
+            t.0 += 1.0
+        } else {
+            t.1 += 1.0
+        }
+        for k in &o.keys {
+            let c = seg_key.entry((seg, k.as_str())).or_default();
+            if o.success {
+                c.0 += 1.0
+            } else {
+                c.1 += 1.0
+            }
+        }
+    }
+    if seg_totals.len() < 2 {
+        return;
+    }
+    for r in rows.iter_mut() {
+        let (mut num, mut den) = (0.0, 0.0);
+        for (seg, &(big_s, big_f)) in &seg_totals {
+            let (s, f) = seg_key
+                .get(&(*seg, r.event.as_str()))
+                .copied()
+                .unwrap_or((0.0, 0.0));
+            let n = big_s + big_f;
+            if n == 0.0 {
+                continue;
+            }
+            num += s * (big_f - f) / n;
+            den += f * (big_s - s) / n;
+        }
+        if num == 0.0 || den == 0.0 {
+            continue;
+        }
+        let mh = num / den;
+        let crude_up = r.odds_ratio > 1.0;
+        if crude_up != (mh > 1.0) {
+            r.simpson_warning = Some(format!(
+                "direction flips within the breakdown's segments: overall {} (odds {:.2}), {} after adjusting for the segment (Mantel–Haenszel odds {:.2})",
+                r.correlation_type,
+                r.odds_ratio,
+                if mh > 1.0 { "success" } else { "failure" },
+                mh
+            ));
+        }
+    }
 }
 
 /// The actors behind one correlation row.

@@ -20,9 +20,11 @@
 //! ```
 
 pub mod correlation;
+pub mod diagnosis;
 pub mod filter;
 pub mod funnel;
 pub mod ordered;
+pub mod paths;
 pub mod persons;
 pub mod plan;
 pub mod totals;
@@ -39,6 +41,11 @@ pub use plan::Plan;
 
 /// Runs any query against a snapshot.
 pub fn run_query(snap: &Snapshot, q: &FunnelQuery) -> Result<QueryResult, QueryError> {
+    if q.kind == QueryKind::Diagnosis {
+        return Ok(QueryResult::Diagnosis(Box::new(diagnosis::diagnosis(
+            snap, q,
+        )?)));
+    }
     let plan = Plan::new(snap, q)?;
     match q.kind {
         QueryKind::Funnel => Ok(QueryResult::Funnel(funnel::funnel(&plan)?)),
@@ -49,6 +56,7 @@ pub fn run_query(snap: &Snapshot, q: &FunnelQuery) -> Result<QueryResult, QueryE
         QueryKind::CorrelationPersons => Ok(QueryResult::CorrelationPersons(
             correlation::correlation_persons(&plan)?,
         )),
+        QueryKind::Paths => Ok(QueryResult::Paths(paths::paths(&plan)?)),
         other => Err(QueryError::Unsupported(format!(
             "query kind {other:?} is not implemented yet"
         ))),

@@ -30,7 +30,7 @@ fn event(uuid: u128, n: u64) -> Event {
     props.insert("n".into(), json!(n));
     props.insert("f".into(), json!(n as f64 / 7.0));
     let mut name = "$pageview".to_string();
-    if n % 13 == 0 {
+    if n.is_multiple_of(13) {
         name = "$identify".into();
         props.insert("$anon_distinct_id".into(), json!(format!("anon{}", n % 71)));
         props.insert("$set".into(), json!({"plan": format!("p{}", n % 3)}));
@@ -71,7 +71,7 @@ fn child_writer() {
                     for _ in 0..k {
                         recs.push(Record::Event(event(uuid(iter, t, n), n)));
                         // Re-send what the previous run may have written.
-                        if iter > 0 && n % 3 == 0 {
+                        if iter > 0 && n.is_multiple_of(3) {
                             recs.push(Record::Event(event(uuid(iter - 1, t, n), n)));
                         }
                         n += 1;

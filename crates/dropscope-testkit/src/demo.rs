@@ -25,7 +25,7 @@
 //! send them. Memory is a small plan per person (session start times and
 //! counts) plus the events of the sessions currently open.
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use dropscope_core::event::{format_uuid, Event};
@@ -519,7 +519,7 @@ impl Ctx {
                 // often on weekends.
                 let mut local_day = (t + offset_h * HOUR_MS).div_euclid(DAY_MS);
                 let weekday = (local_day + 3).rem_euclid(7);
-                if weekday >= 5 && r.chance(0.35) {
+                if weekday >= 5 && r.chance(0.2) {
                     local_day += 7 - weekday;
                 }
                 t = self.time_on_local_day(r, local_day, offset_h);
@@ -681,26 +681,41 @@ impl Person {
 // ---------------------------------------------------------------------------
 // The generator
 
-struct Pending {
-    ts: i64,
+/// Events of expanded sessions not yet returned, in (timestamp, order of
+/// generation) order. The heap holds small keys; events sit in a slab.
+#[derive(Default)]
+struct Queue {
+    heap: BinaryHeap<Reverse<(i64, u64, u32)>>,
+    slab: Vec<Option<Event>>,
+    free: Vec<u32>,
     seq: u64,
-    event: Event,
 }
 
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        (self.ts, self.seq) == (other.ts, other.seq)
+impl Queue {
+    fn push(&mut self, event: Event) {
+        let ts = event.timestamp;
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(event);
+                i
+            }
+            None => {
+                self.slab.push(Some(event));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.seq += 1;
+        self.heap.push(Reverse((ts, self.seq, slot)));
     }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
+
+    fn peek_ts(&self) -> Option<i64> {
+        self.heap.peek().map(|Reverse(k)| k.0)
     }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.ts, self.seq).cmp(&(other.ts, other.seq))
+
+    fn pop(&mut self) -> Option<Event> {
+        let Reverse((_, _, slot)) = self.heap.pop()?;
+        self.free.push(slot);
+        self.slab[slot as usize].take()
     }
 }
 
@@ -710,10 +725,8 @@ pub struct DemoGenerator {
     persons: Vec<Person>,
     /// Next unexpanded session of each person: (start, person, session).
     sessions: BinaryHeap<Reverse<(i64, u32, u32)>>,
-    /// Events of expanded sessions not yet returned.
-    pending: BinaryHeap<Reverse<Pending>>,
+    pending: Queue,
     announced: Vec<bool>,
-    seq: u64,
     remaining: usize,
 }
 
@@ -744,9 +757,8 @@ impl DemoGenerator {
             ctx,
             persons,
             sessions,
-            pending: BinaryHeap::new(),
+            pending: Queue::default(),
             announced,
-            seq: 0,
             remaining: total,
         }
     }
@@ -830,16 +842,14 @@ impl DemoGenerator {
                 }
                 _ => {}
             }
-            self.seq += 1;
-            sess.push(&mut self.pending, self.seq, r, GENERIC_EVENTS[ev], props);
+            sess.push(&mut self.pending, r, GENERIC_EVENTS[ev], props);
 
             while next_special < n_specials && specials[next_special].1 == g + 1 {
                 let bit = specials[next_special].0;
                 next_special += 1;
                 let announced = &mut self.announced;
-                let seq = &mut self.seq;
                 let pending = &mut self.pending;
-                special(ctx, person, &mut sess, bit, announced, seq, pending);
+                special(ctx, person, &mut sess, bit, announced, pending);
             }
         }
     }
@@ -869,7 +879,7 @@ struct Session {
 impl Session {
     /// The properties every event of the session carries.
     fn props(&self, ctx: &Ctx, person: &Person) -> Map<String, Value> {
-        let mut m = Map::new();
+        let mut m = Map::with_capacity(12);
         m.insert("$session_id".into(), self.sid.clone());
         m.insert(
             "$browser".into(),
@@ -892,8 +902,7 @@ impl Session {
     /// Queues an event at the session clock, then advances the clock.
     fn push(
         &mut self,
-        pending: &mut BinaryHeap<Reverse<Pending>>,
-        seq: u64,
+        pending: &mut Queue,
         r: &mut Rng,
         name: &str,
         properties: Map<String, Value>,
@@ -905,11 +914,7 @@ impl Session {
             timestamp: self.t,
             properties,
         };
-        pending.push(Reverse(Pending {
-            ts: self.t,
-            seq,
-            event,
-        }));
+        pending.push(event);
         // 2 s to 55 s to the next event: a session stays under an hour.
         self.t += 2_000 + (r.exponential(18_000.0) as i64).min(53_000);
     }
@@ -922,8 +927,7 @@ fn special(
     sess: &mut Session,
     bit: u8,
     announced: &mut [bool],
-    seq: &mut u64,
-    pending: &mut BinaryHeap<Reverse<Pending>>,
+    pending: &mut Queue,
 ) {
     let mut emit = |sess: &mut Session,
                     person: &mut Person,
@@ -935,8 +939,7 @@ fn special(
         }
         let mut props = sess.props(ctx, person);
         props.extend(extra);
-        *seq += 1;
-        sess.push(pending, *seq, &mut person.rng, name, props);
+        sess.push(pending, &mut person.rng, name, props);
     };
     let mut extra = Map::new();
     match bit {
@@ -1008,16 +1011,16 @@ impl Iterator for DemoGenerator {
     fn next(&mut self) -> Option<Record> {
         loop {
             let next_session = self.sessions.peek().map(|Reverse(s)| s.0);
-            if let Some(Reverse(p)) = self.pending.peek() {
+            if let Some(ts) = self.pending.peek_ts() {
                 // No session still to expand can produce an earlier event.
                 let due = match next_session {
-                    Some(start) => p.ts < start,
+                    Some(start) => ts < start,
                     None => true,
                 };
                 if due {
-                    let Reverse(p) = self.pending.pop().expect("peeked");
+                    let event = self.pending.pop().expect("peeked");
                     self.remaining = self.remaining.saturating_sub(1);
-                    return Some(Record::Event(p.event));
+                    return Some(Record::Event(event));
                 }
             }
             let Reverse((_, p, s)) = self.sessions.pop()?;
@@ -1211,6 +1214,20 @@ mod tests {
             c.iter().filter(|p| p.tutorial).count() as f64 / c.len() as f64
         };
         assert!(watch("pro") > watch("free") + 0.1);
+    }
+
+    /// `cargo test --release -p dropscope-testkit demo_rate -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn demo_rate() {
+        let o = DemoOptions::default();
+        let t = std::time::Instant::now();
+        let n = generate(&o).map(|r| std::hint::black_box(r)).count();
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{n} events in {secs:.2}s: {:.2} M events/s",
+            n as f64 / secs / 1e6
+        );
     }
 
     /// `cargo test --release -p dropscope-testkit demo_report -- --ignored --nocapture`
