@@ -15,7 +15,9 @@ use crate::error::QueryError;
 pub const MAX_STEPS: usize = 30;
 
 /// What a query asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum QueryKind {
     /// Per-step counts and conversion (the steps view).
@@ -39,7 +41,7 @@ pub enum QueryKind {
 
 /// A funnel query. Every query kind shares the funnel definition; the
 /// kind-specific options are ignored by the other kinds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FunnelQuery {
     #[serde(default)]
@@ -120,7 +122,7 @@ pub struct FunnelQuery {
 }
 
 /// Diagnosis options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct DiagnosisOptions {
     /// Report drivers and segments with q below this (default 0.05).
@@ -139,7 +141,7 @@ pub struct DiagnosisOptions {
 }
 
 /// One funnel step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     /// Event name; `null` = any event.
@@ -182,7 +184,7 @@ impl Step {
 }
 
 /// A PostHog action: any of several event-and-filter alternatives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
     #[serde(default)]
@@ -191,7 +193,7 @@ pub struct Action {
     pub match_any: Vec<ActionAlternative>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ActionAlternative {
     /// `null` = any event.
@@ -204,7 +206,7 @@ pub struct ActionAlternative {
     pub elements: Option<serde_json::Map<String, Value>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepMath {
     Total,
@@ -212,7 +214,9 @@ pub enum StepMath {
     FirstTimeForUserWithFilters,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FunnelOrder {
     #[default]
@@ -221,7 +225,9 @@ pub enum FunnelOrder {
     Unordered,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Counting {
     #[default]
@@ -230,7 +236,7 @@ pub enum Counting {
 }
 
 /// A duration: value × unit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     #[serde(default)]
@@ -239,7 +245,9 @@ pub struct Window {
     pub unit: Option<WindowUnit>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WindowUnit {
     Second,
@@ -297,7 +305,7 @@ impl Window {
 
 /// An exclusion step: an attempt that does this between `from_step` and
 /// `to_step` (0-based) is excluded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Exclusion {
     #[serde(default)]
@@ -313,7 +321,7 @@ pub struct Exclusion {
 }
 
 /// Filters: a plain list (ANDed) or a nested AND/OR group.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum PropertyFilters {
     List(Vec<PropertyFilterItem>),
@@ -321,14 +329,14 @@ pub enum PropertyFilters {
 }
 
 /// An item of a filter list: a filter or a nested group.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum PropertyFilterItem {
     Group(PropertyGroup),
     Filter(PropertyFilter),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PropertyGroup {
     #[serde(rename = "type")]
@@ -336,7 +344,7 @@ pub struct PropertyGroup {
     pub values: Vec<PropertyFilterItem>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupOp {
     #[serde(rename = "AND", alias = "and")]
     And,
@@ -345,7 +353,7 @@ pub enum GroupOp {
 }
 
 /// One property filter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PropertyFilter {
     pub key: String,
@@ -362,7 +370,9 @@ pub struct PropertyFilter {
     pub label: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum FilterType {
     #[default]
@@ -374,7 +384,9 @@ pub enum FilterType {
 }
 
 /// Filter operators (PostHog's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Operator {
     /// Equal to the value (or to any of a list of values).
@@ -400,7 +412,9 @@ pub enum Operator {
 }
 
 /// Trend bucket size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Interval {
     Minute,
@@ -412,7 +426,7 @@ pub enum Interval {
 }
 
 /// How a funnel is split.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Breakdown {
     /// `event` (default), `person`, `group`, `event_metadata`, `cohort`.
@@ -438,7 +452,9 @@ pub struct Breakdown {
     pub cohorts: Option<Vec<Value>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakdownType {
     #[default]
@@ -449,7 +465,9 @@ pub enum BreakdownType {
     Cohort,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Attribution {
     #[default]
@@ -460,7 +478,7 @@ pub enum Attribution {
 }
 
 /// Which actors a funnel persons query returns.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PersonsFor {
     /// N>0: reached step N (1-based); N<0: reached step |N|−1 but not |N|.
@@ -485,7 +503,7 @@ pub struct PersonsFor {
 }
 
 /// Correlation options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct CorrelationOptions {
     /// `events` (default), `properties`, `event_with_properties`.
@@ -539,7 +557,9 @@ pub struct CorrelationOptions {
 /// Row-name prefix of person-property rows in a combined events correlation.
 pub const PERSON_ROW_PREFIX: &str = "$person::";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CorrelationType {
     #[default]
@@ -549,7 +569,7 @@ pub enum CorrelationType {
 }
 
 /// Paths options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PathsOptions {
     /// 0-based step after which people dropped (default: the step with the

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Answer to any query kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum QueryResult {
     Funnel(FunnelResult),
@@ -18,7 +18,7 @@ pub enum QueryResult {
 }
 
 /// One step of a funnel.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct StepResult {
     /// 0-based step index.
     pub order: usize,
@@ -45,7 +45,7 @@ pub struct StepResult {
 }
 
 /// A funnel split by one breakdown value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BreakdownRow {
     /// `["Chrome"]` for event/person breakdowns (a list, one entry per
     /// property), a string for group breakdowns, a cohort id for cohorts,
@@ -57,7 +57,7 @@ pub struct BreakdownRow {
 }
 
 /// Answer of a `funnel` query.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct FunnelResult {
     /// All actors together (for breakdowns, every actor once per value it is
     /// counted under, like the sum of the rows).
@@ -75,7 +75,7 @@ pub struct FunnelResult {
     pub date_to_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {
     pub seconds: f64,
     pub converted: f64,
@@ -83,7 +83,7 @@ pub struct CurvePoint {
 }
 
 /// One bucket of funnel trends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrendRow {
     /// Bucket start in the project timezone (`2021-05-01` for UTC day/week/
     /// month buckets, RFC 3339 with offset otherwise).
@@ -95,14 +95,14 @@ pub struct TrendRow {
     pub conversion_rate: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrendSeries {
     pub breakdown_value: Value,
     pub rows: Vec<TrendRow>,
 }
 
 /// Answer of a `funnel_trends` query.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct TrendsResult {
     /// Without breakdown: every bucket of the range, zero-filled.
     pub rows: Vec<TrendRow>,
@@ -112,7 +112,7 @@ pub struct TrendsResult {
 }
 
 /// Answer of a `time_to_convert` query.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct TimeToConvertResult {
     /// `[bin_start_seconds, actors]`, `bin_count + 1` entries (the last one
     /// marks the end of the last bin and counts 0).
@@ -122,7 +122,7 @@ pub struct TimeToConvertResult {
 }
 
 /// One actor in a persons list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActorRow {
     /// Person label (or group key, or the aggregation value).
     pub id: String,
@@ -136,7 +136,7 @@ pub struct ActorRow {
 }
 
 /// Answer of a persons query: one page.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct PersonsResult {
     pub persons: Vec<ActorRow>,
     /// Actors matching, over all pages.
@@ -147,7 +147,7 @@ pub struct PersonsResult {
 }
 
 /// One correlation row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CorrelationRow {
     /// The event name, `key::value` for properties, `event::key::value` for
     /// event properties.
@@ -181,7 +181,7 @@ pub struct CorrelationRow {
 }
 
 /// Answer of a `correlation` query.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct CorrelationResult {
     /// PostHog's shape: the strongest success rows by odds desc, then the
     /// strongest failure rows by odds asc.
@@ -201,7 +201,7 @@ pub struct CorrelationResult {
 }
 
 /// Paths after dropping at a step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct PathsResult {
     pub after_step: usize,
     pub dropped: u64,
@@ -218,7 +218,7 @@ pub struct PathsResult {
     pub between_sequences: Vec<PathRow>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PathRow {
     pub path: Vec<String>,
     pub actors: u64,
@@ -226,7 +226,7 @@ pub struct PathRow {
 }
 
 /// The diagnosis report: where people drop and what goes with it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct DiagnosisResult {
     /// The funnel, with intervals.
     pub steps: Vec<StepResult>,
@@ -247,7 +247,7 @@ pub struct DiagnosisResult {
 }
 
 /// One driver row of the diagnosis.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Driver {
     /// `event` or `person_property`.
     pub kind: String,
@@ -259,7 +259,7 @@ pub struct Driver {
 }
 
 /// A segment whose conversion differs from the rest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentFinding {
     pub property: String,
     pub value: String,

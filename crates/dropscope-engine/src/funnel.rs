@@ -169,11 +169,15 @@ pub fn funnel(plan: &Plan<'_>) -> Result<FunnelResult, QueryError> {
                 }
                 return;
             }
-            let mut out = Vec::new();
+            let mut out = std::mem::take(&mut scratch.paths);
             plan.actor_paths(actor, scratch, &mut out);
-            for (k, p) in out {
-                acc.entry(k).or_insert_with(|| Tally::new(n)).add(plan, &p);
+            for (k, p) in out.drain(..) {
+                match acc.get_mut(&k) {
+                    Some(t) => t.add(plan, &p),
+                    None => acc.entry(k).or_insert_with(|| Tally::new(n)).add(plan, &p),
+                }
             }
+            scratch.paths = out;
         },
         |mut a, b| {
             for (k, t) in b {

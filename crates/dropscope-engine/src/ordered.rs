@@ -71,8 +71,27 @@ pub struct StepConstraint {
 /// ingest order). Returns `None` when the actor never entered or was
 /// excluded.
 pub fn run(shape: &Shape, evs: &[MEvent], constraint: Option<StepConstraint>) -> Option<Path> {
+    // `entered` lives in a per-thread buffer: a fresh array of 31 attempts
+    // per actor would cost more than the walk itself.
+    ENTERED.with(|cell| {
+        let mut entered = cell.borrow_mut();
+        entered.clear();
+        entered.resize(shape.n + 1, None);
+        run_with(shape, evs, constraint, &mut entered)
+    })
+}
+
+thread_local! {
+    static ENTERED: std::cell::RefCell<Vec<Option<Attempt>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn run_with(
+    shape: &Shape,
+    evs: &[MEvent],
+    constraint: Option<StepConstraint>,
+    entered: &mut [Option<Attempt>],
+) -> Option<Path> {
     let n = shape.n;
-    let mut entered: [Option<Attempt>; MAX_STEPS + 1] = [None; MAX_STEPS + 1];
     let mut best: Option<(usize, Attempt)> = None;
     let mut i = 0;
     while i < evs.len() {
@@ -89,7 +108,7 @@ pub fn run(shape: &Shape, evs: &[MEvent], constraint: Option<StepConstraint>) ->
             for (k, e) in group.iter().enumerate() {
                 process(
                     shape,
-                    &mut entered,
+                    entered,
                     &mut best,
                     e,
                     (i + k) as u32,
@@ -109,7 +128,7 @@ pub fn run(shape: &Shape, evs: &[MEvent], constraint: Option<StepConstraint>) ->
                     if e.steps & (1 << s) != 0 {
                         process(
                             shape,
-                            &mut entered,
+                            entered,
                             &mut best,
                             e,
                             (i + k) as u32,
@@ -136,7 +155,7 @@ pub fn run(shape: &Shape, evs: &[MEvent], constraint: Option<StepConstraint>) ->
 #[allow(clippy::too_many_arguments)]
 fn process(
     shape: &Shape,
-    entered: &mut [Option<Attempt>; MAX_STEPS + 1],
+    entered: &mut [Option<Attempt>],
     best: &mut Option<(usize, Attempt)>,
     e: &MEvent,
     row: u32,

@@ -101,6 +101,15 @@ pub struct Plan<'s> {
     pub keep_all: bool,
     pub first_time: bool,
     group_keys: [Option<u32>; 5],
+    /// By event id: the steps whose event (or any action alternative's
+    /// event) is that event.
+    ev_steps: Vec<u64>,
+    /// Steps that match any event name.
+    any_steps: u64,
+    /// Steps decided by the event name alone (no filters, no math).
+    simple_steps: u64,
+    ev_excl: Vec<u32>,
+    any_excl: u32,
 }
 
 /// Per-thread scratch buffers, reused across actors.
@@ -110,6 +119,7 @@ pub struct Scratch {
     pub evs: Vec<MEvent>,
     pub sub: Vec<MEvent>,
     pub bd_values: Vec<BdKey>,
+    pub paths: Vec<(BdKey, Path)>,
 }
 
 /// One actor ready for the funnel algorithms.
@@ -196,7 +206,20 @@ impl<'s> Plan<'s> {
                 Some(StepMath::FirstTimeForUser) | Some(StepMath::FirstTimeForUserWithFilters)
             )
         });
+        let (ev_steps, any_steps) = event_table(&steps, dicts.events.len());
+        let (ev_excl, any_excl) = event_table(&exclusions, dicts.events.len());
+        let ev_excl: Vec<u32> = ev_excl.into_iter().map(|m| m as u32).collect();
+        let simple_steps = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.is_simple())
+            .fold(0u64, |acc, (i, _)| acc | (1 << i));
         Ok(Plan {
+            ev_steps,
+            any_steps,
+            simple_steps,
+            ev_excl,
+            any_excl: any_excl as u32,
             snap,
             dicts,
             q,
@@ -276,6 +299,14 @@ impl<'s> Plan<'s> {
             }
         }
         for row in 0..v.len() {
+            // Candidate steps by event name alone: one table lookup, so
+            // events no step can match are skipped before anything else.
+            let ev = v.event[row] as usize;
+            let cand = self.ev_steps.get(ev).copied().unwrap_or(0) | self.any_steps;
+            let xcand = self.ev_excl.get(ev).copied().unwrap_or(0) | self.any_excl;
+            if cand == 0 && xcand == 0 && !self.keep_all {
+                continue;
+            }
             let ts = v.ts[row];
             if !self.range.contains(ts) {
                 continue;
@@ -290,13 +321,12 @@ impl<'s> Plan<'s> {
                     continue;
                 }
             }
-            let mut steps = 0u64;
-            for (s, m) in self.steps.iter().enumerate() {
-                if let Some(ids) = &m.event_ids {
-                    if !ids.contains(&v.event[row]) {
-                        continue;
-                    }
-                }
+            let mut steps = cand & self.simple_steps;
+            let mut rest = cand & !self.simple_steps;
+            while rest != 0 {
+                let s = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                let m = &self.steps[s];
                 let ok = match m.math {
                     Some(StepMath::FirstTimeForUser)
                     | Some(StepMath::FirstTimeForUserWithFilters) => {
@@ -309,12 +339,11 @@ impl<'s> Plan<'s> {
                 }
             }
             let mut excl = 0u32;
-            for (x, m) in self.exclusions.iter().enumerate() {
-                if m.event_ids
-                    .as_ref()
-                    .is_none_or(|ids| ids.contains(&v.event[row]))
-                    && self.matches(m, actor, row, true)
-                {
+            let mut xrest = xcand;
+            while xrest != 0 {
+                let x = xrest.trailing_zeros() as usize;
+                xrest &= xrest - 1;
+                if self.matches(&self.exclusions[x], actor, row, true) {
                     excl |= 1 << x;
                 }
             }
@@ -351,7 +380,11 @@ impl<'s> Plan<'s> {
             BreakdownType::Event | BreakdownType::EventMetadata => BdKey::Values(
                 b.keys
                     .iter()
-                    .map(|k| k.and_then(|k| v.prop(row, k)).unwrap_or(u32::MAX))
+                    .map(|k| {
+                        k.and_then(|k| v.prop(row, k))
+                            .filter(|&id| !value_str(d.values.resolve(id)).is_empty())
+                            .unwrap_or(u32::MAX)
+                    })
                     .collect(),
             ),
             BreakdownType::Person => {
@@ -621,6 +654,38 @@ impl<'s> Plan<'s> {
         }
         let run = Run::build(&cols, |i| keys[i]);
         (run, names.iter().map(|(_, s)| s.to_string()).collect())
+    }
+}
+
+/// Per event id, the bitmask of matchers that can match it by name; and the
+/// mask of matchers that match any name.
+fn event_table(ms: &[Matcher], events: usize) -> (Vec<u64>, u64) {
+    let mut table = vec![0u64; events];
+    let mut any = 0u64;
+    for (i, m) in ms.iter().enumerate() {
+        match &m.event_ids {
+            None => any |= 1 << i,
+            Some(ids) => {
+                for &e in ids {
+                    if let Some(t) = table.get_mut(e as usize) {
+                        *t |= 1 << i;
+                    }
+                }
+            }
+        }
+    }
+    (table, any)
+}
+
+impl Matcher {
+    /// Whether the event name alone decides a match.
+    fn is_simple(&self) -> bool {
+        self.filter.is_none()
+            && self.math.is_none_or(|m| m == StepMath::Total)
+            && self
+                .alts
+                .iter()
+                .all(|a| a.filter.is_none() && a.elements.is_none() && a.event.is_some())
     }
 }
 

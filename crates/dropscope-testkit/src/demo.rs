@@ -398,7 +398,6 @@ struct Ctx {
     company_cdf: Vec<f64>,
     browsers: Vec<Value>,
     oses: Vec<Value>,
-    devices: [Value; 2],
     countries: Vec<Value>,
     plans: Vec<Value>,
     utms: Vec<Value>,
@@ -470,7 +469,6 @@ impl Ctx {
             company_cdf: cdf((0..n_companies).map(|j| 1.0 / (j + 1) as f64)),
             browsers: strs(&BROWSERS.map(|b| b.0)),
             oses: strs(&OSES),
-            devices: [Value::from("Desktop"), Value::from("Mobile")],
             countries: strs(&COUNTRIES.map(|c| c.0)),
             plans: strs(&PLANS.map(|p| p.0)),
             utms: strs(&UTM_SOURCES.map(|u| u.0)),
@@ -559,6 +557,9 @@ struct Person {
     company: Option<u16>,
     identified: bool,
     sessions: Vec<SessionPlan>,
+    /// Index of the next session to open.
+    next_session: u32,
+    open: Option<Box<OpenSession>>,
 }
 
 /// Extra sessions (0, 1, 2 or 3) until the next funnel step, by weights.
@@ -659,6 +660,8 @@ impl Person {
             company,
             identified: false,
             sessions,
+            next_session: 0,
+            open: None,
         }
     }
 
@@ -681,51 +684,28 @@ impl Person {
 // ---------------------------------------------------------------------------
 // The generator
 
-/// Events of expanded sessions not yet returned, in (timestamp, order of
-/// generation) order. The heap holds small keys; events sit in a slab.
-#[derive(Default)]
-struct Queue {
-    heap: BinaryHeap<Reverse<(i64, u64, u32)>>,
-    slab: Vec<Option<Event>>,
-    free: Vec<u32>,
-    seq: u64,
-}
-
-impl Queue {
-    fn push(&mut self, event: Event) {
-        let ts = event.timestamp;
-        let slot = match self.free.pop() {
-            Some(i) => {
-                self.slab[i as usize] = Some(event);
-                i
-            }
-            None => {
-                self.slab.push(Some(event));
-                (self.slab.len() - 1) as u32
-            }
-        };
-        self.seq += 1;
-        self.heap.push(Reverse((ts, self.seq, slot)));
-    }
-
-    fn peek_ts(&self) -> Option<i64> {
-        self.heap.peek().map(|Reverse(k)| k.0)
-    }
-
-    fn pop(&mut self) -> Option<Event> {
-        let Reverse((_, _, slot)) = self.heap.pop()?;
-        self.free.push(slot);
-        self.slab[slot as usize].take()
-    }
-}
+/// Kinds of the events of an open session, in order.
+const K_GENERIC: u8 = 0;
+const K_STARTED: u8 = 1;
+const K_IDENTIFY: u8 = 2;
+const K_COMPLETED: u8 = 3;
+const K_GROUPIDENTIFY: u8 = 4;
+const K_TUTORIAL: u8 = 5;
+const K_ONBOARDING: u8 = 6;
+const K_PURCHASE: u8 = 7;
 
 /// The iterator returned by [`generate`].
+///
+/// Every person is a cursor on a heap keyed by the time of its next event
+/// (the start of its next session, or the next event of its open session);
+/// each call makes exactly one event, for the earliest cursor. Events are
+/// therefore made one at a time and in timestamp order, without buffering.
 pub struct DemoGenerator {
     ctx: Ctx,
     persons: Vec<Person>,
-    /// Next unexpanded session of each person: (start, person, session).
-    sessions: BinaryHeap<Reverse<(i64, u32, u32)>>,
-    pending: Queue,
+    /// (time of the person's next event, person).
+    heap: BinaryHeap<Reverse<(i64, u32)>>,
+    /// Companies whose `$groupidentify` has been made.
     announced: Vec<bool>,
     remaining: usize,
 }
@@ -748,16 +728,15 @@ impl DemoGenerator {
             persons.push(p);
         }
         announced.fill(false);
-        let sessions = persons
+        let heap = persons
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| p.sessions.first().map(|s| Reverse((s.start, i as u32, 0))))
+            .filter_map(|(i, p)| p.sessions.first().map(|s| Reverse((s.start, i as u32))))
             .collect();
         DemoGenerator {
             ctx,
             persons,
-            sessions,
-            pending: Queue::default(),
+            heap,
             announced,
             remaining: total,
         }
@@ -767,91 +746,36 @@ impl DemoGenerator {
     pub fn persons(&self) -> usize {
         self.persons.len()
     }
+}
 
-    /// Generates the events of session `s` of person `p` into `pending`.
-    fn expand(&mut self, p: u32, s: u32) {
+impl Iterator for DemoGenerator {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        let Reverse((_, p)) = self.heap.pop()?;
         let ctx = &self.ctx;
         let person = &mut self.persons[p as usize];
-        if let Some(next) = person.sessions.get(s as usize + 1) {
-            self.sessions.push(Reverse((next.start, p, s + 1)));
-        }
-        let plan = person.sessions[s as usize];
-        let r = &mut person.rng;
-        let utm = if s == 0 {
-            person.utm0 as usize
-        } else if r.chance(0.55) {
-            UTM_DIRECT
-        } else {
-            r.pick(&ctx.utm_cdf)
+        let mut sess = match person.open.take() {
+            Some(sess) => sess,
+            None => {
+                let s = person.next_session as usize;
+                person.next_session += 1;
+                OpenSession::open(ctx, person, s, &mut self.announced)
+            }
         };
-        let utm = if utm == UTM_PRODUCTHUNT && s > 0 {
-            UTM_DIRECT
-        } else {
-            utm
-        };
-        let mut sess = Session {
-            did: distinct_id(person.idx, person.identified),
-            sid: Value::from(format_uuid(r.uuid())),
-            utm,
-            url: 0,
-            t: plan.start,
-        };
-
-        // Where the planned events go: after generic event `pos - 1`.
-        let mut specials: [(u8, u16); 5] = [(0, 0); 5];
-        let mut n_specials = 0;
-        let mut pos = 1u16;
-        for bit in [
-            SP_STARTED,
-            SP_COMPLETED,
-            SP_TUTORIAL,
-            SP_ONBOARDING,
-            SP_PURCHASE,
-        ] {
-            if plan.specials & bit != 0 {
-                pos += r.below((plan.generic - pos + 1) as u64) as u16;
-                specials[n_specials] = (bit, pos);
-                n_specials += 1;
-            }
+        let event = sess.emit(ctx, person);
+        if sess.next < sess.items.len() {
+            self.heap.push(Reverse((sess.t, p)));
+            person.open = Some(sess);
+        } else if let Some(s) = person.sessions.get(person.next_session as usize) {
+            self.heap.push(Reverse((s.start, p)));
         }
+        self.remaining = self.remaining.saturating_sub(1);
+        Some(Record::Event(event))
+    }
 
-        let mut next_special = 0;
-        for g in 0..plan.generic {
-            let ev = if g == 0 {
-                EV_PAGEVIEW
-            } else {
-                person.rng.pick(&ctx.event_cdf)
-            };
-            if ev == EV_PAGEVIEW {
-                sess.url = person.rng.pick(&ctx.page_cdf);
-            }
-            let mut props = sess.props(ctx, person);
-            let r = &mut person.rng;
-            match ev {
-                EV_AUTOCAPTURE => {
-                    let i = r.below(AUTOCAPTURE_TYPES.len() as u64) as usize;
-                    props.insert("$event_type".into(), ctx.autocapture_types[i].clone());
-                }
-                EV_VIEW_ITEM | EV_ADD_TO_CART => {
-                    let i = r.below(CATEGORIES.len() as u64) as usize;
-                    props.insert("category".into(), ctx.categories[i].clone());
-                    props.insert("price".into(), price(r.lognormal(3.3, 0.8)));
-                }
-                EV_SEARCH => {
-                    props.insert("results_count".into(), Value::from(r.below(120)));
-                }
-                _ => {}
-            }
-            sess.push(&mut self.pending, r, GENERIC_EVENTS[ev], props);
-
-            while next_special < n_specials && specials[next_special].1 == g + 1 {
-                let bit = specials[next_special].0;
-                next_special += 1;
-                let announced = &mut self.announced;
-                let pending = &mut self.pending;
-                special(ctx, person, &mut sess, bit, announced, pending);
-            }
-        }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
     }
 }
 
@@ -867,169 +791,231 @@ fn price(x: f64) -> Value {
     Value::from((x * 100.0).round() / 100.0)
 }
 
-/// State of the session being expanded.
-struct Session {
+/// A person's session in progress.
+struct OpenSession {
     did: String,
     sid: Value,
     utm: usize,
     url: usize,
+    /// Time of the next event.
     t: i64,
+    /// The properties every event of the session carries (but the URL).
+    base: Vec<(&'static str, Value)>,
+    /// `K_*` of the session's events, and the index of the next one.
+    items: Vec<u8>,
+    next: usize,
 }
 
-impl Session {
-    /// The properties every event of the session carries.
-    fn props(&self, ctx: &Ctx, person: &Person) -> Map<String, Value> {
-        let mut m = Map::with_capacity(12);
-        m.insert("$session_id".into(), self.sid.clone());
-        m.insert(
-            "$browser".into(),
-            ctx.browsers[person.browser as usize].clone(),
-        );
-        m.insert("$os".into(), ctx.oses[person.os as usize].clone());
-        let mobile = matches!(OSES[person.os as usize], "iOS" | "Android");
-        m.insert(
-            "$device_type".into(),
-            ctx.devices[usize::from(mobile)].clone(),
-        );
-        m.insert("$current_url".into(), ctx.urls[self.url].clone());
-        m.insert("utm_source".into(), ctx.utms[self.utm].clone());
-        if let (true, Some(c)) = (person.identified, person.company) {
-            m.insert("$groups".into(), ctx.companies[c as usize].group.clone());
+impl OpenSession {
+    fn open(ctx: &Ctx, person: &mut Person, s: usize, announced: &mut [bool]) -> Box<OpenSession> {
+        let plan = person.sessions[s];
+        let r = &mut person.rng;
+        let mut utm = if s == 0 {
+            person.utm0 as usize
+        } else if r.chance(0.55) {
+            UTM_DIRECT
+        } else {
+            r.pick(&ctx.utm_cdf)
+        };
+        if utm == UTM_PRODUCTHUNT && s > 0 {
+            utm = UTM_DIRECT; // the launch brings people once
         }
+        let sid = Value::from(format_uuid(r.uuid()));
+
+        // Planned events go after generic event `pos - 1`.
+        let mut items = Vec::with_capacity(plan.generic as usize + 8);
+        let mut pos = 1u16;
+        let mut g = 0u16;
+        for bit in [
+            SP_STARTED,
+            SP_COMPLETED,
+            SP_TUTORIAL,
+            SP_ONBOARDING,
+            SP_PURCHASE,
+        ] {
+            if plan.specials & bit == 0 {
+                continue;
+            }
+            pos += r.below((plan.generic - pos + 1) as u64) as u16;
+            while g < pos {
+                items.push(K_GENERIC);
+                g += 1;
+            }
+            match bit {
+                SP_STARTED => items.push(K_STARTED),
+                SP_COMPLETED => {
+                    items.extend([K_IDENTIFY, K_COMPLETED]);
+                    if let Some(c) = person.company {
+                        if !std::mem::replace(&mut announced[c as usize], true) {
+                            items.push(K_GROUPIDENTIFY);
+                        }
+                    }
+                }
+                SP_TUTORIAL => items.push(K_TUTORIAL),
+                SP_ONBOARDING => items.push(K_ONBOARDING),
+                _ => items.push(K_PURCHASE),
+            }
+        }
+        while g < plan.generic {
+            items.push(K_GENERIC);
+            g += 1;
+        }
+        let mut sess = Box::new(OpenSession {
+            did: distinct_id(person.idx, person.identified),
+            sid,
+            utm,
+            url: 0,
+            t: plan.start,
+            base: Vec::with_capacity(5),
+            items,
+            next: 0,
+        });
+        sess.rebase(ctx, person);
+        sess
+    }
+
+    /// Rebuilds `base` (at the start, and when the person identifies).
+    fn rebase(&mut self, ctx: &Ctx, person: &Person) {
+        self.base.clear();
+        self.base.extend([
+            ("$session_id", self.sid.clone()),
+            ("$browser", ctx.browsers[person.browser as usize].clone()),
+            ("$os", ctx.oses[person.os as usize].clone()),
+            ("utm_source", ctx.utms[self.utm].clone()),
+        ]);
+        if let (true, Some(c)) = (person.identified, person.company) {
+            self.base
+                .push(("$groups", ctx.companies[c as usize].group.clone()));
+        }
+    }
+
+    /// Properties for the next event: the session's, at the current URL,
+    /// with room for `extra` more. (Sized exactly: growing the map, or maps
+    /// over ~1 KiB, make the allocator much slower.)
+    fn props(&self, ctx: &Ctx, extra: usize) -> Map<String, Value> {
+        let mut m = Map::with_capacity(self.base.len() + 1 + extra);
+        for (k, v) in &self.base {
+            m.insert(k.to_string(), v.clone());
+        }
+        m.insert("$current_url".into(), ctx.urls[self.url].clone());
         m
     }
 
-    /// Queues an event at the session clock, then advances the clock.
-    fn push(
-        &mut self,
-        pending: &mut Queue,
-        r: &mut Rng,
-        name: &str,
-        properties: Map<String, Value>,
-    ) {
+    /// Makes the session's next event and advances its clock.
+    fn emit(&mut self, ctx: &Ctx, person: &mut Person) -> Event {
+        let kind = self.items[self.next];
+        let first = self.next == 0;
+        self.next += 1;
+        let r = &mut person.rng;
+        let name: &str;
+        let mut props;
+        match kind {
+            K_GENERIC => {
+                let ev = if first {
+                    EV_PAGEVIEW
+                } else {
+                    r.pick(&ctx.event_cdf)
+                };
+                if ev == EV_PAGEVIEW {
+                    self.url = r.pick(&ctx.page_cdf);
+                }
+                name = GENERIC_EVENTS[ev];
+                props = self.props(ctx, 2);
+                match ev {
+                    EV_AUTOCAPTURE => {
+                        let i = r.below(AUTOCAPTURE_TYPES.len() as u64) as usize;
+                        props.insert("$event_type".into(), ctx.autocapture_types[i].clone());
+                    }
+                    EV_VIEW_ITEM | EV_ADD_TO_CART => {
+                        let i = r.below(CATEGORIES.len() as u64) as usize;
+                        props.insert("category".into(), ctx.categories[i].clone());
+                        props.insert("price".into(), price(r.lognormal(3.3, 0.8)));
+                    }
+                    EV_SEARCH => {
+                        props.insert("results_count".into(), Value::from(r.below(120)));
+                    }
+                    _ => {}
+                }
+            }
+            K_STARTED => {
+                self.url = PAGE_SIGNUP;
+                name = DEMO_FUNNEL[1];
+                props = self.props(ctx, 0);
+            }
+            K_IDENTIFY => {
+                let anon = std::mem::replace(&mut self.did, distinct_id(person.idx, true));
+                let mut set = Map::new();
+                set.insert("plan".into(), ctx.plans[person.plan as usize].clone());
+                set.insert(
+                    "country".into(),
+                    ctx.countries[person.country as usize].clone(),
+                );
+                let domain = match person.company {
+                    Some(c) => format!("{}.com", ctx.companies[c as usize].key),
+                    None => "example.com".to_string(),
+                };
+                set.insert(
+                    "email".into(),
+                    Value::from(format!("user-{}@{domain}", person.idx)),
+                );
+                let mut set_once = Map::new();
+                set_once.insert(
+                    "initial_utm_source".into(),
+                    ctx.utms[person.utm0 as usize].clone(),
+                );
+                name = "$identify";
+                props = self.props(ctx, 3);
+                props.insert("$anon_distinct_id".into(), Value::from(anon));
+                props.insert("$set".into(), Value::Object(set));
+                props.insert("$set_once".into(), Value::Object(set_once));
+                person.identified = true;
+                self.rebase(ctx, person);
+            }
+            K_COMPLETED => {
+                self.url = PAGE_SIGNUP;
+                name = DEMO_FUNNEL[2];
+                props = self.props(ctx, 0);
+            }
+            K_GROUPIDENTIFY => {
+                let company = &ctx.companies[person.company.expect("has a company") as usize];
+                name = "$groupidentify";
+                props = self.props(ctx, 3);
+                props.insert("$group_type".into(), Value::from("company"));
+                props.insert("$group_key".into(), Value::from(company.key.clone()));
+                props.insert("$group_set".into(), company.set.clone());
+            }
+            K_TUTORIAL => {
+                self.url = PAGE_TUTORIAL;
+                name = TUTORIAL_EVENT;
+                props = self.props(ctx, 1);
+                props.insert("video_seconds".into(), Value::from(30 + r.below(400)));
+            }
+            K_ONBOARDING => {
+                self.url = PAGE_ONBOARDING;
+                name = DEMO_FUNNEL[3];
+                props = self.props(ctx, 1);
+                props.insert("steps_completed".into(), Value::from(3 + r.below(3)));
+            }
+            _ => {
+                self.url = PAGE_CHECKOUT;
+                name = DEMO_FUNNEL[4];
+                props = self.props(ctx, 3);
+                props.insert("revenue".into(), price(r.lognormal(3.8, 0.7)));
+                props.insert("currency".into(), ctx.usd.clone());
+                props.insert("plan".into(), ctx.plans[person.plan as usize].clone());
+            }
+        }
+        let r = &mut person.rng;
         let event = Event {
             uuid: r.uuid(),
             event: name.to_string(),
             distinct_id: self.did.clone(),
             timestamp: self.t,
-            properties,
+            properties: props,
         };
-        pending.push(event);
         // 2 s to 55 s to the next event: a session stays under an hour.
         self.t += 2_000 + (r.exponential(18_000.0) as i64).min(53_000);
-    }
-}
-
-/// Queues the planned event(s) for `bit`.
-fn special(
-    ctx: &Ctx,
-    person: &mut Person,
-    sess: &mut Session,
-    bit: u8,
-    announced: &mut [bool],
-    pending: &mut Queue,
-) {
-    let mut emit = |sess: &mut Session,
-                    person: &mut Person,
-                    name: &str,
-                    page: Option<usize>,
-                    extra: Map<String, Value>| {
-        if let Some(page) = page {
-            sess.url = page;
-        }
-        let mut props = sess.props(ctx, person);
-        props.extend(extra);
-        sess.push(pending, &mut person.rng, name, props);
-    };
-    let mut extra = Map::new();
-    match bit {
-        SP_STARTED => emit(sess, person, DEMO_FUNNEL[1], Some(PAGE_SIGNUP), extra),
-        SP_COMPLETED => {
-            let anon = std::mem::replace(&mut sess.did, distinct_id(person.idx, true));
-            let mut set = Map::new();
-            set.insert("plan".into(), ctx.plans[person.plan as usize].clone());
-            set.insert(
-                "country".into(),
-                ctx.countries[person.country as usize].clone(),
-            );
-            let domain = match person.company {
-                Some(c) => format!("{}.com", ctx.companies[c as usize].key),
-                None => "example.com".to_string(),
-            };
-            set.insert(
-                "email".into(),
-                Value::from(format!("user-{}@{domain}", person.idx)),
-            );
-            let mut set_once = Map::new();
-            set_once.insert(
-                "initial_utm_source".into(),
-                ctx.utms[person.utm0 as usize].clone(),
-            );
-            extra.insert("$anon_distinct_id".into(), Value::from(anon));
-            extra.insert("$set".into(), Value::Object(set));
-            extra.insert("$set_once".into(), Value::Object(set_once));
-            emit(sess, person, "$identify", None, extra);
-            person.identified = true;
-            emit(sess, person, DEMO_FUNNEL[2], Some(PAGE_SIGNUP), Map::new());
-            if let Some(c) = person.company {
-                if !announced[c as usize] {
-                    announced[c as usize] = true;
-                    let company = &ctx.companies[c as usize];
-                    let mut extra = Map::new();
-                    extra.insert("$group_type".into(), Value::from("company"));
-                    extra.insert("$group_key".into(), Value::from(company.key.clone()));
-                    extra.insert("$group_set".into(), company.set.clone());
-                    emit(sess, person, "$groupidentify", None, extra);
-                }
-            }
-        }
-        SP_TUTORIAL => {
-            let r = &mut person.rng;
-            extra.insert("video_seconds".into(), Value::from(30 + r.below(400)));
-            emit(sess, person, TUTORIAL_EVENT, Some(PAGE_TUTORIAL), extra);
-        }
-        SP_ONBOARDING => {
-            extra.insert(
-                "steps_completed".into(),
-                Value::from(3 + person.rng.below(3)),
-            );
-            emit(sess, person, DEMO_FUNNEL[3], Some(PAGE_ONBOARDING), extra);
-        }
-        _ => {
-            let revenue = price(person.rng.lognormal(3.8, 0.7));
-            extra.insert("revenue".into(), revenue);
-            extra.insert("currency".into(), ctx.usd.clone());
-            extra.insert("plan".into(), ctx.plans[person.plan as usize].clone());
-            emit(sess, person, DEMO_FUNNEL[4], Some(PAGE_CHECKOUT), extra);
-        }
-    }
-}
-
-impl Iterator for DemoGenerator {
-    type Item = Record;
-
-    fn next(&mut self) -> Option<Record> {
-        loop {
-            let next_session = self.sessions.peek().map(|Reverse(s)| s.0);
-            if let Some(ts) = self.pending.peek_ts() {
-                // No session still to expand can produce an earlier event.
-                let due = match next_session {
-                    Some(start) => ts < start,
-                    None => true,
-                };
-                if due {
-                    let event = self.pending.pop().expect("peeked");
-                    self.remaining = self.remaining.saturating_sub(1);
-                    return Some(Record::Event(event));
-                }
-            }
-            let Reverse((_, p, s)) = self.sessions.pop()?;
-            self.expand(p, s);
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
+        event
     }
 }
 
@@ -1196,6 +1182,18 @@ mod tests {
     }
 
     #[test]
+    fn demo_applies_to_a_store() {
+        use dropscope_store::state::{Applied, State};
+        let mut state = State::new();
+        let mut n = 0;
+        for r in generate(&opts(5, 20_000)) {
+            assert_eq!(state.apply(&r), Applied::Stored);
+            n += 1;
+        }
+        assert_eq!(state.event_count(), n);
+    }
+
+    #[test]
     fn demo_planted_effects_are_visible() {
         let evs = events(&opts(42, 300_000));
         let ps = persons(&evs);
@@ -1220,7 +1218,11 @@ mod tests {
     #[test]
     #[ignore]
     fn demo_rate() {
-        let o = DemoOptions::default();
+        let events = std::env::var("DEMO_EVENTS").map_or(1_000_000, |v| v.parse().unwrap());
+        let o = DemoOptions {
+            events,
+            ..DemoOptions::default()
+        };
         let t = std::time::Instant::now();
         let n = generate(&o).map(|r| std::hint::black_box(r)).count();
         let secs = t.elapsed().as_secs_f64();

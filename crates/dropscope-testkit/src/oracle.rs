@@ -527,7 +527,7 @@ pub fn actor_paths(log: &OLog, q: &OQuery) -> Vec<ActorPath> {
                     let v = if *attr == OAttribution::FirstTouch {
                         vals.next()
                     } else {
-                        vals.last()
+                        vals.next_back()
                     };
                     let v = v.cloned().unwrap_or_default();
                     push(Some(vec![v]), run(&seen, None));

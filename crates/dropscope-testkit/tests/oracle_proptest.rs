@@ -572,10 +572,14 @@ fn check(glog: &GenLog, gq: &GenQuery) -> Result<(), String> {
     Ok(())
 }
 
+/// No known engine bug is open (bug 1, a missing value split from `""`
+/// under all_events/step attribution, is fixed in `Plan::prepare`).
+const KNOWN_BUGS_OPEN: bool = false;
+
 /// Scenarios that hit an engine bug reported to the lead (see the ignored
 /// tests below); set `ORACLE_KNOWN_BUGS=1` to run them anyway.
 fn avoid_known_bugs(glog: &GenLog, gq: &mut GenQuery) {
-    if std::env::var("ORACLE_KNOWN_BUGS").is_ok_and(|v| v == "1") {
+    if std::env::var("ORACLE_KNOWN_BUGS").is_ok_and(|v| v == "1") || !KNOWN_BUGS_OPEN {
         return;
     }
     if hits_known_bug(glog, gq) {
@@ -630,5 +634,56 @@ proptest! {
         if let Err(e) = check(&glog, &gq) {
             prop_assert!(false, "{}", e);
         }
+    }
+}
+
+/// Engine bug 1 (SEMANTICS.md rule 12, "Missing values become `""`"): with
+/// `all_events` (and `step`) attribution the engine treats a missing
+/// breakdown property and `""` as two values, runs the funnel twice and
+/// counts the actor twice under `[""]`. Both events carry the value `""`, so
+/// the actor converts once: counts [1, 1].
+#[test]
+fn all_events_missing_and_empty_value_are_one_value() {
+    let ev = |uuid: u128, ts: i64, props: Value| {
+        Record::Event(Event {
+            uuid,
+            event: "a".into(),
+            distinct_id: "u1".into(),
+            timestamp: ts,
+            properties: props.as_object().cloned().unwrap_or_default(),
+        })
+    };
+    let store = Store::in_memory();
+    store
+        .append(&[
+            ev(1, BASE, json!({})),
+            ev(2, BASE + 1000, json!({"$browser": ""})),
+        ])
+        .unwrap();
+    let snap = store.snapshot().unwrap();
+    for attribution in [
+        json!({"attribution": "all_events"}),
+        json!({"attribution": "step", "attribution_step": 0}),
+    ] {
+        let mut b = json!({"type": "event", "property": "$browser"});
+        b.as_object_mut()
+            .unwrap()
+            .extend(attribution.as_object().unwrap().clone());
+        let q = json!({
+            "timezone": "UTC", "date_from": "2021-05-01", "date_to": "2021-05-03",
+            "steps": [{"event": "a"}, {"event": "a"}],
+            "window": {"value": 30, "unit": "minute"},
+            "breakdown": b,
+        });
+        let QueryResult::Funnel(r) = run(&snap, &q) else {
+            panic!()
+        };
+        let counts: Vec<u64> = r.steps.iter().map(|s| s.count).collect();
+        assert_eq!(counts, vec![1, 1], "{q}");
+        let rows = r.breakdowns.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].breakdown_value, json!([""]));
+        let counts: Vec<u64> = rows[0].steps.iter().map(|s| s.count).collect();
+        assert_eq!(counts, vec![1, 1], "{q}");
     }
 }

@@ -31,6 +31,9 @@ struct Args {
     /// Tiny run that checks the benchmark works (CI).
     #[arg(long)]
     smoke: bool,
+    /// Reuse the store in --data if it exists (only time opening and queries).
+    #[arg(long)]
+    reuse: bool,
 }
 
 fn time_query(store: &Store, q: &FunnelQuery, reps: usize) -> Result<(f64, f64, QueryResult)> {
@@ -59,7 +62,8 @@ fn main() -> Result<()> {
         .data
         .clone()
         .unwrap_or_else(|| tmp.path().join("store"));
-    if dir.exists() {
+    let reuse = args.reuse && dir.exists();
+    if dir.exists() && !reuse {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     println!(
@@ -70,8 +74,27 @@ fn main() -> Result<()> {
         "machine: {} cpus",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    if !reuse {
+        import(&dir, events)?;
+    }
 
-    // Import.
+    // Open.
+    let t = Instant::now();
+    let store = Store::open(&dir, StoreOptions::default())?;
+    let open_s = t.elapsed().as_secs_f64();
+    let stats2 = store.stats()?;
+    println!(
+        "stored events: {}; on disk: {:.1} bytes/event (segments {:.1}); in memory: {:.1} bytes/event (columns); open: {:.3} s",
+        stats2.events,
+        stats2.bytes_on_disk as f64 / stats2.events.max(1) as f64,
+        stats2.segment_bytes as f64 / stats2.events.max(1) as f64,
+        stats2.bytes_in_memory as f64 / stats2.events.max(1) as f64,
+        open_s
+    );
+    queries(&store, &args)
+}
+
+fn import(dir: &std::path::Path, events: usize) -> Result<()> {
     let opts = dropscope_testkit::demo::DemoOptions {
         seed: 7,
         events,
@@ -80,7 +103,7 @@ fn main() -> Result<()> {
     let t = Instant::now();
     let gen: Vec<_> = dropscope_testkit::demo::generate(&opts).collect();
     let gen_s = t.elapsed().as_secs_f64();
-    let store = Store::open(&dir, StoreOptions::default())?;
+    let store = Store::open(dir, StoreOptions::default())?;
     let t = Instant::now();
     let mut stored = 0;
     for chunk in gen.chunks(10_000) {
@@ -92,24 +115,12 @@ fn main() -> Result<()> {
     store.compact()?;
     let compact_s = t.elapsed().as_secs_f64();
     drop(gen);
-    let stats = store.stats()?;
     println!("generate: {:.2} s; append+flush: {:.2} s = {:.0} events/s (fsync group commits of 10k); compact: {:.2} s", gen_s, append_s, stored as f64 / append_s, compact_s);
     store.close()?;
+    Ok(())
+}
 
-    // Open.
-    let t = Instant::now();
-    let store = Store::open(&dir, StoreOptions::default())?;
-    let open_s = t.elapsed().as_secs_f64();
-    let stats2 = store.stats()?;
-    println!(
-        "stored events: {}; on disk: {:.1} bytes/event (segments {:.1}); in memory: {:.1} bytes/event (columns); open: {:.3} s",
-        stats2.events,
-        stats.bytes_on_disk as f64 / stats2.events.max(1) as f64,
-        stats2.segment_bytes as f64 / stats2.events.max(1) as f64,
-        stats2.bytes_in_memory as f64 / stats2.events.max(1) as f64,
-        open_s
-    );
-
+fn queries(store: &Store, args: &Args) -> Result<()> {
     let steps: Vec<Step> = dropscope_testkit::demo::DEMO_FUNNEL
         .iter()
         .map(|e| Step {
@@ -156,7 +167,7 @@ fn main() -> Result<()> {
         },
     ));
     for (name, q) in &queries {
-        let (best, median, res) = time_query(&store, q, if args.smoke { 1 } else { args.reps })?;
+        let (best, median, res) = time_query(store, q, if args.smoke { 1 } else { args.reps })?;
         let summary = match &res {
             QueryResult::Funnel(f) => f
                 .steps
