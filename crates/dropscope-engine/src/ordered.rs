@@ -24,7 +24,7 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    fn start_at(ts: i64) -> Attempt {
+    pub(crate) fn start_at(ts: i64) -> Attempt {
         Attempt {
             start: ts,
             excluded: false,
@@ -71,28 +71,62 @@ pub struct StepConstraint {
 /// ingest order). Returns `None` when the actor never entered or was
 /// excluded.
 pub fn run(shape: &Shape, evs: &[MEvent], constraint: Option<StepConstraint>) -> Option<Path> {
-    // `entered` lives in a per-thread buffer: a fresh array of 31 attempts
-    // per actor would cost more than the walk itself.
-    ENTERED.with(|cell| {
-        let mut entered = cell.borrow_mut();
-        entered.clear();
-        entered.resize(shape.n + 1, None);
-        run_with(shape, evs, constraint, &mut entered)
-    })
+    // Attempts are copied as steps advance; a size fitted to the funnel
+    // keeps those copies small for the common short funnels.
+    if shape.n <= 8 {
+        run_n::<8>(shape, evs, constraint)
+    } else {
+        run_n::<MAX_STEPS>(shape, evs, constraint)
+    }
 }
 
-thread_local! {
-    static ENTERED: std::cell::RefCell<Vec<Option<Attempt>>> = const { std::cell::RefCell::new(Vec::new()) };
+/// An attempt sized for funnels of up to `N` steps (internal).
+#[derive(Debug, Clone, Copy)]
+struct Att<const N: usize> {
+    start: i64,
+    excluded: bool,
+    last: u8,
+    bits: u64,
+    times: [i64; N],
+    rows: [u32; N],
 }
 
-fn run_with(
+impl<const N: usize> Att<N> {
+    fn start_at(ts: i64) -> Self {
+        Att {
+            start: ts,
+            excluded: false,
+            last: u8::MAX,
+            bits: 0,
+            times: [0; N],
+            rows: [u32::MAX; N],
+        }
+    }
+
+    fn widen(&self) -> Attempt {
+        let mut a = Attempt::start_at(self.start);
+        a.excluded = self.excluded;
+        a.bits = self.bits;
+        a.last = if self.last == u8::MAX {
+            usize::MAX
+        } else {
+            self.last as usize
+        };
+        a.times[..N].copy_from_slice(&self.times);
+        a.rows[..N].copy_from_slice(&self.rows);
+        a
+    }
+}
+
+fn run_n<const N: usize>(
     shape: &Shape,
     evs: &[MEvent],
     constraint: Option<StepConstraint>,
-    entered: &mut [Option<Attempt>],
 ) -> Option<Path> {
     let n = shape.n;
-    let mut best: Option<(usize, Attempt)> = None;
+    let mut entered: [Option<Att<N>>; 31] = [None; 31];
+    let entered = &mut entered[..=n];
+    let mut best: Option<(usize, Att<N>)> = None;
     let mut i = 0;
     while i < evs.len() {
         let ts = evs[i].ts;
@@ -149,14 +183,17 @@ fn run_with(
     if attempt.excluded {
         return None;
     }
-    Some(Path { furthest, attempt })
+    Some(Path {
+        furthest,
+        attempt: attempt.widen(),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
-fn process(
+fn process<const N: usize>(
     shape: &Shape,
-    entered: &mut [Option<Attempt>],
-    best: &mut Option<(usize, Attempt)>,
+    entered: &mut [Option<Att<N>>],
+    best: &mut Option<(usize, Att<N>)>,
     e: &MEvent,
     row: u32,
     steps: u64,
@@ -166,9 +203,9 @@ fn process(
     let n = shape.n;
     // Steps from last to first, so one event advances an attempt one step.
     for s in (1..=n).rev() {
-        // Exclusions active at position s-1 (attempt sitting at 0-based
-        // step s-2... expressed as: attempt stored at entered[s-1]).
-        if single && s >= 2 && s - 1 <= n && excl_active(shape, e.excl, s - 2) {
+        // Exclusions active for the attempt stored at entered[s-1] (sitting
+        // at 0-based step s-2).
+        if single && s >= 2 && e.excl != 0 && excl_active(shape, e.excl, s - 2) {
             let next_start = entered[s].map(|a| a.start);
             if let Some(prev) = entered[s - 1].as_mut() {
                 let in_window = e.ts - prev.start <= shape.window;
@@ -194,30 +231,33 @@ fn process(
         }
         // The attempt this event would advance: step 1 starts a new one; a
         // later step follows the previous step, or skips optional steps.
-        let prev = if s == 1 {
-            Some(Attempt::start_at(e.ts))
+        let prev_idx = if s == 1 {
+            None
         } else {
             let mut k = s - 1;
-            let mut found = entered[k];
-            while found.is_none() && k >= 2 && shape.optional[k - 1] {
+            while entered[k].is_none() && k >= 2 && shape.optional[k - 1] {
                 k -= 1;
-                found = entered[k];
             }
-            found
+            match entered[k] {
+                Some(_) => Some(k),
+                None => continue,
+            }
         };
-        let Some(prev) = prev else { continue };
+        let prev = match prev_idx {
+            None => Att::<N>::start_at(e.ts),
+            Some(k) => entered[k].expect("checked above"),
+        };
         if e.ts - prev.start > shape.window || prev.excluded {
             continue;
         }
-        if entered[s].is_some_and(|a| a.start == prev.start && (s == 1 || a.bits & (1 << idx) != 0))
-        {
+        if entered[s].is_some_and(|a| a.start == prev.start) {
             continue;
         }
-        if !single && prev.rows[..n].contains(&row) {
+        if !single && prev.rows[..n.min(N)].contains(&row) {
             continue;
         }
-        if s > 1 && prev.last != usize::MAX {
-            let gap = e.ts - prev.times[prev.last];
+        if s > 1 && prev.last != u8::MAX {
+            let gap = e.ts - prev.times[prev.last as usize];
             if shape.within[idx].is_some_and(|w| gap > w)
                 || shape.min_gap[idx].is_some_and(|g| gap < g)
             {
@@ -228,7 +268,7 @@ fn process(
         next.times[idx] = e.ts;
         next.rows[idx] = row;
         next.bits |= 1 << idx;
-        next.last = idx;
+        next.last = idx as u8;
         entered[s] = Some(next);
         let replace = match best {
             None => true,
@@ -239,9 +279,9 @@ fn process(
         }
     }
     if single && shape.strict {
-        for s in 1..=n {
+        for (s, slot) in entered.iter_mut().enumerate().skip(1) {
             if steps & (1 << (s - 1)) == 0 {
-                entered[s] = None;
+                *slot = None;
             }
         }
     }

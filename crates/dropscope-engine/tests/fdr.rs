@@ -91,7 +91,9 @@ fn discoveries(s: &Store, kind: &str, equal_window: bool) -> usize {
         "correlation": corr,
     }))
     .unwrap();
-    let QueryResult::Correlation(r) = dropscope_engine::run_query(&s.snapshot().unwrap(), &q).unwrap() else {
+    let QueryResult::Correlation(r) =
+        dropscope_engine::run_query(&s.snapshot().unwrap(), &q).unwrap()
+    else {
         panic!("not a correlation result")
     };
     assert!(r.rows_tested > 0);
@@ -100,7 +102,10 @@ fn discoveries(s: &Store, kind: &str, equal_window: bool) -> usize {
 
 #[test]
 fn no_planted_effect_no_drivers_in_most_seeds() {
-    let seeds: u64 = std::env::var("DROPSCOPE_FDR_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let seeds: u64 = std::env::var("DROPSCOPE_FDR_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
     let mut seeds_with_events = 0;
     let mut seeds_with_props = 0;
     for seed in 0..seeds {

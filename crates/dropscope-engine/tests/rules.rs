@@ -58,8 +58,16 @@ fn steps(names: &[&str]) -> Value {
 
 #[test]
 fn window_bound_is_inclusive() {
-    let s = store(&[("u", "a", 0, json!({})), ("u", "b", 300, json!({})), ("v", "a", 0, json!({})), ("v", "b", 301, json!({}))]);
-    let f = funnel(&s, json!({"steps": steps(&["a", "b"]), "window": {"value": 5, "unit": "minute"}}));
+    let s = store(&[
+        ("u", "a", 0, json!({})),
+        ("u", "b", 300, json!({})),
+        ("v", "a", 0, json!({})),
+        ("v", "b", 301, json!({})),
+    ]);
+    let f = funnel(
+        &s,
+        json!({"steps": steps(&["a", "b"]), "window": {"value": 5, "unit": "minute"}}),
+    );
     assert_eq!(counts(&f), vec![2, 1]);
 }
 
@@ -67,7 +75,10 @@ fn window_bound_is_inclusive() {
 fn window_zero_or_negative_falls_back_to_14_days() {
     let s = store(&[("u", "a", 0, json!({})), ("u", "b", 13 * 86400, json!({}))]);
     for v in [0, -1] {
-        let f = funnel(&s, json!({"steps": steps(&["a", "b"]), "window": {"value": v}}));
+        let f = funnel(
+            &s,
+            json!({"steps": steps(&["a", "b"]), "window": {"value": v}}),
+        );
         assert_eq!(counts(&f), vec![1, 1], "window {v}");
     }
 }
@@ -76,8 +87,15 @@ fn window_zero_or_negative_falls_back_to_14_days() {
 fn latest_start_is_kept_and_first_completion_gives_times() {
     // a at 0, a at 100, b at 150: the later start has more window left;
     // with a 2-minute window only it converts, in 50 s.
-    let s = store(&[("u", "a", 0, json!({})), ("u", "a", 100, json!({})), ("u", "b", 150, json!({}))]);
-    let f = funnel(&s, json!({"steps": steps(&["a", "b"]), "window": {"value": 2, "unit": "minute"}}));
+    let s = store(&[
+        ("u", "a", 0, json!({})),
+        ("u", "a", 100, json!({})),
+        ("u", "b", 150, json!({})),
+    ]);
+    let f = funnel(
+        &s,
+        json!({"steps": steps(&["a", "b"]), "window": {"value": 2, "unit": "minute"}}),
+    );
     assert_eq!(counts(&f), vec![1, 1]);
     assert_eq!(f.steps[1].average_conversion_time, Some(50.0));
 }
@@ -85,32 +103,66 @@ fn latest_start_is_kept_and_first_completion_gives_times() {
 #[test]
 fn repeated_steps_need_a_later_event_but_ties_fill_both() {
     let s = store(&[("u", "a", 0, json!({}))]);
-    assert_eq!(counts(&funnel(&s, json!({"steps": steps(&["a", "a"])}))), vec![1, 0]);
+    assert_eq!(
+        counts(&funnel(&s, json!({"steps": steps(&["a", "a"])}))),
+        vec![1, 0]
+    );
     let s = store(&[("u", "a", 0, json!({})), ("u", "a", 0, json!({}))]);
-    assert_eq!(counts(&funnel(&s, json!({"steps": steps(&["a", "a"])}))), vec![1, 1]);
+    assert_eq!(
+        counts(&funnel(&s, json!({"steps": steps(&["a", "a"])}))),
+        vec![1, 1]
+    );
 }
 
 #[test]
 fn different_steps_at_one_instant_convert_with_time_zero_and_ignore_exclusions() {
-    let s = store(&[("u", "b", 0, json!({})), ("u", "x", 0, json!({})), ("u", "a", 0, json!({}))]);
+    let s = store(&[
+        ("u", "b", 0, json!({})),
+        ("u", "x", 0, json!({})),
+        ("u", "a", 0, json!({})),
+    ]);
     let f = funnel(
         &s,
         json!({"steps": steps(&["a", "b"]), "exclusions": [{"event": "x", "from_step": 0, "to_step": 1}]}),
     );
     assert_eq!(counts(&f), vec![1, 1]);
-    assert_eq!(f.steps[1].average_conversion_time, None, "zero gaps are left out of the average");
+    assert_eq!(
+        f.steps[1].average_conversion_time, None,
+        "zero gaps are left out of the average"
+    );
 }
 
 #[test]
 fn strict_order_is_broken_by_any_other_event() {
-    let s = store(&[("u", "a", 0, json!({})), ("u", "noise", 10, json!({})), ("u", "b", 20, json!({})), ("v", "a", 0, json!({})), ("v", "b", 20, json!({}))]);
-    assert_eq!(counts(&funnel(&s, json!({"steps": steps(&["a", "b"]), "order": "strict"}))), vec![2, 1]);
-    assert_eq!(counts(&funnel(&s, json!({"steps": steps(&["a", "b"])}))), vec![2, 2]);
+    let s = store(&[
+        ("u", "a", 0, json!({})),
+        ("u", "noise", 10, json!({})),
+        ("u", "b", 20, json!({})),
+        ("v", "a", 0, json!({})),
+        ("v", "b", 20, json!({})),
+    ]);
+    assert_eq!(
+        counts(&funnel(
+            &s,
+            json!({"steps": steps(&["a", "b"]), "order": "strict"})
+        )),
+        vec![2, 1]
+    );
+    assert_eq!(
+        counts(&funnel(&s, json!({"steps": steps(&["a", "b"])}))),
+        vec![2, 2]
+    );
 }
 
 #[test]
 fn exclusion_inside_the_window_removes_the_actor_from_every_step() {
-    let s = store(&[("u", "a", 0, json!({})), ("u", "x", 10, json!({})), ("u", "b", 20, json!({})), ("v", "a", 0, json!({})), ("v", "b", 20, json!({}))]);
+    let s = store(&[
+        ("u", "a", 0, json!({})),
+        ("u", "x", 10, json!({})),
+        ("u", "b", 20, json!({})),
+        ("v", "a", 0, json!({})),
+        ("v", "b", 20, json!({})),
+    ]);
     let q = json!({"steps": steps(&["a", "b"]), "exclusions": [{"event": "x", "from_step": 0, "to_step": 1}]});
     assert_eq!(counts(&funnel(&s, q)), vec![1, 1]);
 }
@@ -126,14 +178,20 @@ fn exclusion_after_the_window_is_ignored() {
 #[test]
 fn unordered_excluded_actor_keeps_recorded_progress() {
     let s = store(&[("u", "b", 0, json!({})), ("u", "a", 10, json!({}))]);
-    let f = funnel(&s, json!({"steps": steps(&["a", "b"]), "order": "unordered"}));
+    let f = funnel(
+        &s,
+        json!({"steps": steps(&["a", "b"]), "order": "unordered"}),
+    );
     assert_eq!(counts(&f), vec![1, 1]);
     assert_eq!(f.steps[1].name, "Completed 2 steps");
 }
 
 #[test]
 fn global_filters_apply_to_every_step() {
-    let s = store(&[("u", "a", 0, json!({"ok": true})), ("u", "b", 10, json!({}))]);
+    let s = store(&[
+        ("u", "a", 0, json!({"ok": true})),
+        ("u", "b", 10, json!({})),
+    ]);
     let q = json!({"steps": steps(&["a", "b"]), "properties": [{"key": "ok", "value": "true", "type": "event"}]});
     assert_eq!(counts(&funnel(&s, q)), vec![1, 0]);
 }
@@ -141,13 +199,19 @@ fn global_filters_apply_to_every_step() {
 #[test]
 fn date_range_cuts_late_conversions() {
     let s = store(&[("u", "a", 0, json!({})), ("u", "b", 3 * 86400, json!({}))]);
-    let q = json!({"steps": steps(&["a", "b"]), "date_from": "2021-05-03", "date_to": "2021-05-04"});
+    let q =
+        json!({"steps": steps(&["a", "b"]), "date_from": "2021-05-03", "date_to": "2021-05-04"});
     assert_eq!(counts(&funnel(&s, q)), vec![1, 0]);
 }
 
 #[test]
 fn median_interpolates() {
-    let s = store(&[("u", "a", 0, json!({})), ("u", "b", 3600, json!({})), ("v", "a", 0, json!({})), ("v", "b", 7200, json!({}))]);
+    let s = store(&[
+        ("u", "a", 0, json!({})),
+        ("u", "b", 3600, json!({})),
+        ("v", "a", 0, json!({})),
+        ("v", "b", 7200, json!({})),
+    ]);
     let f = funnel(&s, json!({"steps": steps(&["a", "b"])}));
     assert_eq!(f.steps[1].median_conversion_time, Some(5400.0));
     assert_eq!(f.steps[0].median_conversion_time, None);
@@ -163,7 +227,18 @@ fn breakdown_log() -> Store {
 }
 
 fn rows(f: &FunnelResult) -> Vec<(Value, Vec<u64>)> {
-    let mut r: Vec<_> = f.breakdowns.as_ref().unwrap().iter().map(|r| (r.breakdown_value.clone(), r.steps.iter().map(|s| s.count).collect())).collect();
+    let mut r: Vec<_> = f
+        .breakdowns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.breakdown_value.clone(),
+                r.steps.iter().map(|s| s.count).collect(),
+            )
+        })
+        .collect();
     r.sort_by_key(|(v, _)| v.to_string());
     r
 }
@@ -180,20 +255,33 @@ fn attribution_first_touch_last_touch_all_events_step() {
     };
     assert_eq!(
         rows(&funnel(&s, q(json!({"attribution": "first_touch"})))),
-        vec![(json!(["Chrome"]), vec![1, 1]), (json!(["Firefox"]), vec![1, 0])]
+        vec![
+            (json!(["Chrome"]), vec![1, 1]),
+            (json!(["Firefox"]), vec![1, 0])
+        ]
     );
     assert_eq!(
         rows(&funnel(&s, q(json!({"attribution": "last_touch"})))),
-        vec![(json!(["Firefox"]), vec![1, 0]), (json!(["Safari"]), vec![1, 1])]
+        vec![
+            (json!(["Firefox"]), vec![1, 0]),
+            (json!(["Safari"]), vec![1, 1])
+        ]
     );
     // all_events: each value runs over its own events only.
     assert_eq!(
         rows(&funnel(&s, q(json!({"attribution": "all_events"})))),
-        vec![(json!([""]), vec![1, 0]), (json!(["Chrome"]), vec![1, 0]), (json!(["Firefox"]), vec![1, 0])]
+        vec![
+            (json!([""]), vec![1, 0]),
+            (json!(["Chrome"]), vec![1, 0]),
+            (json!(["Firefox"]), vec![1, 0])
+        ]
     );
     // step 1: the value of the event used as step 1; v never does step 1.
     assert_eq!(
-        rows(&funnel(&s, q(json!({"attribution": "step", "attribution_step": 1})))),
+        rows(&funnel(
+            &s,
+            q(json!({"attribution": "step", "attribution_step": 1}))
+        )),
         vec![(json!(["Safari"]), vec![1, 1])]
     );
 }
@@ -207,9 +295,21 @@ fn limit_merges_the_tail_into_other() {
             evs.push((*n, "a", k as i64, json!({"b": format!("v{i}")})));
         }
     }
-    let owned: Vec<(String, &str, i64, Value)> = evs.iter().enumerate().map(|(j, (_, e, t, p))| (format!("x{j}"), *e, *t, p.clone())).collect();
-    let s = store(&owned.iter().map(|(d, e, t, p)| (d.as_str(), *e, *t, p.clone())).collect::<Vec<_>>());
-    let f = funnel(&s, json!({"steps": steps(&["a"]), "breakdown": {"property": "b", "limit": 2}}));
+    let owned: Vec<(String, &str, i64, Value)> = evs
+        .iter()
+        .enumerate()
+        .map(|(j, (_, e, t, p))| (format!("x{j}"), *e, *t, p.clone()))
+        .collect();
+    let s = store(
+        &owned
+            .iter()
+            .map(|(d, e, t, p)| (d.as_str(), *e, *t, p.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let f = funnel(
+        &s,
+        json!({"steps": steps(&["a"]), "breakdown": {"property": "b", "limit": 2}}),
+    );
     let r = f.breakdowns.unwrap();
     assert_eq!(r.len(), 3);
     assert_eq!(r[0].breakdown_value, json!(["v4"]));
@@ -225,22 +325,48 @@ fn identify_joins_earlier_events() {
         ("bob", "$identify", 5, json!({"$anon_distinct_id": "anon"})),
         ("bob", "b", 10, json!({})),
     ]);
-    assert_eq!(counts(&funnel(&s, json!({"steps": steps(&["a", "b"])}))), vec![1, 1]);
+    assert_eq!(
+        counts(&funnel(&s, json!({"steps": steps(&["a", "b"])}))),
+        vec![1, 1]
+    );
 }
 
 #[test]
 fn person_property_filter_uses_current_value() {
     let s = Store::in_memory();
-    s.append(&[Record::Person(PersonRecord { id: "p".into(), distinct_ids: vec!["u".into()], properties: json!({"plan": "pro"}).as_object().cloned().unwrap() })]).unwrap();
-    s.append(&[Record::Event(Event { uuid: 9, event: "a".into(), distinct_id: "u".into(), timestamp: T0, properties: Default::default() })]).unwrap();
-    let f = funnel(&s, json!({"steps": [{"event": "a", "properties": [{"key": "plan", "value": "pro", "type": "person"}]}]}));
+    s.append(&[Record::Person(PersonRecord {
+        id: "p".into(),
+        distinct_ids: vec!["u".into()],
+        properties: json!({"plan": "pro"}).as_object().cloned().unwrap(),
+    })])
+    .unwrap();
+    s.append(&[Record::Event(Event {
+        uuid: 9,
+        event: "a".into(),
+        distinct_id: "u".into(),
+        timestamp: T0,
+        properties: Default::default(),
+    })])
+    .unwrap();
+    let f = funnel(
+        &s,
+        json!({"steps": [{"event": "a", "properties": [{"key": "plan", "value": "pro", "type": "person"}]}]}),
+    );
     assert_eq!(counts(&f), vec![1]);
 }
 
 #[test]
 fn totals_count_every_attempt_with_reentry() {
-    let s = store(&[("u", "a", 0, json!({})), ("u", "b", 10, json!({})), ("u", "a", 20, json!({})), ("u", "a", 30, json!({}))]);
-    let f = funnel(&s, json!({"steps": steps(&["a", "b"]), "counting": "totals"}));
+    let s = store(&[
+        ("u", "a", 0, json!({})),
+        ("u", "b", 10, json!({})),
+        ("u", "a", 20, json!({})),
+        ("u", "a", 30, json!({})),
+    ]);
+    let f = funnel(
+        &s,
+        json!({"steps": steps(&["a", "b"]), "counting": "totals"}),
+    );
     // Attempt 1 completes (a, b); attempt 2 starts at 20 and never converts
     // (the a at 30 is inside it).
     assert_eq!(counts(&f), vec![2, 1]);
@@ -249,15 +375,26 @@ fn totals_count_every_attempt_with_reentry() {
 #[test]
 fn in_progress_is_reported_beside_dropped() {
     // Entered one hour before the end of the range with a 14-day window.
-    let s = store(&[("u", "a", 86400 - 3600, json!({})), ("v", "a", 0, json!({}))]);
-    let f = funnel(&s, json!({"steps": steps(&["a", "b"]), "date_from": "2021-05-03", "date_to": "2021-05-03", "window": {"value": 1, "unit": "hour"}}));
+    let s = store(&[
+        ("u", "a", 86400 - 3600, json!({})),
+        ("v", "a", 0, json!({})),
+    ]);
+    let f = funnel(
+        &s,
+        json!({"steps": steps(&["a", "b"]), "date_from": "2021-05-03", "date_to": "2021-05-03", "window": {"value": 1, "unit": "hour"}}),
+    );
     assert_eq!(f.steps[1].dropped, 2);
     assert_eq!(f.steps[1].in_progress, 1);
 }
 
 #[test]
 fn per_step_window_and_min_gap() {
-    let s = store(&[("u", "a", 0, json!({})), ("u", "b", 100, json!({})), ("v", "a", 0, json!({})), ("v", "b", 5, json!({}))]);
+    let s = store(&[
+        ("u", "a", 0, json!({})),
+        ("u", "b", 100, json!({})),
+        ("v", "a", 0, json!({})),
+        ("v", "b", 5, json!({})),
+    ]);
     let q = json!({"steps": [{"event": "a"}, {"event": "b", "within": {"value": 60, "unit": "second"}}]});
     assert_eq!(counts(&funnel(&s, q)), vec![2, 1]);
     let q = json!({"steps": [{"event": "a"}, {"event": "b", "min_gap": {"value": 60, "unit": "second"}}]});
@@ -266,15 +403,28 @@ fn per_step_window_and_min_gap() {
 
 #[test]
 fn optional_step_may_be_skipped() {
-    let s = store(&[("u", "a", 0, json!({})), ("u", "c", 10, json!({})), ("v", "a", 0, json!({})), ("v", "b", 5, json!({})), ("v", "c", 10, json!({}))]);
-    let f = funnel(&s, json!({"steps": [{"event": "a"}, {"event": "b", "optional": true}, {"event": "c"}]}));
+    let s = store(&[
+        ("u", "a", 0, json!({})),
+        ("u", "c", 10, json!({})),
+        ("v", "a", 0, json!({})),
+        ("v", "b", 5, json!({})),
+        ("v", "c", 10, json!({})),
+    ]);
+    let f = funnel(
+        &s,
+        json!({"steps": [{"event": "a"}, {"event": "b", "optional": true}, {"event": "c"}]}),
+    );
     assert_eq!(counts(&f), vec![2, 1, 2]);
 }
 
 #[test]
 fn thirty_steps() {
     let names: Vec<String> = (0..30).map(|i| format!("s{i}")).collect();
-    let evs: Vec<(&str, &str, i64, Value)> = names.iter().enumerate().map(|(i, n)| ("u", n.as_str(), i as i64, json!({}))).collect();
+    let evs: Vec<(&str, &str, i64, Value)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| ("u", n.as_str(), i as i64, json!({})))
+        .collect();
     let s = store(&evs);
     let st: Vec<&str> = names.iter().map(String::as_str).collect();
     let f = funnel(&s, json!({"steps": steps(&st)}));
@@ -284,7 +434,10 @@ fn thirty_steps() {
 #[test]
 fn unknown_event_is_an_empty_step_not_an_error() {
     let s = store(&[("u", "a", 0, json!({}))]);
-    assert_eq!(counts(&funnel(&s, json!({"steps": steps(&["a", "never_seen"])}))), vec![1, 0]);
+    assert_eq!(
+        counts(&funnel(&s, json!({"steps": steps(&["a", "never_seen"])}))),
+        vec![1, 0]
+    );
 }
 
 #[test]
@@ -293,11 +446,26 @@ fn invalid_queries_name_the_field() {
     let cases = [
         (json!({"steps": []}), "steps"),
         (json!({"steps": steps(&["a", "b"]), "bogus": 1}), "bogus"),
-        (json!({"steps": steps(&["a", "b"]), "exclusions": [{"event": "x", "from_step": 1, "to_step": 1}]}), "from_step"),
-        (json!({"steps": steps(&["a", "b"]), "kind": "funnel_trends", "from_step": 1, "to_step": 0}), "from_step"),
-        (json!({"steps": steps(&["a", "b"]), "order": "sideways"}), "order"),
-        (json!({"steps": steps(&["a", "b"]), "date_from": "someday"}), "date_from"),
-        (json!({"steps": (0..31).map(|i| json!({"event": format!("e{i}")})).collect::<Vec<_>>()}), "steps"),
+        (
+            json!({"steps": steps(&["a", "b"]), "exclusions": [{"event": "x", "from_step": 1, "to_step": 1}]}),
+            "from_step",
+        ),
+        (
+            json!({"steps": steps(&["a", "b"]), "kind": "funnel_trends", "from_step": 1, "to_step": 0}),
+            "from_step",
+        ),
+        (
+            json!({"steps": steps(&["a", "b"]), "order": "sideways"}),
+            "order",
+        ),
+        (
+            json!({"steps": steps(&["a", "b"]), "date_from": "someday"}),
+            "date_from",
+        ),
+        (
+            json!({"steps": (0..31).map(|i| json!({"event": format!("e{i}")})).collect::<Vec<_>>()}),
+            "steps",
+        ),
     ];
     for (q, field) in cases {
         let e = query(&s, q.clone()).expect_err(&q.to_string());
@@ -308,11 +476,34 @@ fn invalid_queries_name_the_field() {
 
 #[test]
 fn trends_bucket_by_entry_and_fill_zeros() {
-    let s = store(&[("u", "a", 0, json!({})), ("u", "b", 10, json!({})), ("v", "a", 86400, json!({}))]);
+    let s = store(&[
+        ("u", "a", 0, json!({})),
+        ("u", "b", 10, json!({})),
+        ("v", "a", 86400, json!({})),
+    ]);
     let r = query(&s, json!({"kind": "funnel_trends", "steps": steps(&["a", "b"]), "date_from": "2021-05-03", "date_to": "2021-05-05"})).unwrap();
-    let QueryResult::FunnelTrends(t) = r else { panic!() };
-    let got: Vec<(String, u64, u64)> = t.rows.iter().map(|r| (r.timestamp.clone(), r.reached_from_step_count, r.reached_to_step_count)).collect();
-    assert_eq!(got, vec![("2021-05-03".into(), 1, 1), ("2021-05-04".into(), 1, 0), ("2021-05-05".into(), 0, 0)]);
+    let QueryResult::FunnelTrends(t) = r else {
+        panic!()
+    };
+    let got: Vec<(String, u64, u64)> = t
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.timestamp.clone(),
+                r.reached_from_step_count,
+                r.reached_to_step_count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("2021-05-03".into(), 1, 1),
+            ("2021-05-04".into(), 1, 0),
+            ("2021-05-05".into(), 0, 0)
+        ]
+    );
 }
 
 #[test]
@@ -325,9 +516,17 @@ fn paths_after_a_drop() {
         ("v", "a", 0, json!({})),
         ("v", "b", 5, json!({})),
     ]);
-    let QueryResult::Paths(p) = query(&s, json!({"kind": "paths", "steps": steps(&["a", "b"])})).unwrap() else { panic!() };
+    let QueryResult::Paths(p) =
+        query(&s, json!({"kind": "paths", "steps": steps(&["a", "b"])})).unwrap()
+    else {
+        panic!()
+    };
     assert_eq!(p.after_step, 0);
     assert_eq!((p.dropped, p.converted), (1, 1));
-    assert_eq!(p.dropped_sequences[0].path, vec!["help", "quit"], "repeats collapse");
+    assert_eq!(
+        p.dropped_sequences[0].path,
+        vec!["help", "quit"],
+        "repeats collapse"
+    );
     assert_eq!(p.converted_next[0].path, vec!["b"]);
 }

@@ -34,6 +34,9 @@ struct Args {
     /// Reuse the store in --data if it exists (only time opening and queries).
     #[arg(long)]
     reuse: bool,
+    /// Only queries whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 fn time_query(store: &Store, q: &FunnelQuery, reps: usize) -> Result<(f64, f64, QueryResult)> {
@@ -167,6 +170,13 @@ fn queries(store: &Store, args: &Args) -> Result<()> {
         },
     ));
     for (name, q) in &queries {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|o| !name.contains(o.as_str()))
+        {
+            continue;
+        }
         let (best, median, res) = time_query(store, q, if args.smoke { 1 } else { args.reps })?;
         let summary = match &res {
             QueryResult::Funnel(f) => f
