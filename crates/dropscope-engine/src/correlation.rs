@@ -21,7 +21,7 @@ pub fn has_support(s: u64, f: u64, total: u64, min_percentage: f64, min_count: f
 /// One actor's outcome, the row keys it has, and its breakdown segment.
 struct Outcome {
     success: bool,
-    keys: Vec<String>,
+    keys: Vec<Key>,
     segment: Option<String>,
 }
 
@@ -77,109 +77,230 @@ fn span(plan: &Plan<'_>, p: &Path, success: bool) -> (i64, i64) {
     (t0, end)
 }
 
-/// The keys (rows) one actor has.
+/// A row key as integers: the kind in the top byte, then ids. Strings are
+/// built only for the distinct rows at the end, never per actor.
+type Key = u128;
+const K_EVENT: u128 = 0;
+const K_PROP: u128 = 1;
+const K_EVENT_PROP: u128 = 2;
+const K_PERSON_PROP: u128 = 3;
+/// Value id standing for a missing (or empty) value.
+const MISSING: u32 = u32::MAX;
+
+fn key(kind: u128, a: u32, b: u32, c: u32) -> Key {
+    (kind << 120) | ((a as u128) << 64) | ((b as u128) << 32) | c as u128
+}
+
+/// What a correlation query looks at, resolved to ids once.
+pub(crate) struct KeyCtx {
+    step_ids: HashSet<u32>,
+    /// event_with_properties: the analysed event ids.
+    event_names: HashSet<u32>,
+    /// event_with_properties: property key ids skipped.
+    skip_keys: HashSet<u32>,
+    elements_key: Option<u32>,
+    /// Properties: `$all`, or the named keys (a key never stored gets a
+    /// synthetic id from the top of the range, indexing `missing_names`).
+    all_props: bool,
+    named: Vec<u32>,
+    missing_names: Vec<String>,
+    /// Combined events + person properties.
+    person: Option<Box<KeyCtx>>,
+}
+
+impl KeyCtx {
+    fn new(plan: &Plan<'_>, opts: &CorrelationOptions) -> KeyCtx {
+        let d = &*plan.dicts;
+        let names = match (opts.kind, &opts.with_person_properties) {
+            (CorrelationType::Properties, _) => opts.names.clone().unwrap_or_default(),
+            (CorrelationType::Events, Some(n)) => n.clone(),
+            _ => Vec::new(),
+        };
+        let mut missing_names = Vec::new();
+        let named = names
+            .iter()
+            .filter(|n| n.as_str() != "$all")
+            .map(|n| {
+                d.keys.get(n).unwrap_or_else(|| {
+                    missing_names.push(n.clone());
+                    u32::MAX - missing_names.len() as u32
+                })
+            })
+            .collect();
+        let props = KeyCtx {
+            step_ids: step_event_ids(plan),
+            event_names: opts
+                .event_names
+                .iter()
+                .flatten()
+                .filter_map(|n| d.events.get(n))
+                .collect(),
+            skip_keys: opts
+                .event_exclude_property_names
+                .iter()
+                .flatten()
+                .filter_map(|n| d.keys.get(n))
+                .collect(),
+            elements_key: d.keys.get(dropscope_core::event::ELEMENTS_KEY),
+            all_props: names.iter().any(|n| n == "$all"),
+            named,
+            missing_names,
+            person: None,
+        };
+        if opts.kind == CorrelationType::Events && opts.with_person_properties.is_some() {
+            let mut events = KeyCtx::new(
+                plan,
+                &CorrelationOptions {
+                    with_person_properties: None,
+                    ..opts.clone()
+                },
+            );
+            events.person = Some(Box::new(props));
+            events
+        } else {
+            props
+        }
+    }
+
+    /// The row name of a key (PostHog's format).
+    fn name(&self, plan: &Plan<'_>, k: Key) -> String {
+        let d = &*plan.dicts;
+        let kind = k >> 120;
+        let a = ((k >> 64) & 0xffff_ffff) as u32;
+        let b = ((k >> 32) & 0xffff_ffff) as u32;
+        let c = (k & 0xffff_ffff) as u32;
+        let val = |v: u32| {
+            if v == MISSING {
+                ""
+            } else {
+                value_str(d.values.resolve(v))
+            }
+        };
+        let key_name = |id: u32, ctx: &KeyCtx| -> String {
+            if (id as usize) < d.keys.len() {
+                d.keys.resolve(id).to_string()
+            } else {
+                let i = (u32::MAX - id) as usize;
+                ctx.missing_names
+                    .get(i.wrapping_sub(1))
+                    .cloned()
+                    .unwrap_or_default()
+            }
+        };
+        match kind {
+            K_EVENT => d.events.resolve(c).to_string(),
+            K_PROP => format!("{}::{}", key_name(b, self), val(c)),
+            K_EVENT_PROP => format!("{}::{}::{}", d.events.resolve(a), d.keys.resolve(b), val(c)),
+            _ => {
+                let ctx = self.person.as_deref().unwrap_or(self);
+                format!(
+                    "{}{}::{}",
+                    dropscope_core::query::PERSON_ROW_PREFIX,
+                    key_name(b, ctx),
+                    val(c)
+                )
+            }
+        }
+    }
+}
+
+/// A value id, or MISSING when its string form is empty.
+fn canonical_value(plan: &Plan<'_>, v: u32) -> u32 {
+    if value_str(plan.dicts.values.resolve(v)).is_empty() {
+        MISSING
+    } else {
+        v
+    }
+}
+
+/// The keys (rows) one actor has, sorted and distinct, appended to `keys`.
 fn actor_keys(
     plan: &Plan<'_>,
     actor: &Actor<'_>,
     p: &Path,
     success: bool,
     opts: &CorrelationOptions,
-    step_ids: &HashSet<u32>,
-) -> Vec<String> {
-    let d = &*plan.dicts;
+    ctx: &KeyCtx,
+    keys: &mut Vec<Key>,
+) {
     let v = &actor.view;
     let (t0, end) = span(plan, p, success);
-    let mut keys: Vec<String> = Vec::new();
+    let start = keys.len();
     match opts.kind {
         CorrelationType::Events => {
-            let mut seen: HashSet<u32> = HashSet::new();
             for row in 0..v.len() {
                 let ts = v.ts[row];
                 if ts <= t0 || ts >= end || !plan.range.contains(ts) {
                     continue;
                 }
                 let e = v.event[row];
-                if step_ids.contains(&e) || !seen.insert(e) {
-                    continue;
+                if !ctx.step_ids.contains(&e) {
+                    keys.push(key(K_EVENT, 0, 0, e));
                 }
-                keys.push(d.events.resolve(e).to_string());
             }
-            if let Some(names) = &opts.with_person_properties {
-                let mut o = opts.clone();
-                o.kind = CorrelationType::Properties;
-                o.names = Some(names.clone());
-                o.with_person_properties = None;
-                for k in actor_keys(plan, actor, p, success, &o, step_ids) {
-                    keys.push(format!("{}{k}", dropscope_core::query::PERSON_ROW_PREFIX));
-                }
+            if let Some(pctx) = &ctx.person {
+                property_keys(plan, actor, p, opts, pctx, K_PERSON_PROP, keys);
             }
         }
         CorrelationType::EventWithProperties => {
-            let names: HashSet<u32> = opts
-                .event_names
-                .iter()
-                .flatten()
-                .filter_map(|n| d.events.get(n))
-                .collect();
-            let skip: HashSet<&str> = opts
-                .event_exclude_property_names
-                .iter()
-                .flatten()
-                .map(String::as_str)
-                .collect();
-            let mut seen: HashSet<String> = HashSet::new();
             for row in 0..v.len() {
                 let ts = v.ts[row];
+                let e = v.event[row];
                 if ts <= t0
                     || ts >= end
                     || !plan.range.contains(ts)
-                    || !names.contains(&v.event[row])
+                    || !ctx.event_names.contains(&e)
                 {
                     continue;
                 }
-                let ev = d.events.resolve(v.event[row]);
                 for (k, val) in v.props(row) {
-                    let key = d.keys.resolve(k);
-                    if skip.contains(key) || key == dropscope_core::event::ELEMENTS_KEY {
+                    if ctx.skip_keys.contains(&k) || Some(k) == ctx.elements_key {
                         continue;
                     }
-                    let row_key = format!("{ev}::{key}::{}", value_str(d.values.resolve(val)));
-                    if seen.insert(row_key.clone()) {
-                        keys.push(row_key);
-                    }
+                    keys.push(key(K_EVENT_PROP, e, k, canonical_value(plan, val)));
                 }
             }
         }
-        CorrelationType::Properties => {
-            let props = if opts.properties_at_step && actor.is_person {
-                props_at(plan, actor, p.attempt.times[transition(plan).0])
-            } else {
-                actor_props(plan, actor)
-            };
-            let names = opts.names.clone().unwrap_or_default();
-            if names.iter().any(|n| n == "$all") {
-                for (k, val) in &props {
-                    keys.push(format!(
-                        "{}::{}",
-                        d.keys.resolve(*k),
-                        value_str(d.values.resolve(*val))
-                    ));
-                }
-            } else {
-                for name in &names {
-                    let val = d
-                        .keys
-                        .get(name)
-                        .and_then(|k| props.iter().find(|(pk, _)| *pk == k).map(|(_, v)| *v));
-                    let s = val
-                        .map(|v| value_str(d.values.resolve(v)).to_string())
-                        .unwrap_or_default();
-                    keys.push(format!("{name}::{s}"));
-                }
-            }
+        CorrelationType::Properties => property_keys(plan, actor, p, opts, ctx, K_PROP, keys),
+    }
+    let tail = &mut keys[start..];
+    tail.sort_unstable();
+    let mut w = start;
+    for r in start..keys.len() {
+        if r == start || keys[r] != keys[w - 1] {
+            keys[w] = keys[r];
+            w += 1;
         }
     }
-    keys
+    keys.truncate(w);
+}
+
+fn property_keys(
+    plan: &Plan<'_>,
+    actor: &Actor<'_>,
+    p: &Path,
+    opts: &CorrelationOptions,
+    ctx: &KeyCtx,
+    kind: u128,
+    keys: &mut Vec<Key>,
+) {
+    let props = if opts.properties_at_step && actor.is_person {
+        props_at(plan, actor, p.attempt.times[transition(plan).0])
+    } else {
+        actor_props(plan, actor)
+    };
+    if ctx.all_props {
+        for (k, val) in &props {
+            keys.push(key(kind, 0, *k, canonical_value(plan, *val)));
+        }
+    }
+    for &k in &ctx.named {
+        let val = props
+            .iter()
+            .find(|(pk, _)| *pk == k)
+            .map_or(MISSING, |(_, v)| canonical_value(plan, *v));
+        keys.push(key(kind, 0, k, val));
+    }
 }
 
 /// A person's properties as of time `t`: `$set`/`$set_once` of the
@@ -275,7 +396,7 @@ fn validate(plan: &Plan<'_>, opts: &CorrelationOptions) -> Result<(), QueryError
 pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
     let opts = options(plan);
     validate(plan, &opts)?;
-    let step_ids = step_event_ids(plan);
+    let ctx = KeyCtx::new(plan, &opts);
     let outcomes: Vec<Outcome> = plan.fold_actors(
         Vec::new,
         |acc, scratch, actor| {
@@ -293,9 +414,11 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
                 .filter(|p| entered(plan, p))
             {
                 let success = converted(plan, &p);
+                let mut keys = Vec::new();
+                actor_keys(plan, actor, &p, success, &opts, &ctx, &mut keys);
                 acc.push(Outcome {
                     success,
-                    keys: actor_keys(plan, actor, &p, success, &opts, &step_ids),
+                    keys,
                     segment,
                 });
             }
@@ -319,10 +442,10 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
             ..Default::default()
         });
     }
-    let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut counts: HashMap<Key, (u64, u64)> = HashMap::new();
     for o in &outcomes {
         for k in &o.keys {
-            let c = counts.entry(k.clone()).or_default();
+            let c = counts.entry(*k).or_default();
             if o.success {
                 c.0 += 1;
             } else {
@@ -330,11 +453,21 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
             }
         }
     }
+    // Name the distinct rows; ids with one string form (`1` and `"1"`) are
+    // one row.
+    let mut named: HashMap<String, ((u64, u64), Vec<Key>)> = HashMap::new();
+    for (k, (s, f)) in counts {
+        let e = named.entry(ctx.name(plan, k)).or_default();
+        e.0 .0 += s;
+        e.0 .1 += f;
+        e.1.push(k);
+    }
     let excluded: HashSet<String> = opts.exclude_event_names.iter().flatten().cloned().collect();
     let excluded_props: HashSet<String> = opts.exclude_names.iter().flatten().cloned().collect();
-    let mut keys: Vec<(String, (u64, u64))> = counts
+    let mut keys: Vec<(String, (u64, u64), Vec<Key>)> = named
         .into_iter()
-        .filter(|(k, (s, f))| {
+        .map(|(name, (c, ks))| (name, c, ks))
+        .filter(|(k, (s, f), _)| {
             let first = k.split("::").next().unwrap_or("");
             match opts.kind {
                 CorrelationType::Events => {
@@ -354,7 +487,7 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
     keys.sort_by(|a, b| a.0.cmp(&b.0));
     let p_values: Vec<f64> = keys
         .iter()
-        .map(|(_, (s, f))| dropscope_stats::fisher_exact_two_sided(*s, *f, big_s - s, big_f - f))
+        .map(|(_, (s, f), _)| dropscope_stats::fisher_exact_two_sided(*s, *f, big_s - s, big_f - f))
         .collect();
     let q_values =
         dropscope_stats::benjamini_hochberg(&p_values).unwrap_or_else(|_| p_values.clone());
@@ -364,7 +497,7 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
     let mut rows: Vec<CorrelationRow> = keys
         .iter()
         .zip(p_values.iter().zip(&q_values))
-        .map(|((k, (s, f)), (p, q))| {
+        .map(|((k, (s, f), _), (p, q))| {
             let odds = dropscope_stats::odds_ratio_prior(*s, *f, big_s, big_f).unwrap_or(f64::NAN);
             let ci = dropscope_stats::odds_ratio_interval_woolf(*s, *f, big_s - s, big_f - f, 0.95)
                 .map(|c| [c.lower, c.upper])
@@ -387,9 +520,15 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
             }
         })
         .collect();
-    adjust(&mut rows, &outcomes, opts.adjusted_top_k.unwrap_or(20));
+    let row_keys: Vec<Vec<Key>> = keys.into_iter().map(|(_, _, ks)| ks).collect();
+    adjust(
+        &mut rows,
+        &row_keys,
+        &outcomes,
+        opts.adjusted_top_k.unwrap_or(20),
+    );
     if plan.breakdown.is_some() {
-        simpson(&mut rows, &outcomes);
+        simpson(&mut rows, &row_keys, &outcomes);
     }
     let rows_tested = rows.len();
     let low: Vec<CorrelationRow> = rows.iter().filter(|r| r.low_support).cloned().collect();
@@ -431,39 +570,56 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
 }
 
 /// Adjusted odds ratios: an L2-regularised logistic regression of success
-/// on the indicators of the `k` supported rows with the smallest p-values,
-/// so that two confounded signals are told apart.
-fn adjust(rows: &mut [CorrelationRow], outcomes: &[Outcome], k: usize) {
+/// on the indicators of the `k` (≤ 64) supported rows with the smallest
+/// p-values, so that two confounded signals are told apart. Actors with the
+/// same indicators and outcome are one weighted observation, so the fit
+/// costs the number of distinct patterns, not the number of actors.
+fn adjust(rows: &mut [CorrelationRow], row_keys: &[Vec<Key>], outcomes: &[Outcome], k: usize) {
     if k == 0 || outcomes.len() < 10 {
         return;
     }
     let mut idx: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].low_support).collect();
     idx.sort_by(|&a, &b| rows[a].p_value.total_cmp(&rows[b].p_value));
-    idx.truncate(k);
+    idx.truncate(k.min(64));
     if idx.is_empty() {
         return;
     }
-    let col: HashMap<&str, usize> = idx
+    let col: HashMap<Key, usize> = idx
         .iter()
         .enumerate()
-        .map(|(c, &i)| (rows[i].event.as_str(), c))
+        .flat_map(|(c, &i)| row_keys[i].iter().map(move |k| (*k, c)))
         .collect();
-    let x: Vec<Vec<f64>> = outcomes
-        .iter()
-        .map(|o| {
-            let mut r = vec![0.0; idx.len()];
-            for key in &o.keys {
-                if let Some(&c) = col.get(key.as_str()) {
-                    r[c] = 1.0;
-                }
+    let mut patterns: HashMap<(u64, bool), f64> = HashMap::new();
+    for o in outcomes {
+        let mut mask = 0u64;
+        for key in &o.keys {
+            if let Some(&c) = col.get(key) {
+                mask |= 1 << c;
             }
-            r
-        })
-        .collect();
-    let y: Vec<bool> = outcomes.iter().map(|o| o.success).collect();
-    let Ok(fit) =
-        dropscope_stats::fit_logistic_l2(&x, &y, 1.0, &dropscope_stats::LogisticOptions::default())
-    else {
+        }
+        *patterns.entry((mask, o.success)).or_default() += 1.0;
+    }
+    let mut x: Vec<Vec<f64>> = Vec::with_capacity(patterns.len());
+    let mut y: Vec<bool> = Vec::with_capacity(patterns.len());
+    let mut w: Vec<f64> = Vec::with_capacity(patterns.len());
+    let mut sorted: Vec<_> = patterns.into_iter().collect();
+    sorted.sort_by_key(|((m, s), _)| (*m, *s));
+    for ((mask, success), count) in sorted {
+        x.push(
+            (0..idx.len())
+                .map(|c| if mask & (1 << c) != 0 { 1.0 } else { 0.0 })
+                .collect(),
+        );
+        y.push(success);
+        w.push(count);
+    }
+    let Ok(fit) = dropscope_stats::fit_logistic_l2_weighted(
+        &x,
+        &y,
+        &w,
+        1.0,
+        &dropscope_stats::LogisticOptions::default(),
+    ) else {
         return;
     };
     for (c, &i) in idx.iter().enumerate() {
@@ -482,10 +638,10 @@ fn adjust(rows: &mut [CorrelationRow], outcomes: &[Outcome], k: usize) {
 
 /// Simpson's paradox check: the Mantel–Haenszel odds ratio over the
 /// breakdown's segments against the crude direction.
-fn simpson(rows: &mut [CorrelationRow], outcomes: &[Outcome]) {
+fn simpson(rows: &mut [CorrelationRow], row_keys: &[Vec<Key>], outcomes: &[Outcome]) {
     // Per segment: (successes, failures) and, per key, (s, f).
     let mut seg_totals: HashMap<&str, (f64, f64)> = HashMap::new();
-    let mut seg_key: HashMap<(&str, &str), (f64, f64)> = HashMap::new();
+    let mut seg_key: HashMap<(&str, Key), (f64, f64)> = HashMap::new();
     for o in outcomes {
         let seg = o.segment.as_deref().unwrap_or("");
         let t = seg_totals.entry(seg).or_default();
@@ -495,7 +651,7 @@ fn simpson(rows: &mut [CorrelationRow], outcomes: &[Outcome]) {
             t.1 += 1.0
         }
         for k in &o.keys {
-            let c = seg_key.entry((seg, k.as_str())).or_default();
+            let c = seg_key.entry((seg, *k)).or_default();
             if o.success {
                 c.0 += 1.0
             } else {
@@ -506,13 +662,16 @@ fn simpson(rows: &mut [CorrelationRow], outcomes: &[Outcome]) {
     if seg_totals.len() < 2 {
         return;
     }
-    for r in rows.iter_mut() {
+    for (r, keys) in rows.iter_mut().zip(row_keys) {
         let (mut num, mut den) = (0.0, 0.0);
         for (seg, &(big_s, big_f)) in &seg_totals {
-            let (s, f) = seg_key
-                .get(&(*seg, r.event.as_str()))
-                .copied()
-                .unwrap_or((0.0, 0.0));
+            let (mut s, mut f) = (0.0, 0.0);
+            for k in keys {
+                if let Some(&(a, b)) = seg_key.get(&(*seg, *k)) {
+                    s += a;
+                    f += b;
+                }
+            }
             let n = big_s + big_f;
             if n == 0.0 {
                 continue;
@@ -542,7 +701,14 @@ pub fn correlation_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError>
     let opts = options(plan);
     let pf = plan.q.persons_for.clone().unwrap_or_default();
     let d = &*plan.dicts;
-    let step_ids = step_event_ids(plan);
+    let prop_ctx = pf.property.as_ref().map(|prop| {
+        let mut o = opts.clone();
+        o.kind = CorrelationType::Properties;
+        o.names = Some(vec![prop.split("::").next().unwrap_or("").to_string()]);
+        o.with_person_properties = None;
+        let ctx = KeyCtx::new(plan, &o);
+        (o, ctx)
+    });
     let event_id = match &pf.event {
         Some(e) => Some(d.events.get(e)),
         None => None,
@@ -592,13 +758,10 @@ pub fn correlation_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError>
                     })
                 }
                 (None, Some(prop)) => {
-                    let mut o = opts.clone();
-                    o.kind = CorrelationType::Properties;
-                    let name = prop.split("::").next().unwrap_or("").to_string();
-                    o.names = Some(vec![name]);
-                    actor_keys(plan, actor, &p, success, &o, &step_ids)
-                        .iter()
-                        .any(|k| k == prop)
+                    let (o, ctx) = prop_ctx.as_ref().expect("built for property rows");
+                    let mut keys = Vec::new();
+                    actor_keys(plan, actor, &p, success, o, ctx, &mut keys);
+                    keys.iter().any(|k| ctx.name(plan, *k) == *prop)
                 }
                 _ => false,
             };

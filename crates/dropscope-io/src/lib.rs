@@ -26,6 +26,8 @@ use dropscope_store::Record;
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
+pub mod parquet;
+
 /// Why one input line was rejected.
 #[derive(Debug, Error, Clone, PartialEq)]
 #[error("line {line}: {reason}")]
@@ -39,6 +41,8 @@ pub struct LineError {
 pub enum Format {
     Jsonl,
     Csv,
+    /// Read with [`parquet::read_parquet`] (a file, not a stream).
+    Parquet,
 }
 
 impl Format {
@@ -47,6 +51,7 @@ impl Format {
         match p.extension()?.to_str()? {
             "jsonl" | "ndjson" | "json" => Some(Format::Jsonl),
             "csv" => Some(Format::Csv),
+            "parquet" | "pq" => Some(Format::Parquet),
             _ => None,
         }
     }
@@ -157,6 +162,9 @@ pub fn read_records(
     let mut lines = 0u64;
     let mut bytes = 0u64;
     match format {
+        Format::Parquet => {
+            return Err("Parquet is read from a file: use parquet::read_parquet".into())
+        }
         Format::Jsonl => {
             for (i, l) in reader.split(b'\n').enumerate() {
                 let l = l.map_err(|e| format!("read error: {e}"))?;

@@ -138,6 +138,9 @@ fn cholesky_solve(l: &[f64], p: usize, b: &[f64]) -> Vec<f64> {
 /// The design: intercept plus the non-constant columns, row-major.
 struct Design {
     rows: Vec<f64>,
+    /// Observation weights (frequency weights: a row with weight 3 counts as
+    /// three identical observations).
+    weights: Vec<f64>,
     n: usize,
     p: usize,
 }
@@ -159,7 +162,8 @@ impl Design {
             .eta(beta)
             .iter()
             .zip(y)
-            .map(|(&e, &yi)| if yi { e } else { 0.0 } - softplus(e))
+            .zip(&self.weights)
+            .map(|((&e, &yi), &w)| w * (if yi { e } else { 0.0 } - softplus(e)))
             .sum();
         let pen = 0.5 * lambda * beta[1..].iter().map(|b| b * b).sum::<f64>();
         (ll - pen, ll)
@@ -172,8 +176,9 @@ impl Design {
         let mut h = vec![0.0; p * p];
         for (i, e) in self.eta(beta).into_iter().enumerate() {
             let mu = sigmoid(e);
-            let resid = if y[i] { 1.0 } else { 0.0 } - mu;
-            let w = mu * (1.0 - mu);
+            let wi = self.weights[i];
+            let resid = wi * (if y[i] { 1.0 } else { 0.0 } - mu);
+            let w = wi * mu * (1.0 - mu);
             let row = self.row(i);
             for r in 0..p {
                 g[r] += row[r] * resid;
@@ -241,6 +246,30 @@ pub fn fit_logistic_l2<R: AsRef<[f64]>>(
     lambda: f64,
     options: &LogisticOptions,
 ) -> Result<LogisticFit, StatsError> {
+    fit_logistic_l2_weighted(x, y, &vec![1.0; x.len()], lambda, options)
+}
+
+/// [`fit_logistic_l2`] with frequency weights: row `i` stands for
+/// `weights[i]` identical observations (so grouping identical rows and
+/// fitting their counts gives the same estimate as fitting every row, at the
+/// cost of the distinct rows only). Weights must be finite and ≥ 0.
+pub fn fit_logistic_l2_weighted<R: AsRef<[f64]>>(
+    x: &[R],
+    y: &[bool],
+    weights: &[f64],
+    lambda: f64,
+    options: &LogisticOptions,
+) -> Result<LogisticFit, StatsError> {
+    if weights.len() != x.len() {
+        return Err(StatsError::DimensionMismatch {
+            what: "weights length vs x rows",
+            expected: x.len(),
+            found: weights.len(),
+        });
+    }
+    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+        return Err(StatsError::NonFinite("weights"));
+    }
     if !lambda.is_finite() || lambda < 0.0 {
         return Err(StatsError::InvalidParameter {
             name: "lambda",
@@ -278,8 +307,14 @@ pub fn fit_logistic_l2<R: AsRef<[f64]>>(
             return Err(StatsError::NonFinite("x"));
         }
     }
-    let positives = y.iter().filter(|&&v| v).count();
-    if positives == 0 || positives == n {
+    let positives: f64 = y
+        .iter()
+        .zip(weights)
+        .filter(|(v, _)| **v)
+        .map(|(_, w)| w)
+        .sum();
+    let total: f64 = weights.iter().sum();
+    if positives <= 0.0 || positives >= total {
         return Err(StatsError::DegenerateResponse);
     }
 
@@ -293,10 +328,15 @@ pub fn fit_logistic_l2<R: AsRef<[f64]>>(
         rows.push(1.0);
         rows.extend(kept.iter().map(|&j| row[j]));
     }
-    let design = Design { rows, n, p };
+    let design = Design {
+        rows,
+        weights: weights.to_vec(),
+        n,
+        p,
+    };
 
     let mut beta = vec![0.0; p];
-    let mean_y = positives as f64 / n as f64;
+    let mean_y = positives / total;
     beta[0] = (mean_y / (1.0 - mean_y)).ln();
     let (mut obj, _) = design.objective(&beta, y, lambda);
     let mut converged = false;
@@ -512,6 +552,28 @@ mod tests {
             Ok(f) => assert!(!f.converged),
             Err(e) => panic!("unexpected {e}"),
         }
+    }
+
+    #[test]
+    fn grouped_weights_equal_the_full_fit() {
+        let (x, y) = dataset();
+        let full = fit_logistic_l2(&x, &y, 1.5, &LogisticOptions::default()).unwrap();
+        // Duplicate every row, then fit the originals with weight 2: same
+        // estimate as fitting the duplicated data.
+        let x2: Vec<Vec<f64>> = x.iter().chain(x.iter()).cloned().collect();
+        let y2: Vec<bool> = y.iter().chain(y.iter()).copied().collect();
+        let doubled = fit_logistic_l2(&x2, &y2, 1.5, &LogisticOptions::default()).unwrap();
+        let weighted = fit_logistic_l2_weighted(
+            &x,
+            &y,
+            &vec![2.0; x.len()],
+            1.5,
+            &LogisticOptions::default(),
+        )
+        .unwrap();
+        assert_close(&weighted.coefficients, &doubled.coefficients, 1e-9);
+        assert_close(&weighted.standard_errors, &doubled.standard_errors, 1e-9);
+        assert!(full.coefficients != weighted.coefficients);
     }
 
     #[test]

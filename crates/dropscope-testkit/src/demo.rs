@@ -590,7 +590,11 @@ impl Person {
         let planted_browser = BROWSERS[browser].0 == PLANTED_BROWSER;
         // sqrt(1/2) on each of the two later steps; renormalised so the
         // overall rates stay on target.
-        let browser_m = if planted_browser { 0.7071 } else { 1.0 } / 0.965;
+        let browser_m = if planted_browser {
+            std::f64::consts::FRAC_1_SQRT_2
+        } else {
+            1.0
+        } / 0.965;
         let started = r.chance(P_SIGNUP_STARTED);
         let completed = started && r.chance(P_SIGNUP_COMPLETED);
         let tutorial = completed && r.chance(P_TUTORIAL[plan]);
@@ -1224,7 +1228,11 @@ mod tests {
             ..DemoOptions::default()
         };
         let t = std::time::Instant::now();
-        let n = generate(&o).map(|r| std::hint::black_box(r)).count();
+        let mut n = 0usize;
+        for r in generate(&o) {
+            std::hint::black_box(&r);
+            n += 1;
+        }
         let secs = t.elapsed().as_secs_f64();
         println!(
             "{n} events in {secs:.2}s: {:.2} M events/s",
