@@ -38,9 +38,18 @@ enum Cmd {
         /// Approximate number of events.
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
-        /// Only generate, load and print (no web page; the server is not built yet).
+        /// Only generate, load and print; do not serve.
         #[arg(long)]
         no_serve: bool,
+        /// Address to serve on.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        addr: std::net::SocketAddr,
+    },
+    /// Serve the PostHog-compatible capture API and the query API
+    /// (crates/dropscope-server/README.md).
+    Serve {
+        #[command(flatten)]
+        cfg: dropscope_server::ServeConfig,
     },
     /// Import events and persons from JSONL or CSV files (format from the extension).
     Import {
@@ -132,6 +141,13 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DROPSCOPE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -255,12 +271,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Serve { cfg } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(dropscope_server::run(
+                cfg,
+                dropscope_server::shutdown_signal(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Demo {
             data,
             seed,
             events,
             no_serve,
-        } => demo(&data, seed, events, no_serve),
+            addr,
+        } => demo(&data, seed, events, no_serve, addr),
     }
 }
 
@@ -433,7 +458,13 @@ fn print_funnel(f: &FunnelResult) {
     }
 }
 
-fn demo(data: &Path, seed: u64, events: usize, no_serve: bool) -> Result<ExitCode> {
+fn demo(
+    data: &Path,
+    seed: u64,
+    events: usize,
+    no_serve: bool,
+    addr: std::net::SocketAddr,
+) -> Result<ExitCode> {
     let opts = dropscope_testkit::demo::DemoOptions {
         seed,
         events,
@@ -493,9 +524,32 @@ fn demo(data: &Path, seed: u64, events: usize, no_serve: bool) -> Result<ExitCod
         dropscope_testkit::demo::DEMO_FUNNEL.join(",")
     );
     if !no_serve {
+        let settings = dropscope_server::ServeConfig {
+            data: Some(data.to_path_buf()),
+            addr: Some(addr),
+            ..Default::default()
+        }
+        .resolve()?;
+        println!("\nserving on http://{addr}/  (Ctrl-C to stop)");
         println!(
-            "(the web page and HTTP API are not built yet: the funnel above is the demo's output)"
+            "  project token (capture, write-only): {}",
+            settings.project_token
         );
+        println!(
+            "  secret key (queries, web page):      {}",
+            settings.secret_key
+        );
+        println!(
+            "  try: curl -s -H 'Authorization: Bearer {}' http://{addr}/api/events",
+            settings.secret_key
+        );
+        let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+        let store = std::sync::Arc::new(store);
+        rt.block_on(dropscope_server::serve(
+            settings,
+            store,
+            dropscope_server::shutdown_signal(),
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -709,10 +709,7 @@ pub fn correlation_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError>
         let ctx = KeyCtx::new(plan, &o);
         (o, ctx)
     });
-    let event_id = match &pf.event {
-        Some(e) => Some(d.events.get(e)),
-        None => None,
-    };
+    let event_id = pf.event.as_ref().map(|e| d.events.get(e));
     if event_id.is_none() && pf.property.is_none() {
         return Err(QueryError::invalid(
             "persons_for",

@@ -220,7 +220,7 @@ fn curve_points(obs: &[(f64, bool)]) -> Vec<CurvePoint> {
                 .map(|p| CurvePoint {
                     seconds: p.time,
                     converted: 1.0 - p.survival,
-                    at_risk: p.at_risk as u64,
+                    at_risk: p.at_risk,
                 })
                 .collect()
         })

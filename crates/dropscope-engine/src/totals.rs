@@ -52,8 +52,8 @@ pub fn attempts(plan: &Plan<'_>, evs: &[MEvent]) -> Vec<Path> {
             while s < n {
                 if e.steps & (1 << s) != 0 {
                     let gap = e.ts - a.times[a.last];
-                    let ok = !shape.within[s].is_some_and(|w| gap > w)
-                        && !shape.min_gap[s].is_some_and(|g| gap < g);
+                    let ok = shape.within[s].is_none_or(|w| gap <= w)
+                        && shape.min_gap[s].is_none_or(|g| gap >= g);
                     if ok {
                         a.times[s] = e.ts;
                         a.rows[s] = row as u32;

@@ -232,7 +232,9 @@ fn actor_results(
     out
 }
 
-type Counts = HashMap<BdKey, BTreeMap<i64, (u64, u64)>>;
+/// Bucket start -> (entered, converted).
+type Buckets = BTreeMap<i64, (u64, u64)>;
+type Counts = HashMap<BdKey, Buckets>;
 
 /// Runs a funnel trends query.
 pub fn trends(plan: &Plan<'_>) -> Result<TrendsResult, QueryError> {
@@ -308,7 +310,7 @@ pub fn trends(plan: &Plan<'_>) -> Result<TrendsResult, QueryError> {
         });
     }
     // Merge keys by output value; order by total entered desc; limit truncates.
-    let mut merged: Vec<(Value, BTreeMap<i64, (u64, u64)>)> = Vec::new();
+    let mut merged: Vec<(Value, Buckets)> = Vec::new();
     for (k, m) in counts {
         let v = bd_value(plan, &k);
         if let Some((_, t)) = merged.iter_mut().find(|(x, _)| *x == v) {

@@ -73,9 +73,9 @@ pub fn run(shape: &Shape, evs: &[MEvent], attribution_step0: Option<u32>) -> Opt
         }
         // The matching step whose latest queued event is oldest.
         let mut target: Option<(i64, usize)> = None;
-        for s in 0..n {
+        for (s, q) in queues.iter().enumerate() {
             if e.steps & (1 << s) != 0 {
-                let last = queues[s].back().map_or(i64::MIN, |b| b.0);
+                let last = q.back().map_or(i64::MIN, |b| b.0);
                 if target.is_none_or(|(t, _)| last < t) {
                     target = Some((last, s));
                 }

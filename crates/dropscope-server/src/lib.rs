@@ -1,0 +1,545 @@
+//! dropscope-server: the HTTP server.
+//!
+//! - PostHog-compatible capture (`/capture/`, `/batch/`, `/e/`, `/i/v0/e/`,
+//!   `/track/`, plus `/decide/` and `/flags/` stubs), acknowledged once the
+//!   events are durable in the store's WAL (group commit across requests);
+//! - the query API (`POST /api/query`, pickers under `/api/`), behind the
+//!   secret key;
+//! - `/api/openapi.json`, `/healthz`, `/metrics`.
+//!
+//! Modules: [`config`] (flags, env, config file), [`capture`] (payload
+//! decoding and parsing, limits), [`error`] (the one mapping from error class
+//! to HTTP status), [`metrics`], [`pickers`], [`openapi`], [`http1`] (a tiny
+//! HTTP/1.1 client for tests and the capture benchmark).
+//!
+//! Entry points: [`run`] (open the store in the data dir, serve until
+//! `shutdown`, close), [`serve`] (serve an open store), [`spawn`] (serve in
+//! the background on an already bound port; tests), [`router`].
+
+pub mod capture;
+pub mod config;
+pub mod error;
+pub mod http1;
+pub mod metrics;
+pub mod openapi;
+pub mod pickers;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use dropscope_core::query::FunnelQuery;
+use dropscope_store::{Record, Store, StoreOptions};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+pub use config::{generate_token, Limits, ServeConfig, Settings};
+pub use error::ApiError;
+
+use capture::{CaptureInput, CaptureParams};
+use metrics::Metrics;
+use pickers::PickerParams;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    settings: Settings,
+    metrics: Metrics,
+    openapi: Bytes,
+}
+
+impl AppState {
+    pub fn new(settings: Settings, store: Arc<Store>) -> AppState {
+        let openapi = serde_json::to_vec_pretty(&openapi::document()).expect("openapi json");
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                metrics: Metrics::default(),
+                openapi: Bytes::from(openapi),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+}
+
+/// Every route.
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new();
+    for p in ["/capture", "/batch", "/e", "/i/v0/e", "/track"] {
+        r = r
+            .route(p, post(capture_handler))
+            .route(&format!("{p}/"), post(capture_handler));
+    }
+    for p in ["/decide", "/decide/", "/flags", "/flags/"] {
+        r = r.route(p, get(flags_handler).post(flags_handler));
+    }
+    r.route("/api/query", post(query_handler))
+        .route("/api/events", get(events_handler))
+        .route("/api/properties", get(properties_handler))
+        .route("/api/property_values", get(property_values_handler))
+        .route("/api/openapi.json", get(openapi_handler))
+        .route("/healthz", get(health_handler))
+        .route("/metrics", get(metrics_handler))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn log_request(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    if status >= 500 {
+        tracing::warn!(%method, %path, status, ms, "request failed");
+    } else {
+        tracing::debug!(%method, %path, status, ms, "request");
+    }
+    resp
+}
+
+/// Reads a body, refusing it as soon as it passes `max` bytes (by
+/// `Content-Length` before reading, else while streaming).
+async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared {
+        if n > max as u64 {
+            return Err(ApiError::limit(
+                error::Limit::MaxBodyBytes,
+                max,
+                format_args!("request body ({n} bytes)"),
+            ));
+        }
+    }
+    let mut out = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::Decode(format!("error reading the body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > max {
+                return Err(ApiError::limit(
+                    error::Limit::MaxBodyBytes,
+                    max,
+                    "request body",
+                ));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn capture_handler(
+    State(st): State<AppState>,
+    params: Result<Query<CaptureParams>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let start = Instant::now();
+    let m = &st.inner.metrics;
+    m.capture_requests.fetch_add(1, Ordering::Relaxed);
+    match capture(&st, params, &headers, body).await {
+        Ok(()) => {
+            m.capture_latency.observe(start.elapsed());
+            (StatusCode::OK, Json(json!({"status": 1}))).into_response()
+        }
+        Err((e, n)) => {
+            m.reject(e.code(), n);
+            e.into_response()
+        }
+    }
+}
+
+async fn capture(
+    st: &AppState,
+    params: Result<Query<CaptureParams>, QueryRejection>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), (ApiError, usize)> {
+    let s = &st.inner.settings;
+    let Query(params) = params.map_err(|e| (ApiError::Decode(e.body_text()), 0))?;
+    let raw = read_body(headers, body, s.limits.max_body_bytes)
+        .await
+        .map_err(|e| (e, 0))?;
+    let input = CaptureInput {
+        body: &raw,
+        content_type: header_str(headers, header::CONTENT_TYPE),
+        content_encoding: header_str(headers, header::CONTENT_ENCODING),
+        params: &params,
+    };
+    let captured =
+        capture::parse_capture(input, &s.limits, capture::now_ms()).map_err(|e| (e, 0))?;
+    let n = captured.events.len();
+    if captured.tokens.is_empty() {
+        return Err((ApiError::NoToken, n));
+    }
+    if captured.tokens.iter().any(|t| *t != s.project_token) {
+        return Err((ApiError::BadToken, n));
+    }
+    let records: Vec<Record> = captured.events.into_iter().map(Record::Event).collect();
+    let store = st.inner.store.clone();
+    let t = Instant::now();
+    let res = tokio::task::spawn_blocking(move || store.append(&records))
+        .await
+        .map_err(|e| (ApiError::Internal(format!("append task failed: {e}")), n))?;
+    let stats = res.map_err(|e| (ApiError::from(e), n))?;
+    let m = &st.inner.metrics;
+    m.append_latency.observe(t.elapsed());
+    m.events_accepted.fetch_add(stats.stored, Ordering::Relaxed);
+    m.events_duplicate
+        .fetch_add(stats.duplicates, Ordering::Relaxed);
+    Ok(())
+}
+
+/// A minimal `/decide/` / `/flags/` answer: no flags, no recordings.
+async fn flags_handler() -> Json<Value> {
+    Json(json!({
+        "config": {"enable_collect_everything": true},
+        "featureFlags": {},
+        "featureFlagPayloads": {},
+        "flags": {},
+        "errorsWhileComputingFlags": false,
+        "quotaLimited": [],
+        "sessionRecording": false,
+        "supportedCompression": ["gzip", "gzip-js"],
+        "requestId": uuid::Uuid::new_v4().to_string(),
+    }))
+}
+
+/// The query API's authentication: `Authorization: Bearer <secret key>`.
+fn check_secret(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let s = &st.inner.settings;
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::Unauthorized(
+            "missing `Authorization: Bearer <secret key>` header".into(),
+        ));
+    };
+    let v = v.to_str().unwrap_or("");
+    let key = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be `Bearer <secret key>`".into())
+        })?;
+    if constant_time_eq(key.as_bytes(), s.secret_key.as_bytes()) {
+        return Ok(());
+    }
+    if constant_time_eq(key.as_bytes(), s.project_token.as_bytes()) {
+        return Err(ApiError::Forbidden);
+    }
+    Err(ApiError::Unauthorized("invalid secret key".into()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn kind_name(q: &FunnelQuery) -> String {
+    serde_json::to_value(q.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Parses `{"query": {...}}`.
+pub fn parse_query_body(body: &[u8]) -> Result<FunnelQuery, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ApiError::Decode(format!(
+            "body is not valid UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        ))
+    })?;
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| ApiError::Decode(format!("malformed JSON: {e}")))?;
+    let Value::Object(mut m) = v else {
+        return Err(ApiError::Invalid(
+            "the body must be an object `{\"query\": {...}}`".into(),
+        ));
+    };
+    if let Some(k) = m.keys().find(|k| *k != "query") {
+        return Err(ApiError::Invalid(format!(
+            "unknown field `{k}` in the body, expected only `query`"
+        )));
+    }
+    let q = m
+        .remove("query")
+        .ok_or_else(|| ApiError::Invalid("missing field `query`".into()))?;
+    Ok(FunnelQuery::from_json(q)?)
+}
+
+async fn query_handler(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match query(&st, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn query(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    check_secret(st, headers)?;
+    let raw = read_body(headers, body, st.inner.settings.limits.max_body_bytes).await?;
+    let q = parse_query_body(&raw)?;
+    let kind = kind_name(&q);
+    let store = st.inner.store.clone();
+    let start = Instant::now();
+    let res = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+        let snap = store.snapshot()?;
+        let r = dropscope_engine::run_query(&snap, &q)?;
+        serde_json::to_vec(&r).map_err(|e| ApiError::Internal(e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("query task failed: {e}")))?;
+    st.inner.metrics.query(&kind, start.elapsed(), res.is_ok());
+    let bytes = res?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+async fn picker<T: serde::Serialize + Send + 'static>(
+    st: AppState,
+    headers: HeaderMap,
+    params: Result<Query<PickerParams>, QueryRejection>,
+    f: fn(&dropscope_store::Snapshot, &PickerParams) -> Result<T, ApiError>,
+) -> Response {
+    let run = async {
+        check_secret(&st, &headers)?;
+        let Query(p) = params.map_err(|e| ApiError::Invalid(e.body_text()))?;
+        let store = st.inner.store.clone();
+        let r = tokio::task::spawn_blocking(move || -> Result<T, ApiError> {
+            let snap = store.snapshot()?;
+            f(&snap, &p)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("task failed: {e}")))??;
+        Ok::<_, ApiError>(Json(r).into_response())
+    };
+    match run.await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn events_handler(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<PickerParams>, QueryRejection>,
+) -> Response {
+    picker(st, headers, params, pickers::events).await
+}
+
+async fn properties_handler(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<PickerParams>, QueryRejection>,
+) -> Response {
+    picker(st, headers, params, pickers::properties).await
+}
+
+async fn property_values_handler(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<PickerParams>, QueryRejection>,
+) -> Response {
+    picker(st, headers, params, pickers::property_values).await
+}
+
+async fn openapi_handler(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        st.inner.openapi.clone(),
+    )
+        .into_response()
+}
+
+async fn health_handler(State(st): State<AppState>) -> Response {
+    match st.inner.store.stats() {
+        Ok(s) if s.background_error.is_none() => {
+            Json(json!({"status": "ok", "events": s.events})).into_response()
+        }
+        Ok(s) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "error", "detail": s.background_error})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "error", "detail": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_handler(State(st): State<AppState>) -> Response {
+    let stats = st.inner.store.stats().ok();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.inner.metrics.render(stats.as_ref()),
+    )
+        .into_response()
+}
+
+/// Serves on a bound listener until `shutdown` completes; in-flight
+/// requests finish (and their events are acknowledged) before it returns.
+pub async fn serve_on(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server failed")
+}
+
+/// Binds `settings.addr` and serves `store` until `shutdown`.
+pub async fn serve(
+    settings: Settings,
+    store: Arc<Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(settings.addr)
+        .await
+        .with_context(|| format!("binding {}", settings.addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, project_token = %settings.project_token, "dropscope server listening");
+    serve_on(listener, AppState::new(settings, store), shutdown).await?;
+    tracing::info!("dropscope server stopped");
+    Ok(())
+}
+
+/// Resolves `cfg`, opens the store in the data directory, serves until
+/// `shutdown`, then closes the store. What `dropscope serve` runs.
+pub async fn run(
+    cfg: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let settings = cfg.resolve()?;
+    let dir = settings
+        .data
+        .clone()
+        .context("--data (or DROPSCOPE_DATA, or `data` in the config file) is required")?;
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, StoreOptions::default()))
+        .await?
+        .context("opening the store")?;
+    if let Some(r) = store.open_report() {
+        tracing::info!(
+            events = r.events_loaded,
+            segments = r.segments_loaded,
+            wal_records = r.wal_records_replayed,
+            truncated_wal_bytes = r.truncated_wal_bytes,
+            "store opened"
+        );
+    }
+    let store = Arc::new(store);
+    serve(settings, store.clone(), shutdown).await?;
+    match Arc::try_unwrap(store) {
+        Ok(s) => tokio::task::spawn_blocking(move || s.close())
+            .await?
+            .context("closing the store")?,
+        Err(_) => tracing::warn!("store still shared at shutdown; not closed explicitly"),
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// A server running in the background (tests, benchmarks).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Graceful shutdown; waits until the server has stopped.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await?
+    }
+}
+
+/// Binds `settings.addr` (port 0 picks a free port) and serves in a
+/// background task.
+pub async fn spawn(settings: Settings, store: Arc<Store>) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(settings.addr).await?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(settings, store);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve_on(listener, state.clone(), async move {
+        let _ = rx.await;
+    }));
+    Ok(Running {
+        addr,
+        state,
+        stop: Some(tx),
+        task,
+    })
+}
