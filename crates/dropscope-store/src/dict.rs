@@ -10,7 +10,9 @@
 //! bool, `z` null, `j` any other JSON, as text), the rest is the value's
 //! string form (PostHog compares values by their string form).
 
-use std::collections::HashMap;
+// FxHash: interning is on the ingest hot path and keys are not
+// attacker-chosen hash-flooding targets worth SipHash's cost here.
+use rustc_hash::FxHashMap as HashMap;
 
 use serde_json::Value;
 
@@ -53,6 +55,51 @@ impl Interner {
             .iter()
             .enumerate()
             .map(|(i, s)| (i as u32, &**s))
+    }
+}
+
+impl Interner {
+    /// Interns the tagged text of a JSON value without allocating when the
+    /// value is already known.
+    pub fn intern_value(&mut self, v: &Value) -> u32 {
+        thread_local! {
+            static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            b.clear();
+            write_value(&mut b, v);
+            self.intern(&b)
+        })
+    }
+}
+
+fn write_value(out: &mut String, v: &Value) {
+    use std::fmt::Write;
+    match v {
+        Value::String(s) => {
+            out.push('s');
+            out.push_str(s);
+        }
+        Value::Number(n) => {
+            out.push('n');
+            if let Some(i) = n.as_i64() {
+                let _ = write!(out, "{i}");
+            } else if let Some(u) = n.as_u64() {
+                let _ = write!(out, "{u}");
+            } else {
+                out.push_str(&dropscope_core::event::value_string_form(v));
+            }
+        }
+        Value::Bool(b) => {
+            out.push('b');
+            out.push_str(if *b { "true" } else { "false" });
+        }
+        Value::Null => out.push('z'),
+        other => {
+            out.push('j');
+            let _ = write!(out, "{other}");
+        }
     }
 }
 
@@ -125,6 +172,9 @@ mod tests {
         ] {
             let t = encode_value(&v);
             assert_eq!(decode_value(&t), v, "{t}");
+            let mut i = Interner::default();
+            let id = i.intern_value(&v);
+            assert_eq!(i.resolve(id), t, "intern_value agrees with encode_value");
         }
         assert_eq!(value_str(&encode_value(&json!(95))), "95");
         assert_eq!(value_str(&encode_value(&json!(null))), "");

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::dict::{encode_value, Dicts};
+use crate::dict::Dicts;
 
 /// One person (only meaningful at a union-find root).
 #[derive(Debug, Clone, Default)]
@@ -123,7 +123,7 @@ impl Identity {
         let r = self.root(p) as usize;
         for (k, v) in props {
             let k = dicts.keys.intern(k);
-            let v = dicts.values.intern(&encode_value(v));
+            let v = dicts.values.intern_value(v);
             self.persons[r].set(k, v, once);
         }
     }

@@ -4,7 +4,7 @@
 //! records; recovery replays them through [`State::apply`], so the live path
 //! and the recovery path are the same code.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use dropscope_core::event::{CohortRecord, Event, GroupRecord, PersonRecord};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::columns::{EventColumns, Run};
-use crate::dict::{encode_value, Dicts};
+use crate::dict::Dicts;
 use crate::identity::Identity;
 use crate::snapshot::{GroupData, Snapshot};
 
@@ -43,7 +43,7 @@ pub struct State {
     pub cohorts: Arc<Vec<CohortRecord>>,
     pub runs: Vec<Arc<Run>>,
     pub memtable: EventColumns,
-    pub uuids: HashSet<u128>,
+    pub uuids: rustc_hash::FxHashSet<u128>,
     pub next_seq: u64,
     pub earliest: Option<i64>,
     cached: Option<Snapshot>,
@@ -112,7 +112,7 @@ impl State {
             .or_default();
         for (k, v) in &g.properties {
             let k = dicts.keys.intern(k);
-            let v = dicts.values.intern(&encode_value(v));
+            let v = dicts.values.intern_value(v);
             match props.binary_search_by_key(&k, |(a, _)| *a) {
                 Ok(i) => props[i].1 = v,
                 Err(i) => props.insert(i, (k, v)),
@@ -204,7 +204,7 @@ impl State {
                     if let Some(Value::Object(set)) = e.properties.get("$group_set") {
                         for (k, v) in set {
                             let k = dicts.keys.intern(k);
-                            let v = dicts.values.intern(&encode_value(v));
+                            let v = dicts.values.intern_value(v);
                             match props.binary_search_by_key(&k, |(a, _)| *a) {
                                 Ok(i) => props[i].1 = v,
                                 Err(i) => props.insert(i, (k, v)),
@@ -221,7 +221,7 @@ impl State {
         let ev = dicts.events.intern(&e.event);
         let mut kv: Vec<(u32, u32)> = Vec::with_capacity(e.properties.len() + extra.len());
         for (k, v) in e.properties.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
-            kv.push((dicts.keys.intern(k), dicts.values.intern(&encode_value(v))));
+            kv.push((dicts.keys.intern(k), dicts.values.intern_value(v)));
         }
         let seq = self.next_seq;
         self.next_seq += 1;
