@@ -143,8 +143,9 @@ enum Cmd {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DROPSCOPE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("DROPSCOPE_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,dropscope_server=info")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -293,9 +294,11 @@ fn cases(dir: &Path, backend: &str, filter: Option<&str>) -> Result<ExitCode> {
     if backend != "embedded" {
         bail!("unknown backend {backend:?}: only `embedded` is available in this build");
     }
-    let outcomes =
-        dropscope_testkit::run_dir(dir, || Box::new(dropscope_testkit::Embedded::default()))
-            .with_context(|| format!("reading cases from {}", dir.display()))?;
+    let outcomes = dropscope_testkit::run_dir(dir, || {
+        dropscope_testkit::Embedded::durable()
+            .map(|b| Box::new(b) as Box<dyn dropscope_testkit::Backend>)
+    })
+    .with_context(|| format!("reading cases from {}", dir.display()))?;
     let (mut passed, mut failed) = (0, 0);
     for o in outcomes
         .iter()

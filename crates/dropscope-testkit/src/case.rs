@@ -3,9 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use dropscope_core::event::{
-    content_uuid, CohortRecord, Event, GroupRecord, PersonRecord, ELEMENTS_KEY,
-};
+use dropscope_core::event::{content_uuid, format_uuid, CohortRecord, GroupRecord, PersonRecord};
 use dropscope_core::query::{FunnelQuery, PersonsFor, Window};
 use dropscope_core::result::QueryResult;
 use dropscope_core::time::parse_event_timestamp;
@@ -21,14 +19,36 @@ pub trait Backend {
 }
 
 /// The embedded backend over an in-memory store.
+/// The embedded backend: a fresh durable store in a temporary folder (the
+/// same WAL, segment and recovery code as `dropscope import`; fsync off since
+/// the folder is thrown away), or an in-memory store.
 pub struct Embedded {
     store: Store,
+    _dir: Option<tempfile::TempDir>,
 }
 
-impl Default for Embedded {
-    fn default() -> Self {
+impl Embedded {
+    /// A fresh durable store in a temporary folder.
+    pub fn durable() -> Result<Embedded, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary folder: {e}"))?;
+        let opts = dropscope_store::StoreOptions {
+            fsync: false,
+            background_compaction: false,
+            ..Default::default()
+        };
+        let store = Store::open(dir.path(), opts)
+            .map_err(|e| format!("opening a store in {}: {e}", dir.path().display()))?;
+        Ok(Embedded {
+            store,
+            _dir: Some(dir),
+        })
+    }
+
+    /// An in-memory store (unit tests).
+    pub fn in_memory() -> Embedded {
         Embedded {
             store: Store::in_memory(),
+            _dir: None,
         }
     }
 }
@@ -80,11 +100,6 @@ pub fn case_records(case: &Value) -> Result<Vec<Record>, String> {
             .ok_or(format!("events[{i}].event: missing"))?;
         let ts = parse_event_timestamp(&e["timestamp"])
             .ok_or(format!("events[{i}].timestamp: not a timestamp"))?;
-        let mut props: Map<String, Value> =
-            e["properties"].as_object().cloned().unwrap_or_default();
-        if let Some(els) = e.get("elements").filter(|v| v.is_array()) {
-            props.insert(ELEMENTS_KEY.into(), els.clone());
-        }
         if let Some(pid) = e.get("person_id").and_then(Value::as_str) {
             if !known_dids.contains(did) {
                 known_dids.insert(did.to_string());
@@ -95,13 +110,23 @@ pub fn case_records(case: &Value) -> Result<Vec<Record>, String> {
                 }));
             }
         }
-        out.push(Record::Event(Event {
-            uuid: content_uuid(name, did, ts, i as u64),
-            event: name.to_string(),
-            distinct_id: did.to_string(),
-            timestamp: ts,
-            properties: props,
-        }));
+        // Through the import parser, as `dropscope import` reads a line. The
+        // uuid includes the event's position: identical events in a case
+        // (ties made with freeze_time) are distinct events.
+        let mut line = json!({
+            "uuid": format_uuid(content_uuid(name, did, ts, i as u64)),
+            "event": name,
+            "distinct_id": did,
+            "timestamp": e["timestamp"],
+            "properties": e.get("properties").cloned().unwrap_or(json!({})),
+        });
+        if let Some(els) = e.get("elements").filter(|v| v.is_array()) {
+            line["elements"] = els.clone();
+        }
+        out.push(
+            dropscope_io::parse_json_record(line, i as u64 + 1)
+                .map_err(|e| format!("events[{i}]: {e}"))?,
+        );
     }
     Ok(out)
 }

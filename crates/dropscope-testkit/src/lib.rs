@@ -13,7 +13,7 @@ pub use case::{run_case, Backend, Embedded, Outcome};
 /// Runs every `*.json` case in `dir` (sorted by name) on fresh backends.
 pub fn run_dir(
     dir: &Path,
-    mut make: impl FnMut() -> Box<dyn Backend>,
+    mut make: impl FnMut() -> Result<Box<dyn Backend>, String>,
 ) -> std::io::Result<Vec<Outcome>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -29,10 +29,14 @@ pub fn run_dir(
             .unwrap_or("?")
             .to_string();
         match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(case) => {
-                let mut b = make();
-                out.push(run_case(&case, b.as_mut()));
-            }
+            Ok(case) => match make() {
+                Ok(mut b) => out.push(run_case(&case, b.as_mut())),
+                Err(e) => out.push(Outcome {
+                    id,
+                    passed: false,
+                    detail: format!("backend: {e}"),
+                }),
+            },
             Err(e) => out.push(Outcome {
                 id,
                 passed: false,
