@@ -462,6 +462,26 @@ impl<'s> Plan<'s> {
         scratch: &mut Scratch,
         out: &mut Vec<(BdKey, Path)>,
     ) {
+        self.attributed(actor, scratch, out, |evs, c| self.run_funnel(evs, c));
+    }
+
+    /// Runs `run` over a prepared actor once per breakdown value the
+    /// attribution gives it (SEMANTICS.md rule 12), collecting
+    /// (value, result):
+    /// - no breakdown: once, under `BdKey::None`;
+    /// - cohorts: once, under every cohort the actor belongs to;
+    /// - `first_touch` / `last_touch`: once over all events, under the value
+    ///   of the earliest / latest event the funnel reads that has one;
+    /// - `all_events`: once per value, over the events carrying it;
+    /// - `step` N: once per value of the actor's step-N events, with the
+    ///   event used as step N constrained to carry it.
+    pub fn attributed<T: Clone>(
+        &self,
+        actor: &Actor<'_>,
+        scratch: &mut Scratch,
+        out: &mut Vec<(BdKey, T)>,
+        run: impl Fn(&[MEvent], Option<StepConstraint>) -> Option<T>,
+    ) {
         out.clear();
         let Scratch {
             evs,
@@ -470,13 +490,13 @@ impl<'s> Plan<'s> {
             ..
         } = scratch;
         let Some(b) = &self.breakdown else {
-            if let Some(p) = self.run_funnel(evs, None) {
+            if let Some(p) = run(evs, None) {
                 out.push((BdKey::None, p));
             }
             return;
         };
         if b.kind == BreakdownType::Cohort {
-            let Some(p) = self.run_funnel(evs, None) else {
+            let Some(p) = run(evs, None) else {
                 return;
             };
             let person = if actor.is_person {
@@ -487,7 +507,7 @@ impl<'s> Plan<'s> {
             };
             for (id, members) in &b.cohorts {
                 if members.as_ref().is_none_or(|m| m.contains(&person)) {
-                    out.push((BdKey::Cohort(*id), p));
+                    out.push((BdKey::Cohort(*id), p.clone()));
                 }
             }
             return;
@@ -507,7 +527,7 @@ impl<'s> Plan<'s> {
                     Some(e) => bd_values[e.bd as usize].clone(),
                     None => BdKey::Values(vec![u32::MAX; b.keys.len().max(1)]),
                 };
-                if let Some(p) = self.run_funnel(evs, None) {
+                if let Some(p) = run(evs, None) {
                     out.push((key, p));
                 }
             }
@@ -515,7 +535,7 @@ impl<'s> Plan<'s> {
                 for (vi, key) in bd_values.iter().enumerate() {
                     sub.clear();
                     sub.extend(evs.iter().filter(|e| e.bd == vi as u32));
-                    if let Some(p) = self.run_funnel(sub, None) {
+                    if let Some(p) = run(sub, None) {
                         out.push((key.clone(), p));
                     }
                 }
@@ -530,7 +550,7 @@ impl<'s> Plan<'s> {
                 }
                 for bd in seen {
                     let c = StepConstraint { step, bd };
-                    if let Some(p) = self.run_funnel(evs, Some(c)) {
+                    if let Some(p) = run(evs, Some(c)) {
                         out.push((bd_values[bd as usize].clone(), p));
                     }
                 }

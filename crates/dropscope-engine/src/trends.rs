@@ -174,61 +174,17 @@ fn unordered_buckets(
     results
 }
 
-/// Per-actor bucket results under each breakdown key.
+/// Per-actor bucket results under each breakdown key (the attribution of
+/// the steps view, with the bucket walk in place of the funnel walk).
 fn actor_results(
     plan: &Plan<'_>,
+    actor: &crate::plan::Actor<'_>,
     scratch: &mut crate::plan::Scratch,
 ) -> Vec<(BdKey, BTreeMap<i64, Outcome>)> {
     let mut out = Vec::new();
-    let Some(b) = &plan.breakdown else {
-        out.push((BdKey::None, actor_buckets(plan, &scratch.evs, None)));
-        return out;
-    };
-    use dropscope_core::query::{Attribution, BreakdownType};
-    if b.kind == BreakdownType::Cohort {
-        // Cohorts are handled by the caller through actor_paths' logic.
-        return out;
-    }
-    match b.attribution {
-        Attribution::AllEvents => {
-            for (vi, key) in scratch.bd_values.iter().enumerate() {
-                scratch.sub.clear();
-                scratch
-                    .sub
-                    .extend(scratch.evs.iter().filter(|e| e.bd == vi as u32));
-                out.push((key.clone(), actor_buckets(plan, &scratch.sub, None)));
-            }
-        }
-        Attribution::Step => {
-            let step = b.attribution_step;
-            let mut seen: Vec<u32> = Vec::new();
-            for e in scratch.evs.iter() {
-                if e.steps & (1 << step) != 0 && !seen.contains(&e.bd) {
-                    seen.push(e.bd);
-                }
-            }
-            for bd in seen {
-                out.push((
-                    scratch.bd_values[bd as usize].clone(),
-                    actor_buckets(plan, &scratch.evs, Some((step, bd))),
-                ));
-            }
-        }
-        _ => {
-            let first = b.attribution == Attribution::FirstTouch;
-            let pick =
-                |e: &&MEvent| e.steps != 0 && !plan.bd_is_empty(&scratch.bd_values[e.bd as usize]);
-            let chosen = if first {
-                scratch.evs.iter().find(pick)
-            } else {
-                scratch.evs.iter().rev().find(pick)
-            };
-            let key = chosen
-                .map(|e| scratch.bd_values[e.bd as usize].clone())
-                .unwrap_or_else(|| BdKey::Values(vec![u32::MAX; b.keys.len().max(1)]));
-            out.push((key, actor_buckets(plan, &scratch.evs, None)));
-        }
-    }
+    plan.attributed(actor, scratch, &mut out, |evs, c| {
+        Some(actor_buckets(plan, evs, c.map(|c| (c.step, c.bd))))
+    });
     out
 }
 
@@ -247,20 +203,7 @@ pub fn trends(plan: &Plan<'_>) -> Result<TrendsResult, QueryError> {
             if scratch.evs.is_empty() {
                 return;
             }
-            let mut res = actor_results(plan, scratch);
-            if let Some(b) = &plan.breakdown {
-                if b.kind == dropscope_core::query::BreakdownType::Cohort {
-                    let r = actor_buckets(plan, &scratch.evs, None);
-                    for (id, members) in &b.cohorts {
-                        if members
-                            .as_ref()
-                            .is_none_or(|m| actor.is_person && m.contains(&actor.id))
-                        {
-                            res.push((BdKey::Cohort(*id), r.clone()));
-                        }
-                    }
-                }
-            }
+            let res = actor_results(plan, actor, scratch);
             for (k, r) in res {
                 let m = acc.entry(k).or_default();
                 for (b, o) in r {
@@ -382,7 +325,7 @@ pub fn trend_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError> {
             if scratch.evs.is_empty() {
                 return;
             }
-            for (k, r) in actor_results(plan, scratch) {
+            for (k, r) in actor_results(plan, actor, scratch) {
                 if let Some(w) = &want_bd {
                     if !bd_matches(w, &bd_value(plan, &k)) {
                         continue;
