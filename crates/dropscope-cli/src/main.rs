@@ -66,7 +66,7 @@ enum Cmd {
     Export {
         #[arg(long)]
         data: PathBuf,
-        /// `jsonl` (Parquet is not built yet).
+        /// `jsonl` or `parquet` (Parquet needs `-o FILE`).
         #[arg(long, default_value = "jsonl")]
         format: String,
         /// Output file (default: standard output).
@@ -199,9 +199,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             output,
         } => {
-            if format != "jsonl" {
-                bail!("unknown export format {format:?}: `jsonl` is available (Parquet is not built yet)");
+            if format != "jsonl" && format != "parquet" {
+                bail!("unknown export format {format:?}: use jsonl or parquet");
             }
+            if format == "parquet" {
+                let out = output.as_ref().context("--format parquet needs -o FILE")?;
+                let store = open_store(&data)?;
+                let n = dropscope_io::parquet::write_events_parquet(out, &store.snapshot()?)
+                    .map_err(anyhow::Error::msg)?;
+                eprintln!("exported {n} events to {}", out.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+
             let store = open_store(&data)?;
             let snap = store.snapshot()?;
             let mut w: Box<dyn Write> = match &output {
@@ -321,8 +330,12 @@ fn cases(dir: &Path, backend: &str, filter: Option<&str>) -> Result<ExitCode> {
 }
 
 fn import_file(store: &Store, f: &Path, strict: bool) -> Result<()> {
-    let format = dropscope_io::Format::from_path(f)
-        .with_context(|| format!("{}: unknown format (use .jsonl or .csv)", f.display()))?;
+    let format = dropscope_io::Format::from_path(f).with_context(|| {
+        format!(
+            "{}: unknown format (use .jsonl, .ndjson, .json, .csv or .parquet)",
+            f.display()
+        )
+    })?;
     let file = File::open(f).with_context(|| format!("opening {}", f.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = indicatif::ProgressBar::new(size);
@@ -335,28 +348,29 @@ fn import_file(store: &Store, f: &Path, strict: bool) -> Result<()> {
     bar.set_message(f.display().to_string());
     let t = Instant::now();
     let (mut stored, mut dups, mut bad_count) = (0u64, 0u64, 0u64);
-    let reader = BufReader::with_capacity(1 << 20, bar.wrap_read(file));
-    let res = dropscope_io::read_records(
-        reader,
-        format,
-        10_000,
-        |batch| {
-            let s = store.append(&batch).map_err(|e| e.to_string())?;
-            stored += s.stored;
-            dups += s.duplicates;
-            Ok(())
-        },
-        |e| {
-            bad_count += 1;
-            if strict {
-                return Err(format!("{}: {e} (--strict: aborting)", f.display()));
-            }
-            if bad_count <= 10 {
-                bar.suspend(|| eprintln!("{}: rejected {e}", f.display()));
-            }
-            Ok(())
-        },
-    );
+    let sink = |batch: Vec<dropscope_store::Record>| {
+        let s = store.append(&batch).map_err(|e| e.to_string())?;
+        stored += s.stored;
+        dups += s.duplicates;
+        Ok(())
+    };
+    let bad = |e: dropscope_io::LineError| {
+        bad_count += 1;
+        if strict {
+            return Err(format!("{}: {e} (--strict: aborting)", f.display()));
+        }
+        if bad_count <= 10 {
+            bar.suspend(|| eprintln!("{}: rejected {e}", f.display()));
+        }
+        Ok(())
+    };
+    let res = if format == dropscope_io::Format::Parquet {
+        drop(file);
+        dropscope_io::parquet::read_parquet(f, 10_000, sink, bad)
+    } else {
+        let reader = BufReader::with_capacity(1 << 20, bar.wrap_read(file));
+        dropscope_io::read_records(reader, format, 10_000, sink, bad)
+    };
     bar.finish_and_clear();
     let (lines, _) = res.map_err(anyhow::Error::msg)?;
     let secs = t.elapsed().as_secs_f64().max(1e-9);
