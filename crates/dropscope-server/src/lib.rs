@@ -23,6 +23,7 @@ pub mod http1;
 pub mod metrics;
 pub mod openapi;
 pub mod pickers;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -109,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi_handler))
         .route("/healthz", get(health_handler))
         .route("/metrics", get(metrics_handler))
+        .merge(web::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(middleware::from_fn(log_request))
         .with_state(state)
