@@ -21,7 +21,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "build"
 cargo build --workspace --all-targets
 
-step "unit, integration and property tests"
+step "unit, integration and property tests (a real ClickHouse, the real PostHog SDKs and chromium are installed and started by the tests)"
+trap 'bash scripts/clickhouse.sh stop >/dev/null 2>&1 || true' EXIT
 cargo test --workspace
 
 step "acceptance cases ($CASES_DIR)"

@@ -1,0 +1,562 @@
+//! dropscope-clickhouse: a [`Backend`] that keeps events in ClickHouse and
+//! answers funnel queries with the aggregation done inside ClickHouse.
+//!
+//! First step of "scale out on ClickHouse" (see README.md): schema and
+//! migrations, batched inserts over the HTTP interface, and the `funnel`
+//! steps view for ordered funnels with event-property filters and an
+//! event-property breakdown (first/last touch). Everything else is refused
+//! with [`QueryError::Unsupported`], never answered approximately.
+
+pub mod http;
+pub mod identity;
+pub mod sql;
+
+use std::collections::{HashMap, HashSet};
+
+use dropscope_core::query::{
+    Attribution, BreakdownType, Counting, FunnelOrder, FunnelQuery, QueryKind, StepMath, Window,
+};
+use dropscope_core::result::{BreakdownRow, FunnelResult, QueryResult, StepResult};
+use dropscope_core::time::resolve_range;
+use dropscope_core::QueryError;
+use dropscope_store::Record;
+use dropscope_testkit::Backend;
+use serde_json::{json, Value};
+
+pub use http::Http;
+use identity::Identity;
+use sql::{check_ident, quote_str, FunnelSpec, Touch};
+
+/// Rows per INSERT request.
+pub const INSERT_BATCH: usize = 10_000;
+
+/// Schema migrations, applied in order; each version once per database.
+pub const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE IF NOT EXISTS {db}.events (\
+           uuid String, \
+           event String, \
+           distinct_id String, \
+           person_id UInt64, \
+           timestamp Int64, \
+           seq UInt64, \
+           prop_keys Array(String), \
+           prop_values Array(String)\
+         ) ENGINE = MergeTree() \
+         PARTITION BY toYYYYMM(toDate(toDateTime(intDiv(greatest(timestamp, 0), 1000)))) \
+         ORDER BY (person_id, timestamp, seq)",
+    ),
+    (
+        2,
+        "CREATE TABLE IF NOT EXISTS {db}.person_overrides (\
+           distinct_id String, \
+           person_id UInt64, \
+           version UInt64\
+         ) ENGINE = ReplacingMergeTree(version) ORDER BY distinct_id",
+    ),
+    (
+        3,
+        "CREATE TABLE IF NOT EXISTS {db}.distinct_ids (\
+           distinct_id String, \
+           own_id UInt64\
+         ) ENGINE = ReplacingMergeTree() ORDER BY distinct_id",
+    ),
+];
+
+/// A ClickHouse database holding one dropscope project.
+pub struct ClickHouse {
+    http: Http,
+    db: String,
+    identity: Identity,
+    /// Next ingest sequence number (ties between equal timestamps).
+    seq: u64,
+    /// Overrides version counter.
+    version: u64,
+    /// Event uuids stored by this process (duplicates are skipped).
+    uuids: HashSet<u128>,
+}
+
+impl ClickHouse {
+    /// Connects to `url` (`http://host:port`), creates database `db` if
+    /// needed, applies pending migrations and restores the identity state.
+    pub fn open(url: &str, db: &str) -> Result<ClickHouse, String> {
+        let http = Http::new(url)?;
+        let db = check_ident(db)?.to_string();
+        let mut ch = ClickHouse {
+            http,
+            db,
+            identity: Identity::default(),
+            seq: 0,
+            version: 0,
+            uuids: HashSet::new(),
+        };
+        ch.migrate()?;
+        ch.restore()?;
+        Ok(ch)
+    }
+
+    pub fn database(&self) -> &str {
+        &self.db
+    }
+
+    /// Runs a statement; returns its output.
+    pub fn execute(&self, sql: &str) -> Result<String, String> {
+        self.http.post(
+            &[
+                ("database", "default"),
+                ("output_format_json_quote_64bit_integers", "0"),
+            ],
+            sql.as_bytes(),
+        )
+    }
+
+    /// Runs a `FORMAT JSON` query and parses the answer.
+    fn select_json(&self, sql: &str) -> Result<Value, String> {
+        let text = self.execute(sql)?;
+        serde_json::from_str(&text).map_err(|e| format!("ClickHouse answer is not JSON: {e}"))
+    }
+
+    /// Creates the database and applies the migrations it lacks.
+    pub fn migrate(&self) -> Result<(), String> {
+        let db = &self.db;
+        self.execute(&format!("CREATE DATABASE IF NOT EXISTS {db}"))?;
+        self.execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, applied_at DateTime DEFAULT now()) ENGINE = TinyLog"
+        ))?;
+        let done = self.select_json(&format!(
+            "SELECT version FROM {db}.schema_migrations FORMAT JSON"
+        ))?;
+        let done: HashSet<u64> = done["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["version"].as_u64())
+            .collect();
+        for (v, stmt) in MIGRATIONS {
+            if done.contains(&u64::from(*v)) {
+                continue;
+            }
+            self.execute(&stmt.replace("{db}", db))
+                .map_err(|e| format!("migration {v}: {e}"))?;
+            self.execute(&format!(
+                "INSERT INTO {db}.schema_migrations (version) VALUES ({v})"
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds identity, sequence and version counters from the database
+    /// (so another process can keep loading into it).
+    fn restore(&mut self) -> Result<(), String> {
+        let db = &self.db;
+        let r = self.select_json(&format!(
+            "SELECT d.distinct_id AS did, d.own_id AS own, o.pid AS pid FROM \
+             (SELECT distinct_id, any(own_id) AS own_id FROM {db}.distinct_ids GROUP BY distinct_id) AS d \
+             ANY LEFT JOIN (SELECT distinct_id, argMax(person_id, version) AS pid FROM {db}.person_overrides GROUP BY distinct_id) AS o \
+             USING distinct_id FORMAT JSON"
+        ))?;
+        for row in r["data"].as_array().into_iter().flatten() {
+            let did = row["did"].as_str().unwrap_or_default();
+            let own = row["own"].as_u64().unwrap_or(0);
+            let pid = row["pid"].as_u64().unwrap_or(0);
+            self.identity.restore(did, own, pid);
+        }
+        let r = self.select_json(&format!(
+            "SELECT max(seq) AS s, count() AS c FROM {db}.events FORMAT JSON"
+        ))?;
+        if r["data"][0]["c"].as_u64().unwrap_or(0) > 0 {
+            self.seq = r["data"][0]["s"].as_u64().unwrap_or(0) + 1;
+        }
+        let r = self.select_json(&format!(
+            "SELECT max(version) AS v FROM {db}.person_overrides FORMAT JSON"
+        ))?;
+        self.version = r["data"][0]["v"].as_u64().unwrap_or(0);
+        Ok(())
+    }
+
+    /// Drops the whole database (tests).
+    pub fn drop_database(&self) -> Result<(), String> {
+        self.execute(&format!("DROP DATABASE IF EXISTS {}", self.db))
+            .map(|_| ())
+    }
+
+    fn insert(&self, table: &str, rows: &[String]) -> Result<(), String> {
+        for chunk in rows.chunks(INSERT_BATCH) {
+            let mut body = String::new();
+            for r in chunk {
+                body.push_str(r);
+                body.push('\n');
+            }
+            let q = format!("INSERT INTO {}.{table} FORMAT JSONEachRow", self.db);
+            self.http
+                .post(&[("database", "default"), ("query", &q)], body.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Stores records: identity joins are resolved here (union-find over
+    /// distinct ids, as the embedded store does); events are inserted in
+    /// batches with their distinct id's own person id, and distinct ids
+    /// whose person changed get an override row.
+    pub fn append(&mut self, records: &[Record]) -> Result<(), String> {
+        let mut events = Vec::new();
+        let mut new_dids: Vec<String> = Vec::new();
+        for r in records {
+            match r {
+                Record::Person(p) => {
+                    new_dids.extend(self.identity.person(&p.distinct_ids));
+                }
+                Record::Event(e) => {
+                    if !self.uuids.insert(e.uuid) {
+                        continue;
+                    }
+                    new_dids.extend(self.identity.event(e));
+                    let own = self.identity.own_id(&e.distinct_id);
+                    let mut keys = Vec::new();
+                    let mut values = Vec::new();
+                    for (k, v) in &e.properties {
+                        if v.is_null() {
+                            continue;
+                        }
+                        keys.push(k.as_str());
+                        values.push(dropscope_core::event::value_string_form(v));
+                    }
+                    events.push(
+                        json!({
+                            "uuid": dropscope_core::event::format_uuid(e.uuid),
+                            "event": e.event,
+                            "distinct_id": e.distinct_id,
+                            "person_id": own,
+                            "timestamp": e.timestamp,
+                            "seq": self.seq,
+                            "prop_keys": keys,
+                            "prop_values": values,
+                        })
+                        .to_string(),
+                    );
+                    self.seq += 1;
+                }
+                // Groups and cohorts are not used by the supported queries.
+                Record::Group(_) | Record::Cohort(_) => {}
+            }
+        }
+        let dids: Vec<String> = new_dids
+            .iter()
+            .map(|d| json!({"distinct_id": d, "own_id": self.identity.own_id(d)}).to_string())
+            .collect();
+        self.insert("distinct_ids", &dids)?;
+        self.insert("events", &events)?;
+        let changed = self.identity.take_changed();
+        if !changed.is_empty() {
+            self.version += 1;
+            let rows: Vec<String> = changed
+                .iter()
+                .map(|(d, p)| {
+                    json!({"distinct_id": d, "person_id": p, "version": self.version}).to_string()
+                })
+                .collect();
+            self.insert("person_overrides", &rows)?;
+        }
+        Ok(())
+    }
+
+    fn earliest(&self) -> Result<Option<i64>, QueryError> {
+        let r = self
+            .select_json(&format!(
+                "SELECT min(timestamp) AS t, count() AS c FROM {}.events FORMAT JSON",
+                self.db
+            ))
+            .map_err(QueryError::Backend)?;
+        Ok((r["data"][0]["c"].as_u64().unwrap_or(0) > 0)
+            .then(|| r["data"][0]["t"].as_i64())
+            .flatten())
+    }
+
+    /// Answers a query. Only the supported subset (see [`check_supported`]).
+    pub fn run(&self, q: &FunnelQuery) -> Result<QueryResult, QueryError> {
+        let spec0 = check_supported(q)?;
+        let earliest = if q.date_from.as_deref().map(str::trim) == Some("all") {
+            self.earliest()?
+        } else {
+            None
+        };
+        let range = resolve_range(q, earliest)?;
+        let spec = FunnelSpec {
+            from_ms: range.from,
+            to_ms: range.to,
+            ..spec0
+        };
+        let n = spec.steps.len();
+        let names: Vec<String> = q.steps.iter().map(|s| s.display_name()).collect();
+        let r = self
+            .select_json(&sql::funnel_sql(&self.db, &spec))
+            .map_err(QueryError::Backend)?;
+        refuse_ambiguous_ties(&r)?;
+        let data = r["data"].as_array().cloned().unwrap_or_default();
+        let mk = |row: Option<&Value>| -> Vec<StepResult> { step_results(row, n, &names) };
+        if spec.breakdown.is_none() {
+            return Ok(QueryResult::Funnel(FunnelResult {
+                steps: mk(data.first()),
+                breakdowns: None,
+                conversion_curve: Vec::new(),
+                date_from_ms: range.from,
+                date_to_ms: range.to,
+            }));
+        }
+        let limit = q
+            .breakdown
+            .as_ref()
+            .and_then(|b| b.limit)
+            .filter(|l| *l > 0);
+        let mut rows = breakdown_rows(&r, n);
+        let mut r = r;
+        if let Some(limit) = limit.filter(|l| rows.len() > *l) {
+            // Keep the `limit` strongest values; count the rest as "Other"
+            // in a second aggregation (medians cannot be merged afterwards).
+            let keep: Vec<Vec<String>> = rows[..limit]
+                .iter()
+                .map(|(v, _)| {
+                    v.as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|x| x.as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .collect();
+            let spec = FunnelSpec {
+                keep: Some(keep.clone()),
+                ..spec.clone()
+            };
+            r = self
+                .select_json(&sql::funnel_sql(&self.db, &spec))
+                .map_err(QueryError::Backend)?;
+            refuse_ambiguous_ties(&r)?;
+            let all = breakdown_rows(&r, n);
+            let other = json!(["Other"]);
+            let (mut kept, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(|(v, _)| {
+                v != &other || keep.iter().any(|k| k.len() == 1 && k[0] == "Other")
+            });
+            dropscope_engine::funnel::sort_rows(&mut kept, |(c, _)| c);
+            kept.extend(rest);
+            rows = kept;
+        }
+        let breakdowns = rows
+            .into_iter()
+            .map(|(v, (_, row))| BreakdownRow {
+                breakdown_display: v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| x.as_str().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                breakdown_value: v,
+                steps: step_results(Some(&row), n, &names),
+            })
+            .collect();
+        let totals = r.get("totals").filter(|t| t.is_object());
+        Ok(QueryResult::Funnel(FunnelResult {
+            steps: step_results(totals, n, &names),
+            breakdowns: Some(breakdowns),
+            conversion_curve: Vec::new(),
+            date_from_ms: range.from,
+            date_to_ms: range.to,
+        }))
+    }
+}
+
+/// Refuses answers that depend on SEMANTICS rule 5's same-instant
+/// expansion in a way the greedy chains do not model yet.
+fn refuse_ambiguous_ties(r: &Value) -> Result<(), QueryError> {
+    let amb = r["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|row| row["amb"].as_u64().unwrap_or(0) != 0);
+    if amb {
+        return Err(QueryError::Unsupported(
+            "events sharing a timestamp that match different steps, one of them several steps \
+             (SEMANTICS rule 5), are not supported by the ClickHouse backend yet"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Breakdown rows of an aggregation answer: (value, (step counts, row)),
+/// ordered as the engine orders them.
+fn breakdown_rows(r: &Value, n: usize) -> Vec<(Value, (Vec<u64>, Value))> {
+    let mut rows: Vec<(Value, (Vec<u64>, Value))> = r["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            let counts = (0..n)
+                .map(|k| row[format!("c{k}")].as_u64().unwrap_or(0))
+                .collect();
+            (row["bd"].clone(), (counts, row.clone()))
+        })
+        .collect();
+    dropscope_engine::funnel::sort_rows(&mut rows, |(c, _)| c);
+    rows
+}
+
+/// Builds the steps of one row of the aggregation (all zero when absent).
+fn step_results(row: Option<&Value>, n: usize, names: &[String]) -> Vec<StepResult> {
+    let get_u = |k: &str| row.and_then(|r| r[k].as_u64()).unwrap_or(0);
+    let get_f = |k: &str| row.and_then(|r| r[k].as_f64());
+    let counts: Vec<u64> = (0..n).map(|k| get_u(&format!("c{k}"))).collect();
+    let first = counts.first().copied().unwrap_or(0);
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let wilson = |a: u64, b: u64| {
+        let (lo, hi) = dropscope_stats::wilson_interval(a.min(b), b, 0.95).unwrap_or((0.0, 1.0));
+        [lo, hi]
+    };
+    (0..n)
+        .map(|s| {
+            let count = counts[s];
+            let prev = if s == 0 { count } else { counts[s - 1] };
+            let has_gaps = s > 0 && get_u(&format!("n{s}")) > 0;
+            let one_if_any = if count > 0 { 1.0 } else { 0.0 };
+            StepResult {
+                order: s,
+                name: names[s].clone(),
+                count,
+                conversion_from_first: if s == 0 {
+                    one_if_any
+                } else {
+                    ratio(count, first)
+                },
+                conversion_from_previous: if s == 0 {
+                    one_if_any
+                } else {
+                    ratio(count, prev)
+                },
+                conversion_from_first_interval: wilson(count, first),
+                conversion_from_previous_interval: wilson(count, prev),
+                dropped: prev.saturating_sub(count),
+                in_progress: if s == 0 { 0 } else { get_u(&format!("ip{s}")) },
+                average_conversion_time: if has_gaps {
+                    get_f(&format!("avg{s}"))
+                } else {
+                    None
+                },
+                median_conversion_time: if has_gaps {
+                    get_f(&format!("med{s}"))
+                } else {
+                    None
+                },
+            }
+        })
+        .collect()
+}
+
+/// Checks that a query is in the supported subset and compiles its SQL
+/// pieces (the date range is filled in later). Invalid queries are refused
+/// as [`QueryError::Invalid`] (the engine's validation), unsupported ones as
+/// [`QueryError::Unsupported`].
+pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
+    dropscope_engine::plan::validate(q)?;
+    let unsupported = |what: &str| {
+        Err(QueryError::Unsupported(format!(
+            "{what} is not supported by the ClickHouse backend yet"
+        )))
+    };
+    if q.kind != QueryKind::Funnel {
+        return unsupported(&format!("query kind {:?}", q.kind));
+    }
+    if q.order != FunnelOrder::Ordered {
+        return unsupported(&format!("order {:?}", q.order));
+    }
+    if q.counting != Counting::Unique {
+        return unsupported("counting `totals`");
+    }
+    if !q.exclusions.is_empty() {
+        return unsupported("exclusions");
+    }
+    if let Some(a) = q.aggregation.as_deref().map(str::trim) {
+        if !a.is_empty() && a != "person" && a != "person_id" {
+            return unsupported(&format!("aggregation {a:?}"));
+        }
+    }
+    dropscope_core::time::parse_tz(q.timezone.as_deref())?;
+    let mut steps = Vec::new();
+    for (i, s) in q.steps.iter().enumerate() {
+        if s.optional {
+            return unsupported("optional steps");
+        }
+        if s.within.is_some() || s.min_gap.is_some() {
+            return unsupported("per-step windows (`within`, `min_gap`)");
+        }
+        if matches!(
+            s.math,
+            Some(StepMath::FirstTimeForUser) | Some(StepMath::FirstTimeForUserWithFilters)
+        ) {
+            return unsupported("first-time-for-user steps");
+        }
+        steps.push(sql::step_condition(
+            s.event.as_deref(),
+            s.action.as_ref(),
+            s.properties.as_ref(),
+            &format!("steps[{i}]"),
+        )?);
+    }
+    let global = sql::filters(q.properties.as_ref(), "properties")?;
+    let breakdown = match &q.breakdown {
+        None => None,
+        Some(b) => {
+            if !matches!(b.kind, None | Some(BreakdownType::Event)) {
+                return unsupported(&format!("breakdown type {:?}", b.kind.unwrap_or_default()));
+            }
+            let keys: Vec<String> = match (&b.properties, &b.property) {
+                (Some(ps), _) if !ps.is_empty() => ps.clone(),
+                (_, Some(p)) => vec![p.clone()],
+                _ => {
+                    return Err(QueryError::invalid(
+                        "breakdown.property",
+                        "a breakdown needs `property` or `properties`",
+                    ))
+                }
+            };
+            let touch = match b.attribution.unwrap_or_default() {
+                Attribution::FirstTouch => Touch::First,
+                Attribution::LastTouch => Touch::Last,
+                other => return unsupported(&format!("breakdown attribution {other:?}")),
+            };
+            if b.cohorts.is_some() {
+                return unsupported("breakdown cohorts");
+            }
+            Some((keys, touch))
+        }
+    };
+    Ok(FunnelSpec {
+        steps,
+        global,
+        from_ms: 0,
+        to_ms: 0,
+        window_ms: Window::effective_ms(q.window.as_ref()),
+        breakdown,
+        keep: None,
+    })
+}
+
+impl Backend for ClickHouse {
+    fn load(&mut self, records: &[Record]) -> Result<(), String> {
+        self.append(records)
+    }
+
+    fn query(&self, q: &FunnelQuery) -> Result<QueryResult, QueryError> {
+        self.run(q)
+    }
+}
+
+/// Maps canonical person ids of distinct ids (for tests and tooling).
+pub fn persons_of(ch: &ClickHouse) -> HashMap<String, u64> {
+    ch.identity.snapshot()
+}
+
+/// Quotes a string for ClickHouse SQL (re-exported for tooling).
+pub fn literal(s: &str) -> String {
+    quote_str(s)
+}

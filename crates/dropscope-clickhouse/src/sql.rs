@@ -1,0 +1,464 @@
+//! SQL text for ClickHouse: escaping of user values and the funnel query.
+//!
+//! Every value that comes from a user (event names, property keys and
+//! values, breakdown keys) reaches ClickHouse only through [`quote_str`];
+//! identifiers are ours ([`check_ident`]). Event data is never put in SQL
+//! text: it is inserted as `JSONEachRow` bodies.
+
+use std::fmt::Write as _;
+
+use dropscope_core::query::{
+    Action, FilterType, GroupOp, Operator, PropertyFilter, PropertyFilterItem, PropertyFilters,
+};
+use dropscope_core::QueryError;
+use serde_json::Value;
+
+/// A ClickHouse string literal holding exactly `s`: backslash and quote are
+/// escaped, control bytes (NUL included) are written as `\xHH`; everything
+/// else (UTF-8 included) passes through.
+pub fn quote_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Accepts only plain identifiers (`[A-Za-z_][A-Za-z0-9_]*`, at most 64).
+pub fn check_ident(s: &str) -> Result<&str, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(s)
+    } else {
+        Err(format!(
+            "not a plain identifier (letters, digits, _): {s:?}"
+        ))
+    }
+}
+
+/// The value of event property `key` (`''` when missing).
+pub fn prop_value(key: &str) -> String {
+    format!("prop_values[indexOf(prop_keys, {})]", quote_str(key))
+}
+
+fn prop_present(key: &str) -> String {
+    format!("has(prop_keys, {})", quote_str(key))
+}
+
+/// Compiles filters on event properties into a boolean SQL expression
+/// (`None` = no filter). Other filter types and operators are refused as
+/// unsupported; malformed filters as invalid, like the embedded engine.
+pub fn filters(f: Option<&PropertyFilters>, field: &str) -> Result<Option<String>, QueryError> {
+    let Some(f) = f else { return Ok(None) };
+    match f {
+        PropertyFilters::List(items) if items.is_empty() => Ok(None),
+        PropertyFilters::List(items) => Ok(Some(items_sql(items, GroupOp::And, field)?)),
+        PropertyFilters::Group(g) => Ok(Some(items_sql(
+            &g.values,
+            g.kind,
+            &format!("{field}.values"),
+        )?)),
+    }
+}
+
+fn items_sql(items: &[PropertyFilterItem], op: GroupOp, field: &str) -> Result<String, QueryError> {
+    if items.is_empty() {
+        // Empty AND and empty OR both let everything through (as the engine).
+        return Ok("1".into());
+    }
+    let mut parts = Vec::with_capacity(items.len());
+    for (i, it) in items.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        parts.push(match it {
+            PropertyFilterItem::Group(g) => items_sql(&g.values, g.kind, &format!("{f}.values"))?,
+            PropertyFilterItem::Filter(p) => leaf_sql(p, &f)?,
+        });
+    }
+    let joiner = match op {
+        GroupOp::And => " AND ",
+        GroupOp::Or => " OR ",
+    };
+    Ok(format!("({})", parts.join(joiner)))
+}
+
+fn leaf_sql(p: &PropertyFilter, field: &str) -> Result<String, QueryError> {
+    let kind = p.kind.unwrap_or_default();
+    if kind != FilterType::Event {
+        return Err(QueryError::Unsupported(format!(
+            "{field}: {kind:?} property filters are not supported by the ClickHouse backend yet"
+        )));
+    }
+    let op = p.operator.unwrap_or_default();
+    let values: Vec<String> = match &p.value {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(dropscope_core::event::value_string_form)
+            .collect(),
+        Some(v) => vec![dropscope_core::event::value_string_form(v)],
+    };
+    let needs_value = !matches!(op, Operator::IsSet | Operator::IsNotSet);
+    if needs_value && values.is_empty() {
+        return Err(QueryError::invalid(
+            format!("{field}.value"),
+            format!("operator {op:?} needs a value"),
+        ));
+    }
+    let key = &p.key;
+    let list = || {
+        values
+            .iter()
+            .map(|v| quote_str(v))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let contains = || {
+        let v = prop_value(key);
+        values
+            .iter()
+            .map(|n| {
+                format!(
+                    "position(lowerUTF8({v}), {}) > 0",
+                    quote_str(&n.to_lowercase())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    };
+    Ok(match op {
+        Operator::Exact => format!(
+            "({} AND {} IN ({}))",
+            prop_present(key),
+            prop_value(key),
+            list()
+        ),
+        Operator::IsNot => format!(
+            "NOT ({} AND {} IN ({}))",
+            prop_present(key),
+            prop_value(key),
+            list()
+        ),
+        Operator::Icontains => format!("({} AND ({}))", prop_present(key), contains()),
+        Operator::NotIcontains => format!("NOT ({} AND ({}))", prop_present(key), contains()),
+        Operator::IsSet => prop_present(key),
+        Operator::IsNotSet => format!("NOT {}", prop_present(key)),
+        other => {
+            return Err(QueryError::Unsupported(format!(
+                "{field}.operator: {other:?} is not supported by the ClickHouse backend yet"
+            )))
+        }
+    })
+}
+
+/// The condition for one step (or exclusion): its event or action, and its
+/// own filters.
+pub fn step_condition(
+    event: Option<&str>,
+    action: Option<&Action>,
+    props: Option<&PropertyFilters>,
+    field: &str,
+) -> Result<String, QueryError> {
+    let mut parts = Vec::new();
+    match action {
+        Some(a) => {
+            let mut alts = Vec::new();
+            for (i, alt) in a.match_any.iter().enumerate() {
+                let f = format!("{field}.action.match_any[{i}]");
+                if alt.elements.is_some() {
+                    return Err(QueryError::Unsupported(format!(
+                        "{f}.elements: element matching is not supported by the ClickHouse backend yet"
+                    )));
+                }
+                let mut c = vec![match &alt.event {
+                    Some(e) => format!("event = {}", quote_str(e)),
+                    None => "1".into(),
+                }];
+                if let Some(x) = filters(alt.properties.as_ref(), &format!("{f}.properties"))? {
+                    c.push(x);
+                }
+                alts.push(format!("({})", c.join(" AND ")));
+            }
+            if alts.is_empty() {
+                alts.push("0".into());
+            }
+            parts.push(format!("({})", alts.join(" OR ")));
+        }
+        None => {
+            if let Some(e) = event {
+                parts.push(format!("event = {}", quote_str(e)));
+            }
+        }
+    }
+    if let Some(x) = filters(props, &format!("{field}.properties"))? {
+        parts.push(x);
+    }
+    Ok(if parts.is_empty() {
+        "1".into()
+    } else {
+        parts.join(" AND ")
+    })
+}
+
+/// Breakdown attribution supported here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    First,
+    Last,
+}
+
+/// Everything the funnel SQL needs, already validated.
+#[derive(Debug, Clone)]
+pub struct FunnelSpec {
+    /// Boolean SQL per step.
+    pub steps: Vec<String>,
+    /// Boolean SQL over every event (global filters), if any.
+    pub global: Option<String>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub window_ms: i64,
+    /// Event-property breakdown keys and attribution.
+    pub breakdown: Option<(Vec<String>, Touch)>,
+    /// Breakdown limit applied: these values keep their row, every other
+    /// value is counted under `["Other"]`.
+    pub keep: Option<Vec<Vec<String>>>,
+}
+
+/// The steps-view query for an ordered funnel (SEMANTICS.md rules 1–4, 9,
+/// 10, 12), aggregated entirely inside ClickHouse. Output columns per row
+/// (one row per breakdown value, plus `totals`): `bd`, then per 0-based step
+/// `k`: `c{k}` (actors), and for k ≥ 1 `n{k}` (positive gaps), `avg{k}`,
+/// `med{k}` (seconds), `ip{k}` (in progress); and `amb` = 1 when some
+/// counted actor has events sharing a timestamp that match different steps
+/// with one of them matching several steps (SEMANTICS rule 5's expansion
+/// can then differ from the greedy chains: the caller refuses the query).
+pub fn funnel_sql(db: &str, s: &FunnelSpec) -> String {
+    let n = s.steps.len();
+    let w = s.window_ms;
+    // 1. Events in range that pass the global filters and match a step,
+    //    with the actor's canonical person (identity overrides applied).
+    let mut mask = String::new();
+    for (k, c) in s.steps.iter().enumerate() {
+        if k > 0 {
+            mask.push_str(" + ");
+        }
+        let _ = write!(mask, "if({c}, toUInt64({}), toUInt64(0))", 1u64 << k);
+    }
+    let bd = match &s.breakdown {
+        Some((keys, _)) => format!(
+            "[{}]",
+            keys.iter()
+                .map(|k| prop_value(k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "emptyArrayString()".into(),
+    };
+    let global = s
+        .global
+        .as_ref()
+        .map(|g| format!(" AND ({g})"))
+        .unwrap_or_default();
+    let events = format!(
+        "SELECT if(ov_pid != 0, ov_pid, person_id) AS person, timestamp AS ts, seq, ({mask}) AS mask, {bd} AS bd \
+         FROM {db}.events \
+         ANY LEFT JOIN (SELECT distinct_id, argMax(person_id, version) AS ov_pid FROM {db}.person_overrides GROUP BY distinct_id) USING distinct_id \
+         WHERE timestamp >= {from} AND timestamp <= {to}{global} AND mask != 0",
+        from = s.from_ms,
+        to = s.to_ms,
+    );
+    // 2. Per person: events sorted by (time, ingest order); the attributed
+    //    breakdown value (first/last event the funnel reads with a value).
+    let attributed = match &s.breakdown {
+        Some((_, Touch::First)) => "arrayFirst(b -> arrayExists(x -> x != '', b), B)",
+        Some((_, Touch::Last)) => "arrayFirst(b -> arrayExists(x -> x != '', b), arrayReverse(B))",
+        None => "emptyArrayString()",
+    };
+    // Actors without any value get the all-empty tuple.
+    let empty_bd = match &s.breakdown {
+        Some((keys, _)) => format!("[{}]", vec!["''"; keys.len()].join(", ")),
+        None => "emptyArrayString()".into(),
+    };
+    let attributed = format!("if(length({attributed} AS bd_raw) = 0, {empty_bd}, bd_raw)");
+    let persons = format!(
+        "SELECT person, arraySort(groupArray((ts, seq, mask, bd))) AS evs, \
+         arrayMap(x -> x.1, evs) AS T, arrayMap(x -> x.3, evs) AS M, arrayMap(x -> x.4, evs) AS B, \
+         {attributed} AS bdv, \
+         arrayExists((t, m) -> bitAnd(m, m - 1) != 0 AND arrayExists((t2, m2) -> t2 = t AND m2 != m, T, M), T, M) AS amb \
+         FROM ({events}) GROUP BY person"
+    );
+    // 3. One row per (person, start event): the greedy chain from that
+    //    start. Step k is the first event matching step k within the window
+    //    of the start, not already used by the chain, and after step k-1's
+    //    event in (time, ingest) order — or at the same instant with a
+    //    different step mask (rule 5: a same-instant group matching
+    //    different steps is applied step by step, whatever the ingest order).
+    let mut chain = String::from("i0");
+    let mut level = String::from("1");
+    let mut last = String::from("i0");
+    for k in 1..n {
+        let prev = format!("i{}", k - 1);
+        let unused: String = (0..k).map(|j| format!(" AND j != i{j}")).collect();
+        let _ = write!(
+            chain,
+            ", if({prev} = 0, 0, arrayFirstIndex((t, m, j) -> bitAnd(m, toUInt64({bit})) != 0 AND (j > {prev} OR (t = T[{prev}] AND m != M[{prev}])) AND t - T[i0] <= {w}{unused}, T, M, arrayEnumerate(T))) AS i{k}",
+            bit = 1u64 << k,
+        );
+        let _ = write!(level, " + (i{k} != 0)");
+        last = format!("if(i{k} != 0, i{k}, {last})");
+    }
+    let gaps: String = (1..n)
+        .map(|k| format!(", if(i{k} != 0, T[i{k}] - T[i{p}], 0) AS g{k}", p = k - 1))
+        .collect();
+    let starts = format!(
+        "SELECT person, bdv, amb, {chain}, toUInt32({level}) AS lvl, ({last}) AS li, \
+         tuple(-toInt64(lvl), T[li], toInt64(li), -toInt64(i0)) AS key, T[i0] AS start{gaps} \
+         FROM ({persons}) ARRAY JOIN arrayFilter(i -> bitAnd(M[i], toUInt64(1)) != 0, arrayEnumerate(M)) AS i0"
+    );
+    // 4. Per person: the furthest level; among starts reaching it, the one
+    //    that got there first (ties: the latest start) gives the times.
+    let per_gaps: String = (1..n)
+        .map(|k| format!(", argMin(g{k}, key) AS g{k}"))
+        .collect();
+    let best = format!(
+        "SELECT person, any(bdv) AS b0, max(amb) AS amb, max(lvl) AS lvl, argMin(start, key) AS start{per_gaps} \
+         FROM ({starts}) GROUP BY person"
+    );
+    // 5. Counts, positive-gap averages and interpolated medians, in-progress.
+    let mut cols = match &s.keep {
+        Some(keep) => {
+            let list: Vec<String> = keep
+                .iter()
+                .map(|v| {
+                    format!(
+                        "[{}]",
+                        v.iter()
+                            .map(|x| quote_str(x))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+                .collect();
+            format!("if(has([{}], b0), b0, ['Other']) AS bd", list.join(", "))
+        }
+        None => String::from("b0 AS bd"),
+    };
+    cols.push_str(", max(amb) AS amb");
+    for k in 0..n {
+        let _ = write!(cols, ", countIf(lvl >= {r}) AS c{k}", r = k + 1);
+        if k == 0 {
+            continue;
+        }
+        let cond = format!("lvl >= {r} AND g{k} > 0", r = k + 1);
+        let _ = write!(
+            cols,
+            ", countIf({cond}) AS n{k}, avgIf(g{k} / 1000, {cond}) AS avg{k}, \
+             if(length(arraySort(groupArrayIf(g{k}, {cond})) AS s{k}) = 0, 0, \
+             if(length(s{k}) % 2 = 1, toFloat64(s{k}[intDiv(length(s{k}) + 1, 2)]), \
+             (s{k}[intDiv(length(s{k}), 2)] + s{k}[intDiv(length(s{k}), 2) + 1]) / 2) / 1000) AS med{k}, \
+             countIf(lvl = {k} AND start + {w} >= {to}) AS ip{k}",
+            to = s.to_ms
+        );
+    }
+    let group = if s.breakdown.is_some() {
+        " GROUP BY bd WITH TOTALS"
+    } else {
+        " GROUP BY bd"
+    };
+    format!("SELECT {cols} FROM ({best}){group} FORMAT JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_escapes_quotes_backslashes_and_control_bytes() {
+        assert_eq!(quote_str(""), "''");
+        assert_eq!(quote_str("plain"), "'plain'");
+        assert_eq!(quote_str("it's"), r"'it\'s'");
+        assert_eq!(quote_str(r"a\b"), r"'a\\b'");
+        assert_eq!(quote_str("\\'"), r"'\\\''");
+        assert_eq!(quote_str("nul\0byte"), r"'nul\x00byte'");
+        assert_eq!(quote_str("tab\tnl\ncr\r"), r"'tab\x09nl\x0Acr\x0D'");
+        assert_eq!(quote_str("del\x7f"), r"'del\x7F'");
+        assert_eq!(quote_str("ünï 😀"), "'ünï 😀'");
+        assert_eq!(
+            quote_str("x'); DROP TABLE events; --"),
+            r"'x\'); DROP TABLE events; --'"
+        );
+        assert_eq!(quote_str(r"\'; SELECT 1 --"), r"'\\\'; SELECT 1 --'");
+    }
+
+    #[test]
+    fn quoted_literals_never_end_early() {
+        // Whatever the input, the literal's only unescaped quotes are the
+        // first and the last character.
+        for s in [
+            "'", "''", "\\", "\\\\'", "'\\", "a'b'c", "\0'\0", "`", "\"", "';--", "\\x27",
+        ] {
+            let q = quote_str(s);
+            let inner = &q[1..q.len() - 1];
+            let mut escaped = false;
+            for c in inner.chars() {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else {
+                    assert_ne!(c, '\'', "unescaped quote in {q}");
+                }
+            }
+            assert!(!escaped, "dangling backslash in {q}");
+            assert!(!inner.contains('\0'));
+        }
+    }
+
+    #[test]
+    fn identifiers() {
+        assert!(check_ident("dropscope_case_1").is_ok());
+        assert!(check_ident("_x9").is_ok());
+        for bad in ["", "1abc", "a-b", "a b", "a;drop", "a`b", "ä"] {
+            assert!(check_ident(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn filters_compile_and_refuse() {
+        let f: PropertyFilters = serde_json::from_value(serde_json::json!([
+            {"key": "$browser", "value": ["Chrome", "it's"], "operator": "exact", "type": "event"},
+            {"type": "OR", "values": [{"key": "x", "value": "AbC", "operator": "icontains"}]}
+        ]))
+        .unwrap();
+        let sql = filters(Some(&f), "properties").unwrap().unwrap();
+        assert!(sql.contains(r"IN ('Chrome', 'it\'s')"), "{sql}");
+        assert!(sql.contains("'abc'"), "{sql}");
+        let person: PropertyFilters = serde_json::from_value(serde_json::json!([
+            {"key": "email", "value": "x", "operator": "exact", "type": "person"}
+        ]))
+        .unwrap();
+        assert!(matches!(
+            filters(Some(&person), "properties"),
+            Err(QueryError::Unsupported(_))
+        ));
+        let novalue: PropertyFilters =
+            serde_json::from_value(serde_json::json!([{"key": "k", "operator": "exact"}])).unwrap();
+        assert!(matches!(
+            filters(Some(&novalue), "properties"),
+            Err(QueryError::Invalid { .. })
+        ));
+    }
+}

@@ -1,0 +1,295 @@
+//! Random logs and queries in the supported subset: the ClickHouse backend
+//! must give the embedded engine's numbers (counts, drop-off, in progress,
+//! average and median conversion times, breakdown rows). Iterations:
+//! PROPTEST_CASES (default 50). Also checks that hostile strings survive
+//! the trip through SQL literals unchanged.
+
+mod common;
+
+use dropscope_core::event::Event;
+use dropscope_core::query::FunnelQuery;
+use dropscope_core::result::{FunnelResult, QueryResult, StepResult};
+use dropscope_core::QueryError;
+use dropscope_store::{Record, Store};
+use dropscope_testkit::Backend;
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+
+static REFUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+const BASE: i64 = 1_619_827_200_000; // 2021-05-01T00:00:00Z
+
+#[derive(Debug, Clone)]
+struct Ev {
+    person: usize,
+    anon: bool,
+    name: usize,
+    t: i64,
+    browser: usize,
+    plan: usize,
+}
+
+fn ev_strategy() -> impl Strategy<Value = Ev> {
+    (
+        0..5usize,
+        any::<bool>(),
+        0..4usize,
+        0..16i64,
+        0..7usize,
+        0..4usize,
+    )
+        .prop_map(|(person, anon, name, t, browser, plan)| Ev {
+            person,
+            anon,
+            name,
+            t,
+            browser,
+            plan,
+        })
+}
+
+const NAMES: [&str; 4] = ["a", "b", "c", "it's \\ \"d\""];
+
+fn browser(i: usize) -> Option<Value> {
+    match i {
+        0 => None,
+        1 => Some(json!("Chrome")),
+        2 => Some(json!("Safari")),
+        3 => Some(json!("")),
+        4 => Some(Value::Null),
+        5 => Some(json!(7)),
+        _ => Some(json!("x'); DROP TABLE events; --\\")),
+    }
+}
+
+fn plan(i: usize) -> Option<Value> {
+    match i {
+        0 => None,
+        1 => Some(json!("free")),
+        2 => Some(json!("PRO")),
+        _ => Some(json!("pro-plus")),
+    }
+}
+
+fn records(evs: &[Ev], identify: &[bool], step_ms: i64) -> Vec<Record> {
+    let mut out = Vec::new();
+    for (i, e) in evs.iter().enumerate() {
+        let mut props = Map::new();
+        if let Some(b) = browser(e.browser) {
+            props.insert("$browser".into(), b);
+        }
+        if let Some(p) = plan(e.plan) {
+            props.insert("plan".into(), p);
+        }
+        let did = if e.anon {
+            format!("anon{}", e.person)
+        } else {
+            format!("user{}", e.person)
+        };
+        out.push(Record::Event(Event {
+            uuid: i as u128 + 1,
+            event: NAMES[e.name].into(),
+            distinct_id: did,
+            timestamp: BASE + e.t * step_ms,
+            properties: props,
+        }));
+    }
+    for (p, &join) in identify.iter().enumerate() {
+        if join {
+            let mut props = Map::new();
+            props.insert("$anon_distinct_id".into(), json!(format!("anon{p}")));
+            out.push(Record::Event(Event {
+                uuid: 1000 + p as u128,
+                event: "$identify".into(),
+                distinct_id: format!("user{p}"),
+                timestamp: BASE + 20 * step_ms,
+                properties: props,
+            }));
+        }
+    }
+    out
+}
+
+fn query_strategy() -> impl Strategy<Value = Value> {
+    (
+        prop::collection::vec(0..4usize, 2..5),
+        prop::option::of((0..3usize, 0..3usize)),
+        prop::option::of(0..3usize),
+        (1..4i64, 0..3usize),
+        0..6usize,
+        prop::option::of(1..3usize),
+    )
+        .prop_map(|(steps, step_filter, global, (wv, wu), bd, limit)| {
+            let ops = ["exact", "is_not", "icontains"];
+            let vals = [json!("PRO"), json!(["free", "pro-plus"]), json!("pro")];
+            let mut steps: Vec<Value> = steps
+                .iter()
+                .map(|&s| json!({"event": NAMES[s]}))
+                .collect();
+            if let Some((i, op)) = step_filter {
+                let i = i % steps.len();
+                steps[i]["properties"] =
+                    json!([{"key": "plan", "value": vals[op], "operator": ops[op], "type": "event"}]);
+            }
+            let unit = ["minute", "hour", "day"][wu];
+            let mut q = json!({
+                "kind": "funnel",
+                "steps": steps,
+                "date_from": "2021-04-30",
+                "date_to": "2021-05-01",
+                "window": {"value": wv, "unit": unit},
+            });
+            if let Some(g) = global {
+                let f = [
+                    json!([{"key": "$browser", "value": "safari", "operator": "icontains"}]),
+                    json!([{"key": "$browser", "value": ["Chrome", "7"], "operator": "is_not"}]),
+                    json!({"type": "OR", "values": [
+                        {"key": "plan", "value": "free", "operator": "exact"},
+                        {"key": "$browser", "value": "x'); DROP TABLE events; --\\", "operator": "exact"}]}),
+                ];
+                q["properties"] = f[g].clone();
+            }
+            let b = match bd {
+                0 | 1 => None,
+                2 => Some(json!({"property": "$browser"})),
+                3 => Some(json!({"property": "$browser", "attribution": "last_touch"})),
+                4 => Some(json!({"properties": ["$browser", "plan"]})),
+                _ => Some(json!({"property": "plan", "attribution": "first_touch"})),
+            };
+            if let Some(mut b) = b {
+                if let Some(l) = limit {
+                    b["limit"] = json!(l);
+                }
+                q["breakdown"] = b;
+            }
+            q
+        })
+}
+
+fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-6 * x.abs().max(1.0),
+        _ => false,
+    }
+}
+
+fn same_steps(a: &[StepResult], b: &[StepResult]) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{} steps vs {}", a.len(), b.len()));
+    }
+    for (x, y) in a.iter().zip(b) {
+        let ok = x.name == y.name
+            && x.count == y.count
+            && x.dropped == y.dropped
+            && x.in_progress == y.in_progress
+            && close(Some(x.conversion_from_first), Some(y.conversion_from_first))
+            && close(
+                Some(x.conversion_from_previous),
+                Some(y.conversion_from_previous),
+            )
+            && close(x.average_conversion_time, y.average_conversion_time)
+            && close(x.median_conversion_time, y.median_conversion_time);
+        if !ok {
+            return Err(format!(
+                "step {}:\n engine     {x:?}\n clickhouse {y:?}",
+                x.order
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn same(a: &FunnelResult, b: &FunnelResult) -> Result<(), String> {
+    same_steps(&a.steps, &b.steps).map_err(|e| format!("steps: {e}"))?;
+    match (&a.breakdowns, &b.breakdowns) {
+        (None, None) => Ok(()),
+        (Some(x), Some(y)) => {
+            let vx: Vec<&Value> = x.iter().map(|r| &r.breakdown_value).collect();
+            let vy: Vec<&Value> = y.iter().map(|r| &r.breakdown_value).collect();
+            if vx != vy {
+                return Err(format!("breakdown rows: engine {vx:?}, clickhouse {vy:?}"));
+            }
+            for (rx, ry) in x.iter().zip(y) {
+                same_steps(&rx.steps, &ry.steps)
+                    .map_err(|e| format!("breakdown {}: {e}", rx.breakdown_value))?;
+            }
+            Ok(())
+        }
+        _ => Err("breakdowns present on one side only".into()),
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn clickhouse_matches_the_engine(
+        evs in prop::collection::vec(ev_strategy(), 0..40),
+        identify in prop::collection::vec(any::<bool>(), 5),
+        step_ms in prop::sample::select(vec![0i64, 60_000, 1_800_000, 3_600_000]),
+        qv in query_strategy(),
+    ) {
+        let recs = records(&evs, &identify, step_ms.max(1));
+        let q = FunnelQuery::from_json(qv.clone()).expect("query");
+        let store = Store::in_memory();
+        store.append(&recs).expect("append");
+        let want = dropscope_engine::run_query(&store.snapshot().unwrap(), &q);
+        let mut ch = common::Fresh::new("dsprop").expect("clickhouse");
+        ch.load(&recs).expect("load");
+        let got = ch.query(&q);
+        match (want, got) {
+            (Ok(QueryResult::Funnel(w)), Ok(QueryResult::Funnel(g))) => {
+                if let Err(e) = same(&w, &g) {
+                    prop_assert!(false, "query {qv}\n{e}");
+                }
+            }
+            // A documented, data-dependent refusal (SEMANTICS rule 5 ties
+            // the greedy chains do not model); never a wrong answer.
+            (Ok(_), Err(QueryError::Unsupported(m))) if m.contains("sharing a timestamp") => {
+                let r = REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                println!("refused (rule 5 ties) so far: {r}");
+            }
+            (w, g) => prop_assert!(false, "query {qv}: engine {w:?}, clickhouse {g:?}"),
+        }
+    }
+}
+
+#[test]
+fn hostile_strings_survive_sql_literals() {
+    let ch = common::Fresh::new("dslit").expect("clickhouse");
+    for s in [
+        "",
+        "'",
+        "''",
+        "\\",
+        "\\'",
+        "'\\",
+        "a'b\"c`d",
+        "nul\0byte",
+        "\0",
+        "tab\tnl\nret\r",
+        "x'); DROP DATABASE default; --",
+        "\\x41",
+        "\\0",
+        "😀 ünïcode ß",
+        "\u{7f}\u{1}",
+        "'; SELECT 1 FORMAT JSON --",
+    ] {
+        let out =
+            ch.0.execute(&format!(
+                "SELECT {} AS s FORMAT JSON",
+                dropscope_clickhouse::literal(s)
+            ))
+            .unwrap_or_else(|e| panic!("{s:?}: {e}"));
+        let v: Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(v["data"][0]["s"].as_str(), Some(s), "{s:?}");
+    }
+}
