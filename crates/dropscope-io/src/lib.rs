@@ -256,6 +256,39 @@ pub fn write_event_jsonl(w: &mut impl Write, e: &Event) -> std::io::Result<()> {
     w.write_all(b"\n")
 }
 
+/// Every stored event of a snapshot, reconstructed (for export).
+pub fn snapshot_events(
+    snap: &dropscope_store::Snapshot,
+    mut f: impl FnMut(Event) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    let dicts = snap.dicts();
+    let mut scratch = dropscope_store::EventColumns::new();
+    let mut n = 0;
+    for i in 0..snap.actor_count() {
+        let v = snap.events_of(i, &mut scratch);
+        for row in 0..v.len() {
+            let properties: Map<String, Value> = v
+                .props(row)
+                .map(|(k, val)| {
+                    (
+                        dicts.keys.resolve(k).to_string(),
+                        dropscope_store::dict::decode_value(dicts.values.resolve(val)),
+                    )
+                })
+                .collect();
+            f(Event {
+                uuid: v.uuid[row],
+                event: dicts.events.resolve(v.event[row]).to_string(),
+                distinct_id: dicts.distinct_ids.resolve(v.did[row]).to_string(),
+                timestamp: v.ts[row],
+                properties,
+            })?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,37 +375,4 @@ mod tests {
         };
         assert_eq!(back, e);
     }
-}
-
-/// Every stored event of a snapshot, reconstructed (for export).
-pub fn snapshot_events(
-    snap: &dropscope_store::Snapshot,
-    mut f: impl FnMut(Event) -> std::io::Result<()>,
-) -> std::io::Result<u64> {
-    let dicts = snap.dicts();
-    let mut scratch = dropscope_store::EventColumns::new();
-    let mut n = 0;
-    for i in 0..snap.actor_count() {
-        let v = snap.events_of(i, &mut scratch);
-        for row in 0..v.len() {
-            let properties: Map<String, Value> = v
-                .props(row)
-                .map(|(k, val)| {
-                    (
-                        dicts.keys.resolve(k).to_string(),
-                        dropscope_store::dict::decode_value(dicts.values.resolve(val)),
-                    )
-                })
-                .collect();
-            f(Event {
-                uuid: v.uuid[row],
-                event: dicts.events.resolve(v.event[row]).to_string(),
-                distinct_id: dicts.distinct_ids.resolve(v.did[row]).to_string(),
-                timestamp: v.ts[row],
-                properties,
-            })?;
-            n += 1;
-        }
-    }
-    Ok(n)
 }
