@@ -131,9 +131,17 @@ enum Cmd {
     Cases {
         /// Folder of case files.
         dir: PathBuf,
-        /// Backend to check: `embedded` (default).
+        /// Backend to check: `embedded` (default) or `clickhouse` (a fresh
+        /// database per case on the server at --clickhouse-url).
         #[arg(long, default_value = "embedded")]
         backend: String,
+        /// ClickHouse HTTP address for `--backend clickhouse`.
+        #[arg(
+            long,
+            env = "DROPSCOPE_CLICKHOUSE_URL",
+            default_value = "http://127.0.0.1:18123"
+        )]
+        clickhouse_url: String,
         /// Only cases whose id contains this text.
         #[arg(long)]
         filter: Option<String>,
@@ -181,7 +189,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             backend,
             filter,
-        } => cases(&dir, &backend, filter.as_deref()),
+            clickhouse_url,
+        } => cases(&dir, &backend, filter.as_deref(), &clickhouse_url),
         Cmd::Import {
             data,
             files,
@@ -299,14 +308,54 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn cases(dir: &Path, backend: &str, filter: Option<&str>) -> Result<ExitCode> {
-    if backend != "embedded" {
-        bail!("unknown backend {backend:?}: only `embedded` is available in this build");
+/// A ClickHouse database made for one case and dropped after it.
+struct FreshClickHouse(dropscope_clickhouse::ClickHouse);
+
+impl FreshClickHouse {
+    fn new(url: &str, db: &str) -> Result<Self, String> {
+        dropscope_clickhouse::ClickHouse::open(url, db)?.drop_database()?;
+        Ok(FreshClickHouse(dropscope_clickhouse::ClickHouse::open(
+            url, db,
+        )?))
     }
-    let outcomes = dropscope_testkit::run_dir(dir, || {
-        dropscope_testkit::Embedded::durable()
-            .map(|b| Box::new(b) as Box<dyn dropscope_testkit::Backend>)
-    })
+}
+
+impl Drop for FreshClickHouse {
+    fn drop(&mut self) {
+        let _ = self.0.drop_database();
+    }
+}
+
+impl dropscope_testkit::Backend for FreshClickHouse {
+    fn load(&mut self, records: &[dropscope_store::Record]) -> Result<(), String> {
+        dropscope_testkit::Backend::load(&mut self.0, records)
+    }
+
+    fn query(&self, q: &FunnelQuery) -> Result<QueryResult, dropscope_core::QueryError> {
+        dropscope_testkit::Backend::query(&self.0, q)
+    }
+}
+
+fn cases(
+    dir: &Path,
+    backend: &str,
+    filter: Option<&str>,
+    clickhouse_url: &str,
+) -> Result<ExitCode> {
+    let mut n = 0u64;
+    let outcomes = match backend {
+        "embedded" => dropscope_testkit::run_dir(dir, || {
+            dropscope_testkit::Embedded::durable()
+                .map(|b| Box::new(b) as Box<dyn dropscope_testkit::Backend>)
+        }),
+        "clickhouse" => dropscope_testkit::run_dir(dir, || {
+            n += 1;
+            let db = format!("dropscope_cases_{}_{n}", std::process::id());
+            FreshClickHouse::new(clickhouse_url, &db)
+                .map(|b| Box::new(b) as Box<dyn dropscope_testkit::Backend>)
+        }),
+        other => bail!("unknown backend {other:?}: use embedded or clickhouse"),
+    }
     .with_context(|| format!("reading cases from {}", dir.display()))?;
     let (mut passed, mut failed) = (0, 0);
     for o in outcomes
