@@ -32,6 +32,7 @@ fn error_responses(codes: &[&str]) -> Value {
             "400" => "Malformed or invalid request (the message names the field)",
             "401" => "Missing or wrong token / key",
             "403" => "The project token was used where the secret key is needed",
+            "404" => "No such person",
             "413" => "A size limit was exceeded (the message names the limit)",
             "503" => "The store cannot accept writes right now",
             _ => "Error",
@@ -182,6 +183,15 @@ pub fn document() -> Value {
             "tags": ["pickers"], "security": bearer,
             "parameters": picker_params(&[("key", "the property key", true), ("event", "only events with this name", false), ("type", "`event` (default) or `person`", false)]),
             "responses": with_errors(json!({"description": "Property values", "content": {"application/json": {"schema": values}}}), &["400", "401", "403"]),
+        }}),
+    );
+    paths.insert(
+        "/api/person_events".into(),
+        json!({"get": {
+            "summary": "One person's events, oldest first, with the person's properties (the web page's timeline)",
+            "tags": ["pickers"], "security": bearer,
+            "parameters": picker_params(&[("id", "a person id or any of the person's distinct ids", true), ("offset", "events to skip", false)]),
+            "responses": with_errors(json!({"description": "The person and a page of events", "content": {"application/json": {"schema": {"type": "object"}}}}), &["400", "401", "403", "404"]),
         }}),
     );
     paths.insert(
