@@ -346,8 +346,7 @@ fn actor_props(plan: &Plan<'_>, actor: &Actor<'_>) -> Vec<(u32, u32)> {
     match &plan.agg {
         Aggregation::Person => plan.snap.person(actor.id).props.clone(),
         Aggregation::Group(g) => {
-            let names = plan.regroup_names();
-            let key = names.get(actor.id as usize).cloned().unwrap_or_default();
+            let key = plan.actor_label(actor.id, false);
             plan.snap
                 .groups()
                 .props
@@ -763,7 +762,7 @@ pub fn correlation_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError>
                 _ => false,
             };
             if hit {
-                acc.push((String::new(), vec![actor.id], actor.is_person, p));
+                acc.push((actor.id, actor.is_person, p));
             }
         },
         |mut a, b| {

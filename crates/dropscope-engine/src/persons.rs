@@ -73,7 +73,7 @@ pub fn persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError> {
     }
     let sel = selector(plan)?;
     let want_bd = plan.q.breakdown_value.clone();
-    let rows: Vec<(String, Vec<u32>, bool, Path)> = plan.fold_actors(
+    let rows: Vec<(u32, bool, Path)> = plan.fold_actors(
         Vec::new,
         |acc, scratch, actor| {
             plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
@@ -89,7 +89,7 @@ pub fn persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError> {
                     }
                 }
                 if selected(plan, &sel, &p) {
-                    acc.push((String::new(), vec![actor.id], actor.is_person, p));
+                    acc.push((actor.id, actor.is_person, p));
                     break;
                 }
             }
@@ -102,24 +102,11 @@ pub fn persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError> {
     Ok(page(plan, rows))
 }
 
-/// Sorts actors by label and cuts one page.
-pub fn page(plan: &Plan<'_>, rows: Vec<(String, Vec<u32>, bool, Path)>) -> PersonsResult {
-    let names = if rows.iter().any(|r| !r.2) {
-        plan.regroup_names()
-    } else {
-        Vec::new()
-    };
+/// Sorts actors (id, is a person, path) by label and cuts one page.
+pub fn page(plan: &Plan<'_>, rows: Vec<(u32, bool, Path)>) -> PersonsResult {
     let mut rows: Vec<(String, u32, bool, Path)> = rows
         .into_iter()
-        .map(|(_, ids, is_person, p)| {
-            let id = ids[0];
-            let label = if is_person {
-                plan.snap.person(id).label.clone()
-            } else {
-                names.get(id as usize).cloned().unwrap_or_default()
-            };
-            (label, id, is_person, p)
-        })
+        .map(|(id, is_person, p)| (plan.actor_label(id, is_person), id, is_person, p))
         .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     rows.dedup_by(|a, b| a.0 == b.0 && a.2 == b.2);

@@ -101,6 +101,9 @@ pub struct Plan<'s> {
     pub keep_all: bool,
     pub first_time: bool,
     group_keys: [Option<u32>; 5],
+    /// Non-person aggregation: events regrouped by actor key, built once
+    /// per query on first use.
+    regrouped: std::sync::OnceLock<(Run, Vec<String>)>,
     /// By event id: the steps whose event (or any action alternative's
     /// event) is that event.
     ev_steps: Vec<u64>,
@@ -235,6 +238,7 @@ impl<'s> Plan<'s> {
             keep_all,
             first_time,
             group_keys,
+            regrouped: std::sync::OnceLock::new(),
         })
     }
 
@@ -593,9 +597,7 @@ impl<'s> Plan<'s> {
                     .reduce(&init, &reduce)
             }
             _ => {
-                let (run, names) = self.regroup();
-                let run = &run;
-                let _ = &names;
+                let run = &self.regroup().0;
                 (0..run.persons.len())
                     .into_par_iter()
                     .fold(
@@ -629,13 +631,17 @@ impl<'s> Plan<'s> {
     }
 
     /// Actor keys for non-person aggregation, in id order.
-    pub fn regroup_names(&self) -> Vec<String> {
-        self.regroup().1
+    pub fn regroup_names(&self) -> &[String] {
+        &self.regroup().1
+    }
+
+    fn regroup(&self) -> &(Run, Vec<String>) {
+        self.regrouped.get_or_init(|| self.build_regroup())
     }
 
     /// Events of every person regrouped under the aggregation key (only
     /// events in range; events without a key are dropped).
-    fn regroup(&self) -> (Run, Vec<String>) {
+    fn build_regroup(&self) -> (Run, Vec<String>) {
         let mut names = Interner::default();
         let mut cols = EventColumns::new();
         let mut keys: Vec<u32> = Vec::new();

@@ -348,7 +348,7 @@ pub fn trend_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError> {
                             last: 0,
                         },
                     };
-                    acc.push((String::new(), vec![actor.id], actor.is_person, p));
+                    acc.push((actor.id, actor.is_person, p));
                     break;
                 }
             }
