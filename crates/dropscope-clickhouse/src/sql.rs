@@ -11,7 +11,6 @@ use dropscope_core::query::{
     Action, FilterType, GroupOp, Operator, PropertyFilter, PropertyFilterItem, PropertyFilters,
 };
 use dropscope_core::QueryError;
-use serde_json::Value;
 
 /// A ClickHouse string literal holding exactly `s`: backslash and quote are
 /// escaped, control bytes (NUL included) are written as `\xHH`; everything
@@ -103,15 +102,8 @@ fn leaf_sql(p: &PropertyFilter, field: &str) -> Result<String, QueryError> {
         )));
     }
     let op = p.operator.unwrap_or_default();
-    let values: Vec<String> = match &p.value {
-        None | Some(Value::Null) => vec![],
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(dropscope_core::event::value_string_form)
-            .collect(),
-        Some(v) => vec![dropscope_core::event::value_string_form(v)],
-    };
-    let needs_value = !matches!(op, Operator::IsSet | Operator::IsNotSet);
+    let values = p.values();
+    let needs_value = p.needs_value();
     if needs_value && values.is_empty() {
         return Err(QueryError::invalid(
             format!("{field}.value"),

@@ -584,6 +584,25 @@ pub struct PathsOptions {
     pub top: Option<usize>,
 }
 
+impl PropertyFilter {
+    /// The value(s) compared, in string form (a list means "any of").
+    pub fn values(&self) -> Vec<String> {
+        match &self.value {
+            None | Some(Value::Null) => vec![],
+            Some(Value::Array(a)) => a.iter().map(crate::event::value_string_form).collect(),
+            Some(v) => vec![crate::event::value_string_form(v)],
+        }
+    }
+
+    /// Whether the operator compares against a value (all but `is_set`/`is_not_set`).
+    pub fn needs_value(&self) -> bool {
+        !matches!(
+            self.operator.unwrap_or_default(),
+            Operator::IsSet | Operator::IsNotSet
+        )
+    }
+}
+
 impl FunnelQuery {
     /// Parses a query from JSON, naming the field that is wrong.
     pub fn from_json(v: Value) -> Result<FunnelQuery, QueryError> {

@@ -14,7 +14,6 @@ use dropscope_core::QueryError;
 use dropscope_store::dict::value_str;
 use dropscope_store::{Dicts, EventsView, Snapshot};
 use regex::Regex;
-use serde_json::Value;
 
 /// Where a filter reads its value.
 #[derive(Debug, Clone)]
@@ -39,15 +38,8 @@ pub struct Test {
 impl Test {
     fn new(f: &PropertyFilter, field: &str) -> Result<Test, QueryError> {
         let op = f.operator.unwrap_or_default();
-        let values: Vec<String> = match &f.value {
-            None | Some(Value::Null) => vec![],
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(dropscope_core::event::value_string_form)
-                .collect(),
-            Some(v) => vec![dropscope_core::event::value_string_form(v)],
-        };
-        let needs_value = !matches!(op, Operator::IsSet | Operator::IsNotSet);
+        let values = f.values();
+        let needs_value = f.needs_value();
         if needs_value && values.is_empty() && f.kind != Some(FilterType::Cohort) {
             return Err(QueryError::invalid(
                 format!("{field}.value"),
