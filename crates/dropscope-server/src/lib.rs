@@ -337,12 +337,18 @@ async fn query(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respons
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
-async fn picker<T: serde::Serialize + Send + 'static>(
+/// A read endpoint with query-string parameters: checks the secret key,
+/// parses the parameters, runs `f` on a snapshot off the async threads.
+pub(crate) async fn picker<P, T>(
     st: AppState,
     headers: HeaderMap,
-    params: Result<Query<PickerParams>, QueryRejection>,
-    f: fn(&dropscope_store::Snapshot, &PickerParams) -> Result<T, ApiError>,
-) -> Response {
+    params: Result<Query<P>, QueryRejection>,
+    f: fn(&dropscope_store::Snapshot, &P) -> Result<T, ApiError>,
+) -> Response
+where
+    P: Send + 'static,
+    T: serde::Serialize + Send + 'static,
+{
     let run = async {
         check_secret(&st, &headers)?;
         let Query(p) = params.map_err(|e| ApiError::Invalid(e.body_text()))?;

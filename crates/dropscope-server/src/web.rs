@@ -17,7 +17,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use dropscope_store::columns::EventColumns;
 use dropscope_store::dict::decode_value;
 use dropscope_store::Snapshot;
@@ -260,22 +260,7 @@ async fn person_events_handler(
     headers: HeaderMap,
     params: Result<Query<PersonEventsParams>, QueryRejection>,
 ) -> Response {
-    let run = async {
-        crate::check_secret(&st, &headers)?;
-        let Query(p) = params.map_err(|e| ApiError::Invalid(e.body_text()))?;
-        let store = st.inner.store.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            let snap = store.snapshot()?;
-            person_events(&snap, &p)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("task failed: {e}")))??;
-        Ok::<_, ApiError>(Json(r).into_response())
-    };
-    match run.await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+    crate::picker(st, headers, params, person_events).await
 }
 
 #[cfg(test)]
