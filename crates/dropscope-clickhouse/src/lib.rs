@@ -7,6 +7,7 @@
 //! event-property breakdown (first/last touch). Everything else is refused
 //! with [`QueryError::Unsupported`], never answered approximately.
 
+pub mod funnel;
 pub mod http;
 pub mod identity;
 pub mod sql;
@@ -23,9 +24,10 @@ use dropscope_store::Record;
 use dropscope_testkit::Backend;
 use serde_json::{json, Value};
 
+use funnel::{FunnelSpec, Touch};
 pub use http::Http;
 use identity::Identity;
-use sql::{check_ident, quote_str, FunnelSpec, Touch};
+use sql::{check_ident, quote_str};
 
 /// Rows per INSERT request.
 pub const INSERT_BATCH: usize = 10_000;
@@ -290,7 +292,7 @@ impl ClickHouse {
         let n = spec.steps.len();
         let names: Vec<String> = q.steps.iter().map(|s| s.display_name()).collect();
         let r = self
-            .select_json(&sql::funnel_sql(&self.db, &spec))
+            .select_json(&funnel::steps_sql(&self.db, &spec))
             .map_err(QueryError::Backend)?;
         refuse_ambiguous_ties(&r)?;
         let data = r["data"].as_array().cloned().unwrap_or_default();
@@ -329,7 +331,7 @@ impl ClickHouse {
                 ..spec.clone()
             };
             r = self
-                .select_json(&sql::funnel_sql(&self.db, &spec))
+                .select_json(&funnel::steps_sql(&self.db, &spec))
                 .map_err(QueryError::Backend)?;
             refuse_ambiguous_ties(&r)?;
             let all = breakdown_rows(&r, n);
