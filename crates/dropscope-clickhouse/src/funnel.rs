@@ -21,7 +21,8 @@
 
 use std::fmt::Write as _;
 
-use crate::sql::{prop_value, quote_str};
+use crate::events::events_sql;
+use crate::sql::quote_str;
 
 /// Breakdown attribution supported here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,53 +46,6 @@ pub struct FunnelSpec {
     /// Breakdown limit applied: these values keep their row, every other
     /// value is counted under `["Other"]`.
     pub keep: Option<Vec<Vec<String>>>,
-}
-
-/// The canonical person of an `events` row, through the overrides table.
-/// Needs `ANY LEFT JOIN (`[`overrides_sql`]`) USING distinct_id`.
-pub const PERSON_EXPR: &str = "if(ov_pid != 0, ov_pid, person_id)";
-
-/// The latest override per distinct id (columns `distinct_id`, `ov_pid`).
-pub fn overrides_sql(db: &str) -> String {
-    format!(
-        "SELECT distinct_id, argMax(person_id, version) AS ov_pid FROM {db}.person_overrides GROUP BY distinct_id"
-    )
-}
-
-/// Stage A: the events the funnel reads (see the module docs).
-pub fn events_sql(db: &str, s: &FunnelSpec) -> String {
-    let mut mask = String::new();
-    for (k, c) in s.steps.iter().enumerate() {
-        if k > 0 {
-            mask.push_str(" + ");
-        }
-        let _ = write!(mask, "if({c}, toUInt64({}), toUInt64(0))", 1u64 << k);
-    }
-    let bd = match &s.breakdown {
-        Some((keys, _)) => format!(
-            "[{}]",
-            keys.iter()
-                .map(|k| prop_value(k))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        None => "emptyArrayString()".into(),
-    };
-    let global = s
-        .global
-        .as_ref()
-        .map(|g| format!(" AND ({g})"))
-        .unwrap_or_default();
-    format!(
-        "SELECT toString({PERSON_EXPR}) AS actor, {PERSON_EXPR} AS person, emptyArrayString() AS part, \
-         timestamp AS ts, seq, ({mask}) AS mask, toUInt64(0) AS xmask, {bd} AS bd \
-         FROM {db}.events \
-         ANY LEFT JOIN ({ov}) USING distinct_id \
-         WHERE timestamp >= {from} AND timestamp <= {to}{global} AND mask != 0",
-        ov = overrides_sql(db),
-        from = s.from_ms,
-        to = s.to_ms,
-    )
 }
 
 /// Stage B: one row per counted actor (see the module docs).

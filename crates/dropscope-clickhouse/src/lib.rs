@@ -7,6 +7,7 @@
 //! event-property breakdown (first/last touch). Everything else is refused
 //! with [`QueryError::Unsupported`], never answered approximately.
 
+pub mod events;
 pub mod funnel;
 pub mod http;
 pub mod identity;

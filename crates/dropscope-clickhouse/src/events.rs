@@ -1,0 +1,56 @@
+//! Stage A of the funnel SQL (see `funnel.rs` for the column contract):
+//! the events a query reads, with actor, partition, step and exclusion
+//! masks and breakdown values; and the identity overrides every stage that
+//! reads `events` joins.
+
+use std::fmt::Write as _;
+
+use crate::funnel::FunnelSpec;
+use crate::sql::prop_value;
+
+/// The canonical person of an `events` row, through the overrides table.
+/// Needs `ANY LEFT JOIN (`[`overrides_sql`]`) USING distinct_id`.
+pub const PERSON_EXPR: &str = "if(ov_pid != 0, ov_pid, person_id)";
+
+/// The latest override per distinct id (columns `distinct_id`, `ov_pid`).
+pub fn overrides_sql(db: &str) -> String {
+    format!(
+        "SELECT distinct_id, argMax(person_id, version) AS ov_pid FROM {db}.person_overrides GROUP BY distinct_id"
+    )
+}
+
+/// Stage A: the events the funnel reads (see the module docs).
+pub fn events_sql(db: &str, s: &FunnelSpec) -> String {
+    let mut mask = String::new();
+    for (k, c) in s.steps.iter().enumerate() {
+        if k > 0 {
+            mask.push_str(" + ");
+        }
+        let _ = write!(mask, "if({c}, toUInt64({}), toUInt64(0))", 1u64 << k);
+    }
+    let bd = match &s.breakdown {
+        Some((keys, _)) => format!(
+            "[{}]",
+            keys.iter()
+                .map(|k| prop_value(k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "emptyArrayString()".into(),
+    };
+    let global = s
+        .global
+        .as_ref()
+        .map(|g| format!(" AND ({g})"))
+        .unwrap_or_default();
+    format!(
+        "SELECT toString({PERSON_EXPR}) AS actor, {PERSON_EXPR} AS person, emptyArrayString() AS part, \
+         timestamp AS ts, seq, ({mask}) AS mask, toUInt64(0) AS xmask, {bd} AS bd \
+         FROM {db}.events \
+         ANY LEFT JOIN ({ov}) USING distinct_id \
+         WHERE timestamp >= {from} AND timestamp <= {to}{global} AND mask != 0",
+        ov = overrides_sql(db),
+        from = s.from_ms,
+        to = s.to_ms,
+    )
+}
