@@ -1,5 +1,11 @@
 //! The `dropscope` binary: a thin shell over the library crates.
 
+// mimalloc instead of glibc malloc: capture and import parse and free many
+// small JSON values per event; malloc/free were ~20% of capture CPU
+// (BENCHMARKS.md, "Capture over HTTP").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};

@@ -235,37 +235,19 @@ fn percent_decode(v: &[u8]) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
-/// Deepest nesting of arrays/objects in valid JSON text.
-pub fn json_depth(text: &[u8]) -> usize {
-    let (mut depth, mut max) = (0usize, 0usize);
-    let mut in_str = false;
-    let mut esc = false;
-    for &b in text {
-        if in_str {
-            if esc {
-                esc = false;
-            } else if b == b'\\' {
-                esc = true;
-            } else if b == b'"' {
-                in_str = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'{' | b'[' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
+/// Deepest nesting of arrays/objects in a parsed JSON value (a scalar is
+/// 0, `[1]` is 1). Parsing itself is bounded: the event's bytes are checked
+/// first, and serde_json refuses nesting beyond 128 levels.
+pub fn value_depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(value_depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(value_depth).max().unwrap_or(0),
+        _ => 0,
     }
-    max
 }
 
-/// Checks one event's raw JSON against the size and depth limits.
-fn check_event(label: &str, raw: &str, limits: &Limits) -> Result<(), ApiError> {
+/// Checks one event's raw JSON against the size limit.
+fn check_event_bytes(label: impl fmt::Display, raw: &str, limits: &Limits) -> Result<(), ApiError> {
     if raw.len() > limits.max_event_bytes {
         return Err(ApiError::limit(
             Limit::MaxEventBytes,
@@ -273,39 +255,76 @@ fn check_event(label: &str, raw: &str, limits: &Limits) -> Result<(), ApiError> 
             format_args!("{label} ({} bytes)", raw.len()),
         ));
     }
-    // The event object and its `properties` object are two levels.
-    let depth = json_depth(raw.as_bytes()).saturating_sub(2);
+    Ok(())
+}
+
+/// Checks a parsed event against the property nesting limit: the deepest
+/// nesting inside its fields, the `properties` object itself not counted
+/// (`{"properties": {"x": [[1]]}}` has depth 2).
+fn check_event_depth(
+    label: impl Fn() -> String,
+    w: &WireEvent,
+    limits: &Limits,
+) -> Result<(), ApiError> {
+    let depth = [&w.properties, &w.set, &w.set_once, &w.event, &w.distinct_id]
+        .into_iter()
+        .map(value_depth)
+        .max()
+        .unwrap_or(0)
+        .saturating_sub(1);
     if depth > limits.max_property_depth {
         return Err(ApiError::limit(
             Limit::MaxPropertyDepth,
             limits.max_property_depth,
-            format_args!("{label}: property nesting depth {depth}"),
+            format_args!("{}: property nesting depth {depth}", label()),
         ));
     }
     Ok(())
 }
 
+/// One element of a batch: its raw text (checked against the per-event
+/// byte limit, parsed later) or, on the fast path, the parsed event.
+enum Item<'de> {
+    Raw(&'de RawValue),
+    Wire(Box<WireEvent>),
+}
+
 /// Reads a batch array element by element, enforcing the limits as it goes.
+/// `direct`: the whole body is within the per-event byte limit, so no event
+/// can exceed it; elements are parsed straight into events (one pass
+/// instead of a raw scan and a parse).
 struct BatchSeed<'c> {
     limits: &'c Limits,
     err: &'c Cell<Option<ApiError>>,
+    direct: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for BatchSeed<'_> {
-    type Value = Vec<&'de RawValue>;
+    type Value = Vec<Item<'de>>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
 impl<'de> Visitor<'de> for BatchSeed<'_> {
-    type Value = Vec<&'de RawValue>;
+    type Value = Vec<Item<'de>>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an array of events")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out: Vec<&'de RawValue> = Vec::new();
-        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+        let mut out: Vec<Item<'de>> = Vec::new();
+        loop {
+            let item = if self.direct {
+                match seq.next_element::<WireEvent>()? {
+                    Some(w) => Item::Wire(Box::new(w)),
+                    None => break,
+                }
+            } else {
+                match seq.next_element::<&'de RawValue>()? {
+                    Some(raw) => Item::Raw(raw),
+                    None => break,
+                }
+            };
             if out.len() >= self.limits.max_events_per_batch {
                 self.err.set(Some(ApiError::limit(
                     Limit::MaxEventsPerBatch,
@@ -314,11 +333,14 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
                 )));
                 return Err(de::Error::custom("limit"));
             }
-            if let Err(e) = check_event(&format!("batch[{}]", out.len()), raw.get(), self.limits) {
-                self.err.set(Some(e));
-                return Err(de::Error::custom("limit"));
+            if let Item::Raw(raw) = &item {
+                let label = format_args!("batch[{}]", out.len());
+                if let Err(e) = check_event_bytes(label, raw.get(), self.limits) {
+                    self.err.set(Some(e));
+                    return Err(de::Error::custom("limit"));
+                }
             }
-            out.push(raw);
+            out.push(item);
         }
         Ok(out)
     }
@@ -327,7 +349,7 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
 /// The top level: a batch array, an envelope with `batch`, or one event.
 #[derive(Default)]
 struct Top<'de> {
-    batch: Option<Vec<&'de RawValue>>,
+    batch: Option<Vec<Item<'de>>>,
     token: Option<Value>,
     api_key: Option<Value>,
     sent_at: Option<Value>,
@@ -336,6 +358,7 @@ struct Top<'de> {
 struct TopSeed<'c> {
     limits: &'c Limits,
     err: &'c Cell<Option<ApiError>>,
+    direct: bool,
 }
 
 impl<'de> Visitor<'de> for TopSeed<'_> {
@@ -347,6 +370,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
         let events = BatchSeed {
             limits: self.limits,
             err: self.err,
+            direct: self.direct,
         }
         .visit_seq(seq)?;
         Ok(Top {
@@ -362,6 +386,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
                     top.batch = Some(map.next_value_seed(BatchSeed {
                         limits: self.limits,
                         err: self.err,
+                        direct: self.direct,
                     })?)
                 }
                 "api_key" => top.api_key = Some(map.next_value()?),
@@ -404,6 +429,22 @@ struct WireEvent {
     token: Value,
 }
 
+/// Reads the top level of a capture body (see [`Top`]).
+fn read_top<'de>(text: &'de str, limits: &Limits, direct: bool) -> Result<Top<'de>, ApiError> {
+    let err = Cell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    de::Deserializer::deserialize_any(
+        &mut de,
+        TopSeed {
+            limits,
+            err: &err,
+            direct,
+        },
+    )
+    .and_then(|t| de.end().map(|_| t))
+    .map_err(|e| json_error(e, &err, limits))
+}
+
 fn json_error(e: serde_json::Error, err: &Cell<Option<ApiError>>, limits: &Limits) -> ApiError {
     if let Some(e) = err.take() {
         return e;
@@ -431,12 +472,14 @@ pub fn parse_events(
             e.valid_up_to()
         ))
     })?;
-    let err = Cell::new(None);
-    let mut de = serde_json::Deserializer::from_str(text);
-    let top = de::Deserializer::deserialize_any(&mut de, TopSeed { limits, err: &err })
-        .and_then(|t| de.end().map(|_| t))
-        .map_err(|e| json_error(e, &err, limits))?;
-
+    // Fast path (one pass) when no event can exceed the per-event limit;
+    // any error there is reported by the checked path, which names the
+    // offending element.
+    let direct = text.len() <= limits.max_event_bytes;
+    let top = match direct.then(|| read_top(text, limits, true)) {
+        Some(Ok(top)) => top,
+        _ => read_top(text, limits, false)?,
+    };
     let mut tokens = Vec::new();
     for v in [&top.api_key, &top.token].into_iter().flatten() {
         match v {
@@ -453,41 +496,56 @@ pub fn parse_events(
         Some(v) => parse_timestamp(v).map_err(|m| ApiError::Invalid(format!("`sent_at`: {m}")))?,
         None => None,
     };
-    let single;
-    let (raws, single_event): (&[&RawValue], bool) = match &top.batch {
+    let (raws, single_event): (Vec<Item>, bool) = match top.batch {
         Some(b) => (b, false),
         None => {
-            check_event("the event", text, limits)?;
-            single = [serde_json::from_str::<&RawValue>(text)
-                .map_err(|e| ApiError::Decode(format!("malformed JSON: {e}")))?];
-            (&single, true)
+            check_event_bytes("the event", text, limits)?;
+            let raw = serde_json::from_str::<&RawValue>(text)
+                .map_err(|e| ApiError::Decode(format!("malformed JSON: {e}")))?;
+            (vec![Item::Raw(raw)], true)
         }
     };
     if raws.is_empty() {
         return Err(ApiError::EmptyBatch);
     }
     let mut events = Vec::with_capacity(raws.len());
-    for (i, raw) in raws.iter().enumerate() {
-        let label = if single_event {
-            "event".to_string()
-        } else {
-            format!("batch[{i}]")
+    for (i, item) in raws.into_iter().enumerate() {
+        // Labels for error messages are only formatted when needed.
+        let label = || {
+            if single_event {
+                "event".to_string()
+            } else {
+                format!("batch[{i}]")
+            }
         };
-        let w: WireEvent = serde_json::from_str(raw.get())
-            .map_err(|e| ApiError::Invalid(format!("{label}: {e}")))?;
-        events.push(to_event(&label, w, envelope_sent_at, now_ms, &mut tokens)?);
+        let w: WireEvent = match item {
+            Item::Wire(w) => *w,
+            Item::Raw(raw) => serde_json::from_str(raw.get()).map_err(|e| {
+                if e.to_string().contains("recursion limit exceeded") {
+                    ApiError::limit(
+                        Limit::MaxPropertyDepth,
+                        limits.max_property_depth,
+                        format_args!("{}: JSON nesting depth", label()),
+                    )
+                } else {
+                    ApiError::Invalid(format!("{}: {e}", label()))
+                }
+            })?,
+        };
+        check_event_depth(label, &w, limits)?;
+        events.push(to_event(label, w, envelope_sent_at, now_ms, &mut tokens)?);
     }
     Ok(Captured { tokens, events })
 }
 
 fn to_event(
-    label: &str,
+    label: impl Fn() -> String,
     w: WireEvent,
     envelope_sent_at: Option<TimestampMs>,
     now_ms: TimestampMs,
     tokens: &mut Vec<String>,
 ) -> Result<Event, ApiError> {
-    let bad = |field: &str, msg: &str| ApiError::Invalid(format!("{label}.{field}: {msg}"));
+    let bad = |field: &str, msg: &str| ApiError::Invalid(format!("{}.{field}: {msg}", label()));
     let event = match w.event {
         Value::String(s) if !s.is_empty() => s,
         Value::String(_) | Value::Null => return Err(bad("event", "missing event name")),
@@ -891,6 +949,58 @@ mod tests {
     }
 
     #[test]
+    fn one_pass_and_checked_parsing_agree() {
+        // The one-pass path (body within the per-event limit) and the
+        // checked path (raw scan per element) give the same events, and the
+        // same errors naming the element.
+        let body = br#"{"api_key":"k","sent_at":"2021-05-01T00:00:10Z","batch":[
+            {"event":"a","distinct_id":"u1","uuid":"0188b8b0-0000-7000-8000-000000000001","timestamp":"2021-05-01T00:00:00Z","properties":{"x":[1,{"y":"z"}],"$set":{"p":1}}},
+            {"event":"b","distinct_id":7,"uuid":"0188b8b0-0000-7000-8000-000000000002","offset":5,"$set_once":{"q":"r"},"unknown":{"deep":[[[1]]]}}
+        ]}"#;
+        let p = CaptureParams::default();
+        let fast = Limits::default();
+        assert!(body.len() <= fast.max_event_bytes);
+        let checked = Limits {
+            max_event_bytes: body.len() - 1,
+            ..Limits::default()
+        };
+        let a = parse_with(body, None, None, &p, &fast).unwrap();
+        let b = parse_with(body, None, None, &p, &checked).unwrap();
+        assert_eq!(a.events, b.events);
+        assert_eq!(a.tokens, b.tokens);
+        assert_eq!(a.events.len(), 2);
+        for bad in [
+            &br#"[{"event":"a","distinct_id":"u"}, 5]"#[..],
+            br#"{"batch":[{"event":"a","distinct_id":"u"},{"event":"a","distinct_id":"u","properties":{"x":[[[1]]]}}]}"#,
+            br#"[{"event":"a","distinct_id":"u"},{"event":"a","distinct_id":"u"},{"event":"a","distinct_id":"u"}]"#,
+            br#"[{"event":"a","distinct_id":"u"},{"event":"a" "distinct_id":"u"}]"#,
+        ] {
+            let small = Limits {
+                max_events_per_batch: 2,
+                max_property_depth: 2,
+                ..Limits::default()
+            };
+            let checked = Limits {
+                max_event_bytes: bad.len() - 1,
+                ..small
+            };
+            let e1 = parse_with(bad, None, None, &p, &small).unwrap_err();
+            let e2 = parse_with(bad, None, None, &p, &checked).unwrap_err();
+            assert_eq!(e1.to_string(), e2.to_string());
+            assert_eq!(e1.code(), e2.code());
+        }
+        let e = parse_with(
+            br#"[{"event":"a","distinct_id":"u"}, 5]"#,
+            None,
+            None,
+            &p,
+            &fast,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("batch[1]"), "{e}");
+    }
+
+    #[test]
     fn gzip_bomb_stops_at_the_limit() {
         let zeros = vec![b' '; 50 * 1024 * 1024];
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -918,8 +1028,9 @@ mod tests {
     }
 
     #[test]
-    fn depth_scanner_ignores_strings() {
-        assert_eq!(json_depth(br#"{"a":"[[[{{{","b":[1,{"c":"\"]"}]}"#), 3);
-        assert_eq!(json_depth(b"1"), 0);
+    fn depth_ignores_brackets_in_strings() {
+        let v: Value = serde_json::from_str(r#"{"a":"[[[{{{","b":[1,{"c":"\"]"}]}"#).unwrap();
+        assert_eq!(value_depth(&v), 3);
+        assert_eq!(value_depth(&Value::from(1)), 0);
     }
 }

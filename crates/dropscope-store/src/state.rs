@@ -33,6 +33,16 @@ pub enum Applied {
     Duplicate,
 }
 
+/// Side effects of the last event applied that the durable store's meta
+/// log must record (see [`meta_projection`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Effects {
+    /// Its distinct id was seen for the first time.
+    pub new_did: bool,
+    /// A group type got its slot (`$group_N`) with this event.
+    pub new_group_type: bool,
+}
+
 /// Mutable state: dictionaries, identity, groups, cohorts, sealed runs and
 /// the memtable of events not yet in a run.
 #[derive(Debug, Default)]
@@ -46,6 +56,8 @@ pub struct State {
     pub uuids: rustc_hash::FxHashSet<u128>,
     pub next_seq: u64,
     pub earliest: Option<i64>,
+    /// What the last event applied did beyond being stored.
+    pub last: Effects,
     cached: Option<Snapshot>,
 }
 
@@ -153,7 +165,12 @@ impl State {
     fn event_effects(&mut self, e: &Event, store: bool) {
         let mut dicts = self.dicts.write().expect("dicts lock");
         let ident = Arc::make_mut(&mut self.identity);
+        let known = dicts.distinct_ids.len();
         let did = dicts.distinct_ids.intern(&e.distinct_id);
+        self.last = Effects {
+            new_did: dicts.distinct_ids.len() > known,
+            new_group_type: false,
+        };
         let person = ident.ensure(did, &e.distinct_id);
 
         // Identity joins.
@@ -179,14 +196,24 @@ impl State {
 
         // Groups: `$groups: {type: key}` becomes `$group_N` properties;
         // `$groupidentify` sets group properties.
-        let mut extra: Vec<(String, Value)> = Vec::new();
+        // The group data is shared with snapshots: it is only cloned
+        // (`make_mut`) when a new group type takes a slot.
+        const SLOT_NAMES: [&str; 5] = ["$group_0", "$group_1", "$group_2", "$group_3", "$group_4"];
+        let mut extra: Vec<(&str, &Value)> = Vec::new();
         if let Some(Value::Object(gs)) = e.properties.get("$groups") {
-            let groups = Arc::make_mut(&mut self.groups);
             for (gtype, key) in gs {
-                if let Some(idx) = groups.index_for(gtype) {
-                    let name = format!("$group_{idx}");
-                    if !e.properties.contains_key(&name) {
-                        extra.push((name, key.clone()));
+                let idx = match self.groups.index_of(gtype) {
+                    Some(i) => Some(i),
+                    None => {
+                        let i = Arc::make_mut(&mut self.groups).index_for(gtype);
+                        self.last.new_group_type |= i.is_some();
+                        i
+                    }
+                };
+                if let Some(idx) = idx {
+                    let name = SLOT_NAMES[idx as usize];
+                    if !e.properties.contains_key(name) {
+                        extra.push((name, key));
                     }
                 }
             }
@@ -220,7 +247,10 @@ impl State {
         }
         let ev = dicts.events.intern(&e.event);
         let mut kv: Vec<(u32, u32)> = Vec::with_capacity(e.properties.len() + extra.len());
-        for (k, v) in e.properties.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
+        for (k, v) in e.properties.iter() {
+            kv.push((dicts.keys.intern(k), dicts.values.intern_value(v)));
+        }
+        for (k, v) in extra {
             kv.push((dicts.keys.intern(k), dicts.values.intern_value(v)));
         }
         let seq = self.next_seq;
@@ -296,6 +326,11 @@ impl GroupData {
     }
 
     /// The slot of a group type, assigned on first sight (at most 5).
+    /// The slot of a group type that already has one.
+    pub fn index_of(&self, name: &str) -> Option<u8> {
+        self.types.iter().position(|t| t == name).map(|i| i as u8)
+    }
+
     pub fn index_for(&mut self, name: &str) -> Option<u8> {
         if let Some(i) = self.types.iter().position(|t| t == name) {
             return Some(i as u8);
@@ -312,32 +347,33 @@ impl GroupData {
     }
 }
 
-/// Property keys of an event that [`State::apply`] reads for its non-event
-/// effects (identity joins, person properties, groups).
-const META_KEYS: &[&str] = &[
-    "$anon_distinct_id",
-    "alias",
-    "$set",
-    "$set_once",
-    "$groups",
-    "$group_type",
-    "$group_key",
-    "$group_set",
-];
+/// Whether replaying property `key` of event `event` through
+/// [`State::apply_meta`] changes anything, given what applying it did.
+/// Keep in step with `State::event_effects`.
+fn is_meta_key(event: &str, key: &str, fx: Effects) -> bool {
+    match key {
+        "$set" | "$set_once" => true,
+        "$groups" => fx.new_group_type,
+        "$anon_distinct_id" => event == "$identify",
+        "alias" => event == "$create_alias" || event == "$merge_dangerously",
+        "$group_type" | "$group_key" | "$group_set" => event == "$groupidentify",
+        _ => false,
+    }
+}
 
 /// The part of an event that matters for identity, person and group state:
-/// the same event with only the properties [`State::apply_meta`] reads.
-/// `None` when replaying it would change nothing, i.e. it has none of those
-/// properties and its distinct id was already known (`new_did == false`).
-/// Keep in step with `State::event_effects`.
-pub fn meta_projection(e: &Event, new_did: bool) -> Option<Event> {
+/// the same event with only the properties [`State::apply_meta`] needs to
+/// rebuild that state (`fx`: what applying the event did). `None` when
+/// replaying it would change nothing: none of those properties, and its
+/// distinct id was already known.
+pub fn meta_projection(e: &Event, fx: Effects) -> Option<Event> {
     let props: Map<String, Value> = e
         .properties
         .iter()
-        .filter(|(k, _)| META_KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| is_meta_key(&e.event, k, fx))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if props.is_empty() && !new_did {
+    if props.is_empty() && !fx.new_did {
         return None;
     }
     Some(Event {

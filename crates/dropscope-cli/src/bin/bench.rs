@@ -6,6 +6,12 @@
 //! breakdown, strict), and event correlation over all event names.
 //! `--smoke` runs a tiny size and only checks that everything works (CI).
 
+// mimalloc instead of glibc malloc: capture and import parse and free many
+// small JSON values per event; malloc/free were ~20% of capture CPU
+// (BENCHMARKS.md, "Capture over HTTP").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -10,6 +10,12 @@
 //! cargo run --release -p dropscope-server --bin capture_bench -- --clients 16 --seconds 10 --batch 100
 //! ```
 
+// mimalloc instead of glibc malloc: capture and import parse and free many
+// small JSON values per event; malloc/free were ~20% of capture CPU
+// (BENCHMARKS.md, "Capture over HTTP").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
