@@ -124,7 +124,8 @@ fn observe(store: &Store) -> Value {
     }
     events.sort_by_key(|e| e[0].as_str().unwrap().parse::<u128>().unwrap());
     let g = snap.groups();
-    let mut gprops: Vec<(u8, String, Vec<(String, String)>)> = g
+    type Pairs = Vec<(String, String)>;
+    let mut gprops: Vec<(u8, String, Pairs)> = g
         .props
         .iter()
         .map(|((i, k), kv)| {
