@@ -59,8 +59,8 @@ enum Cmd {
     },
     /// Import events and persons from JSONL or CSV files (format from the extension).
     Import {
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
         /// Files to import (.jsonl/.ndjson/.json or .csv).
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -81,8 +81,8 @@ enum Cmd {
     },
     /// Run a funnel and print it as a table.
     Funnel {
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
         /// Comma-separated event names, e.g. '$pageview,signup,purchase'.
         #[arg(long)]
         steps: String,
@@ -108,8 +108,8 @@ enum Cmd {
     /// Why people drop: conversion per step, the largest drop, drivers (q < 0.05,
     /// raw and adjusted), segments converting differently, what dropped people did next.
     Diagnose {
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
         /// Comma-separated event names.
         #[arg(long)]
         steps: String,
@@ -128,8 +128,8 @@ enum Cmd {
     },
     /// Run any query of the spec (docs/query.md) from a JSON file; prints JSON.
     Query {
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
         /// A JSON file holding a query (or `{"query": {...}}`).
         file: PathBuf,
     },
@@ -152,6 +152,107 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
+}
+
+/// Where `import`, `funnel`, `diagnose` and `query` read and write.
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// Data directory of the embedded store (required with the embedded
+    /// backend).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// `embedded` (the store in --data) or `clickhouse`.
+    #[arg(long, env = "DROPSCOPE_BACKEND", default_value = "embedded")]
+    backend: String,
+    /// ClickHouse HTTP address for `--backend clickhouse`.
+    #[arg(
+        long,
+        env = "DROPSCOPE_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    clickhouse_url: String,
+    /// ClickHouse database of the project (created and migrated if needed).
+    #[arg(
+        long,
+        env = "DROPSCOPE_CLICKHOUSE_DATABASE",
+        default_value = "dropscope"
+    )]
+    clickhouse_database: String,
+}
+
+/// An opened backend.
+enum Target {
+    Embedded(Store),
+    ClickHouse(Box<dropscope_clickhouse::ClickHouse>),
+}
+
+impl TargetArgs {
+    fn open(&self) -> Result<Target> {
+        match self.backend.as_str() {
+            "embedded" => {
+                let dir = self
+                    .data
+                    .as_deref()
+                    .context("--data DIR is required with the embedded backend")?;
+                Ok(Target::Embedded(open_store(dir)?))
+            }
+            "clickhouse" => {
+                let ch = dropscope_clickhouse::ClickHouse::open(
+                    &self.clickhouse_url,
+                    &self.clickhouse_database,
+                )
+                .map_err(anyhow::Error::msg)
+                .with_context(|| {
+                    format!(
+                        "opening ClickHouse database {:?} at {}",
+                        self.clickhouse_database, self.clickhouse_url
+                    )
+                })?;
+                Ok(Target::ClickHouse(Box::new(ch)))
+            }
+            other => bail!("--backend {other:?}: use embedded or clickhouse"),
+        }
+    }
+}
+
+impl Target {
+    fn query(&self, q: &FunnelQuery) -> Result<QueryResult> {
+        Ok(match self {
+            Target::Embedded(store) => dropscope_engine::run_query(&store.snapshot()?, q)?,
+            Target::ClickHouse(ch) => ch.run(q)?,
+        })
+    }
+
+    /// Appends records; returns (stored, duplicates).
+    fn append(&mut self, batch: &[dropscope_store::Record]) -> Result<(u64, u64), String> {
+        match self {
+            Target::Embedded(store) => {
+                let s = store.append(batch).map_err(|e| e.to_string())?;
+                Ok((s.stored, s.duplicates))
+            }
+            Target::ClickHouse(ch) => {
+                let before = ch.stored_events();
+                ch.append(batch)?;
+                let stored = ch.stored_events() - before;
+                let events = batch
+                    .iter()
+                    .filter(|r| matches!(r, dropscope_store::Record::Event(_)))
+                    .count() as u64;
+                Ok((stored, events.saturating_sub(stored)))
+            }
+        }
+    }
+
+    /// Makes an import durable (the embedded store writes its segment).
+    fn finish(self) -> Result<()> {
+        match self {
+            Target::Embedded(store) => {
+                store.flush().context("flushing the store")?;
+                store.close().context("closing the store")
+            }
+            Target::ClickHouse(_) => Ok(()),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -198,15 +299,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             clickhouse_url,
         } => cases(&dir, &backend, filter.as_deref(), &clickhouse_url),
         Cmd::Import {
-            data,
+            target,
             files,
             strict,
         } => {
-            let store = open_store(&data)?;
+            let mut t = target.open()?;
             for f in files {
-                import_file(&store, &f, strict)?;
+                import_file(&mut t, &f, strict)?;
             }
-            store.flush().context("flushing the store")?;
+            t.finish()?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Export {
@@ -242,7 +343,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Funnel {
-            data,
+            target,
             steps,
             window,
             order,
@@ -252,9 +353,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let q = funnel_query(&steps, &window, &order, breakdown, date_from, date_to)?;
-            let store = open_store(&data)?;
+            let target = target.open()?;
             let t = Instant::now();
-            let res = dropscope_engine::run_query(&store.snapshot()?, &q)?;
+            let res = target.query(&q)?;
             let took = t.elapsed();
             print_result(&res, json)?;
             if !json {
@@ -262,7 +363,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Query { data, file } => {
+        Cmd::Query { target, file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let mut v: serde_json::Value = serde_json::from_str(&text)
@@ -271,13 +372,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 v = q.take();
             }
             let q = FunnelQuery::from_json(v)?;
-            let store = open_store(&data)?;
-            let res = dropscope_engine::run_query(&store.snapshot()?, &q)?;
+            let res = target.open()?.query(&q)?;
             println!("{}", serde_json::to_string_pretty(&res)?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Diagnose {
-            data,
+            target,
             steps,
             window,
             date_from,
@@ -286,8 +386,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let mut q = funnel_query(&steps, &window, "ordered", None, date_from, date_to)?;
             q.kind = dropscope_core::query::QueryKind::Diagnosis;
-            let store = open_store(&data)?;
-            let res = dropscope_engine::run_query(&store.snapshot()?, &q)?;
+            let res = target.open()?.query(&q)?;
             match (&res, json) {
                 (QueryResult::Diagnosis(d), false) => {
                     print!("{}", dropscope_engine::diagnosis::render_text(d))
@@ -384,7 +483,7 @@ fn cases(
     })
 }
 
-fn import_file(store: &Store, f: &Path, strict: bool) -> Result<()> {
+fn import_file(target: &mut Target, f: &Path, strict: bool) -> Result<()> {
     let format = dropscope_io::Format::from_path(f).with_context(|| {
         format!(
             "{}: unknown format (use .jsonl, .ndjson, .json, .csv or .parquet)",
@@ -404,9 +503,9 @@ fn import_file(store: &Store, f: &Path, strict: bool) -> Result<()> {
     let t = Instant::now();
     let (mut stored, mut dups, mut bad_count) = (0u64, 0u64, 0u64);
     let sink = |batch: Vec<dropscope_store::Record>| {
-        let s = store.append(&batch).map_err(|e| e.to_string())?;
-        stored += s.stored;
-        dups += s.duplicates;
+        let (s, d) = target.append(&batch)?;
+        stored += s;
+        dups += d;
         Ok(())
     };
     let bad = |e: dropscope_io::LineError| {

@@ -624,3 +624,91 @@ fn invalid_query_exits_2_naming_the_field() {
     let se = text(&out.stderr);
     assert!(se.contains("sideways"), "{se}");
 }
+
+/// `import`, `funnel`, `query` and `diagnose` with `--backend clickhouse`
+/// against a real ClickHouse server: the same numbers as the embedded
+/// store from the same file.
+#[test]
+fn clickhouse_backend_import_and_queries_match_embedded() {
+    let url = dropscope_testkit::clickhouse_server::url();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let mut lines = String::new();
+    for i in 0..60i64 {
+        let u = format!("user-{}", i % 20);
+        let name = EVENTS[(i % 7 % 3) as usize];
+        let plan = PLANS[(i % 3) as usize];
+        lines.push_str(
+            &json!({"event": name, "distinct_id": u, "timestamp": format_ts(BASE_MS + i * 3_600_000),
+                    "properties": {"plan": plan}})
+            .to_string(),
+        );
+        lines.push('\n');
+    }
+    std::fs::write(&file, lines).unwrap();
+    let data = dir.path().join("store");
+    let db = format!("ds_cli_{}", std::process::id());
+    let ch = [
+        "--backend",
+        "clickhouse",
+        "--clickhouse-url",
+        url,
+        "--clickhouse-database",
+        db.as_str(),
+    ];
+    let with_ch = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .chain(ch.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |args: Vec<String>| ok(&args.iter().map(String::as_str).collect::<Vec<_>>()).0;
+    ok(&["import", "--data", s(&data), s(&file)]);
+    let (imported, _) = ok(&with_ch(&["import", s(&file)])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(imported.contains("60 stored"), "{imported}");
+
+    let steps = "$pageview,signup,purchase";
+    let strip = |so: &str| {
+        let mut v: Value = serde_json::from_str(so).unwrap();
+        v.as_object_mut().unwrap().remove("conversion_curve");
+        v
+    };
+    for extra in [&[][..], &["--breakdown", "plan"][..]] {
+        let mut args = vec!["funnel", "--steps", steps, "--json"];
+        args.extend_from_slice(extra);
+        let mut emb = args.clone();
+        emb.extend_from_slice(&["--data", s(&data)]);
+        let a = strip(&ok(&emb).0);
+        let b = strip(&run(with_ch(&args)));
+        assert_eq!(a, b, "funnel {extra:?}");
+        assert!(a["steps"][0]["count"].as_u64().unwrap() > 0);
+    }
+    let q = dir.path().join("q.json");
+    std::fs::write(
+        &q,
+        json!({"query": {"kind": "funnel", "date_from": "all",
+            "steps": [{"event": "$pageview"}, {"event": "purchase", "properties": [{"key": "plan", "value": "pro"}]}]}})
+        .to_string(),
+    )
+    .unwrap();
+    let a = strip(&ok(&["query", "--data", s(&data), s(&q)]).0);
+    let b = strip(&run(with_ch(&["query", s(&q)])));
+    assert_eq!(a, b);
+    // Without --data the embedded backend says what it needs.
+    let out = dropscope(&["funnel", "--steps", steps]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--data"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = dropscope(&["funnel", "--steps", steps, "--backend", "oracle"]);
+    assert!(text(&out.stderr).contains("embedded or clickhouse"));
+    dropscope_clickhouse::ClickHouse::open(url, &db)
+        .unwrap()
+        .drop_database()
+        .unwrap();
+}

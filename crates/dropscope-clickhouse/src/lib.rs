@@ -7,6 +7,7 @@
 //! event-property breakdown (first/last touch). Everything else is refused
 //! with [`QueryError::Unsupported`], never answered approximately.
 
+pub mod browse;
 pub mod events;
 pub mod funnel;
 pub mod http;
@@ -115,7 +116,7 @@ impl ClickHouse {
     }
 
     /// Runs a `FORMAT JSON` query and parses the answer.
-    fn select_json(&self, sql: &str) -> Result<Value, String> {
+    pub(crate) fn select_json(&self, sql: &str) -> Result<Value, String> {
         let text = self.execute(sql)?;
         serde_json::from_str(&text).map_err(|e| format!("ClickHouse answer is not JSON: {e}"))
     }

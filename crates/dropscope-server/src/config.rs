@@ -57,6 +57,33 @@ pub struct ServeConfig {
     /// Deepest nesting of objects/arrays inside a property value [default: 20].
     #[arg(long, env = "DROPSCOPE_MAX_PROPERTY_DEPTH", value_name = "N")]
     pub max_property_depth: Option<usize>,
+    /// Where events live and queries run: `embedded` (the store in --data)
+    /// or `clickhouse` [default: embedded].
+    #[arg(long, env = "DROPSCOPE_BACKEND", value_name = "embedded|clickhouse")]
+    pub backend: Option<String>,
+    /// ClickHouse HTTP address for `--backend clickhouse`
+    /// [default: http://127.0.0.1:8123].
+    #[arg(long, env = "DROPSCOPE_CLICKHOUSE_URL", value_name = "URL")]
+    pub clickhouse_url: Option<String>,
+    /// ClickHouse database of the project (created and migrated on start)
+    /// [default: dropscope].
+    #[arg(long, env = "DROPSCOPE_CLICKHOUSE_DATABASE", value_name = "NAME")]
+    pub clickhouse_database: Option<String>,
+}
+
+/// Default ClickHouse HTTP address.
+pub const DEFAULT_CLICKHOUSE_URL: &str = "http://127.0.0.1:8123";
+/// Default ClickHouse database.
+pub const DEFAULT_CLICKHOUSE_DATABASE: &str = "dropscope";
+
+/// Where events are stored and queries answered.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// The embedded store in the data directory.
+    #[default]
+    Embedded,
+    /// A ClickHouse database.
+    ClickHouse { url: String, database: String },
 }
 
 /// Limits checked while a request is read.
@@ -87,6 +114,7 @@ pub struct Settings {
     pub project_token: String,
     pub secret_key: String,
     pub limits: Limits,
+    pub backend: BackendChoice,
 }
 
 impl Settings {
@@ -98,6 +126,7 @@ impl Settings {
             project_token: project_token.into(),
             secret_key: secret_key.into(),
             limits: Limits::default(),
+            backend: BackendChoice::Embedded,
         }
     }
 }
@@ -161,6 +190,9 @@ impl ServeConfig {
             max_events_per_batch: self.max_events_per_batch.or(other.max_events_per_batch),
             max_event_bytes: self.max_event_bytes.or(other.max_event_bytes),
             max_property_depth: self.max_property_depth.or(other.max_property_depth),
+            backend: self.backend.or(other.backend),
+            clickhouse_url: self.clickhouse_url.or(other.clickhouse_url),
+            clickhouse_database: self.clickhouse_database.or(other.clickhouse_database),
         }
     }
 
@@ -192,6 +224,26 @@ impl ServeConfig {
         ] {
             anyhow::ensure!(v > 0, "{name} must be positive");
         }
+        let backend = match merged.backend.as_deref().map(str::trim) {
+            None | Some("embedded") => {
+                anyhow::ensure!(
+                    merged.clickhouse_url.is_none() && merged.clickhouse_database.is_none(),
+                    "--clickhouse-url/--clickhouse-database need --backend clickhouse"
+                );
+                BackendChoice::Embedded
+            }
+            Some("clickhouse") => BackendChoice::ClickHouse {
+                url: merged
+                    .clickhouse_url
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CLICKHOUSE_URL.into()),
+                database: merged
+                    .clickhouse_database
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CLICKHOUSE_DATABASE.into()),
+            },
+            Some(other) => anyhow::bail!("--backend {other:?}: use embedded or clickhouse"),
+        };
         let (project_token, secret_key) = match (merged.project_token, merged.secret_key) {
             (Some(p), Some(s)) => (p, s),
             (p, s) => {
@@ -219,6 +271,7 @@ impl ServeConfig {
             project_token,
             secret_key,
             limits,
+            backend,
         })
     }
 }

@@ -40,18 +40,29 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use dropscope_clickhouse::ClickHouse;
 use dropscope_core::query::FunnelQuery;
 use dropscope_store::{Record, Store, StoreOptions};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-pub use config::{generate_token, Limits, ServeConfig, Settings};
+pub use config::{generate_token, BackendChoice, Limits, ServeConfig, Settings};
 pub use error::ApiError;
 
 use capture::{CaptureInput, CaptureParams};
 use metrics::Metrics;
 use pickers::PickerParams;
+
+/// Where a server keeps its events and answers queries.
+#[derive(Clone)]
+pub enum Backend {
+    /// The embedded store.
+    Embedded(Arc<Store>),
+    /// A ClickHouse database: captures take the write lock (inserts and
+    /// identity bookkeeping), queries the read lock.
+    ClickHouse(Arc<std::sync::RwLock<ClickHouse>>),
+}
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -60,7 +71,7 @@ pub struct AppState {
 }
 
 struct Inner {
-    store: Arc<Store>,
+    backend: Backend,
     settings: Settings,
     metrics: Metrics,
     openapi: Bytes,
@@ -68,10 +79,14 @@ struct Inner {
 
 impl AppState {
     pub fn new(settings: Settings, store: Arc<Store>) -> AppState {
+        AppState::with_backend(settings, Backend::Embedded(store))
+    }
+
+    pub fn with_backend(settings: Settings, backend: Backend) -> AppState {
         let openapi = serde_json::to_vec_pretty(&openapi::document()).expect("openapi json");
         AppState {
             inner: Arc::new(Inner {
-                store,
+                backend,
                 settings,
                 metrics: Metrics::default(),
                 openapi: Bytes::from(openapi),
@@ -79,8 +94,16 @@ impl AppState {
         }
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.inner.store
+    /// The embedded store (`None` on the ClickHouse backend).
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        match &self.inner.backend {
+            Backend::Embedded(s) => Some(s),
+            Backend::ClickHouse(_) => None,
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -217,12 +240,27 @@ async fn capture(
         return Err((ApiError::BadToken, n));
     }
     let records: Vec<Record> = captured.events.into_iter().map(Record::Event).collect();
-    let store = st.inner.store.clone();
+    let backend = st.inner.backend.clone();
     let t = Instant::now();
-    let res = tokio::task::spawn_blocking(move || store.append(&records))
-        .await
-        .map_err(|e| (ApiError::Internal(format!("append task failed: {e}")), n))?;
-    let stats = res.map_err(|e| (ApiError::from(e), n))?;
+    let res = tokio::task::spawn_blocking(move || match backend {
+        Backend::Embedded(store) => store.append(&records).map_err(ApiError::from),
+        Backend::ClickHouse(ch) => {
+            let mut ch = ch
+                .write()
+                .map_err(|_| ApiError::Unavailable("ClickHouse backend lock poisoned".into()))?;
+            let before = ch.stored_events();
+            ch.append(&records)
+                .map_err(|e| ApiError::Unavailable(format!("ClickHouse insert failed: {e}")))?;
+            let stored = ch.stored_events() - before;
+            Ok(dropscope_store::AppendStats {
+                stored,
+                duplicates: records.len() as u64 - stored,
+            })
+        }
+    })
+    .await
+    .map_err(|e| (ApiError::Internal(format!("append task failed: {e}")), n))?;
+    let stats = res.map_err(|e| (e, n))?;
     let m = &st.inner.metrics;
     m.append_latency.observe(t.elapsed());
     m.events_accepted.fetch_add(stats.stored, Ordering::Relaxed);
@@ -323,11 +361,16 @@ async fn query(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respons
     let raw = read_body(headers, body, st.inner.settings.limits.max_body_bytes).await?;
     let q = parse_query_body(&raw)?;
     let kind = kind_name(&q);
-    let store = st.inner.store.clone();
+    let backend = st.inner.backend.clone();
     let start = Instant::now();
     let res = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
-        let snap = store.snapshot()?;
-        let r = dropscope_engine::run_query(&snap, &q)?;
+        let r = match backend {
+            Backend::Embedded(store) => dropscope_engine::run_query(&store.snapshot()?, &q)?,
+            Backend::ClickHouse(ch) => ch
+                .read()
+                .map_err(|_| ApiError::Unavailable("ClickHouse backend lock poisoned".into()))?
+                .run(&q)?,
+        };
         serde_json::to_vec(&r).map_err(|e| ApiError::Internal(e.to_string()))
     })
     .await
@@ -338,12 +381,14 @@ async fn query(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respons
 }
 
 /// A read endpoint with query-string parameters: checks the secret key,
-/// parses the parameters, runs `f` on a snapshot off the async threads.
+/// parses the parameters, runs `f` on a snapshot (embedded) or `g` on the
+/// ClickHouse backend, off the async threads.
 pub(crate) async fn picker<P, T>(
     st: AppState,
     headers: HeaderMap,
     params: Result<Query<P>, QueryRejection>,
     f: fn(&dropscope_store::Snapshot, &P) -> Result<T, ApiError>,
+    g: fn(&ClickHouse, &P) -> Result<T, ApiError>,
 ) -> Response
 where
     P: Send + 'static,
@@ -352,10 +397,17 @@ where
     let run = async {
         check_secret(&st, &headers)?;
         let Query(p) = params.map_err(|e| ApiError::Invalid(e.body_text()))?;
-        let store = st.inner.store.clone();
+        let backend = st.inner.backend.clone();
         let r = tokio::task::spawn_blocking(move || -> Result<T, ApiError> {
-            let snap = store.snapshot()?;
-            f(&snap, &p)
+            match backend {
+                Backend::Embedded(store) => f(&store.snapshot()?, &p),
+                Backend::ClickHouse(ch) => {
+                    let ch = ch.read().map_err(|_| {
+                        ApiError::Unavailable("ClickHouse backend lock poisoned".into())
+                    })?;
+                    g(&ch, &p)
+                }
+            }
         })
         .await
         .map_err(|e| ApiError::Internal(format!("task failed: {e}")))??;
@@ -372,7 +424,14 @@ async fn events_handler(
     headers: HeaderMap,
     params: Result<Query<PickerParams>, QueryRejection>,
 ) -> Response {
-    picker(st, headers, params, pickers::events).await
+    picker(
+        st,
+        headers,
+        params,
+        pickers::events,
+        pickers::events_clickhouse,
+    )
+    .await
 }
 
 async fn properties_handler(
@@ -380,7 +439,14 @@ async fn properties_handler(
     headers: HeaderMap,
     params: Result<Query<PickerParams>, QueryRejection>,
 ) -> Response {
-    picker(st, headers, params, pickers::properties).await
+    picker(
+        st,
+        headers,
+        params,
+        pickers::properties,
+        pickers::properties_clickhouse,
+    )
+    .await
 }
 
 async fn property_values_handler(
@@ -388,7 +454,14 @@ async fn property_values_handler(
     headers: HeaderMap,
     params: Result<Query<PickerParams>, QueryRejection>,
 ) -> Response {
-    picker(st, headers, params, pickers::property_values).await
+    picker(
+        st,
+        headers,
+        params,
+        pickers::property_values,
+        pickers::property_values_clickhouse,
+    )
+    .await
 }
 
 async fn openapi_handler(State(st): State<AppState>) -> Response {
@@ -400,7 +473,28 @@ async fn openapi_handler(State(st): State<AppState>) -> Response {
 }
 
 async fn health_handler(State(st): State<AppState>) -> Response {
-    match st.inner.store.stats() {
+    let store = match &st.inner.backend {
+        Backend::Embedded(s) => s.clone(),
+        Backend::ClickHouse(ch) => {
+            let ch = ch.clone();
+            let r = tokio::task::spawn_blocking(move || match ch.read() {
+                Ok(ch) => ch.event_count(),
+                Err(_) => Err("ClickHouse backend lock poisoned".to_string()),
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            return match r {
+                Ok(n) => Json(json!({"status": "ok", "backend": "clickhouse", "events": n}))
+                    .into_response(),
+                Err(e) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"status": "error", "backend": "clickhouse", "detail": e})),
+                )
+                    .into_response(),
+            };
+        }
+    };
+    match store.stats() {
         Ok(s) if s.background_error.is_none() => {
             Json(json!({"status": "ok", "events": s.events})).into_response()
         }
@@ -418,7 +512,7 @@ async fn health_handler(State(st): State<AppState>) -> Response {
 }
 
 async fn metrics_handler(State(st): State<AppState>) -> Response {
-    let stats = st.inner.store.stats().ok();
+    let stats = st.store().and_then(|s| s.stats().ok());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.inner.metrics.render(stats.as_ref()),
@@ -449,12 +543,26 @@ pub async fn serve(
     store: Arc<Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_backend(settings, Backend::Embedded(store), shutdown).await
+}
+
+/// Binds `settings.addr` and serves `backend` until `shutdown`.
+pub async fn serve_backend(
+    settings: Settings,
+    backend: Backend,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("binding {}", settings.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, project_token = %settings.project_token, "dropscope server listening");
-    serve_on(listener, AppState::new(settings, store), shutdown).await?;
+    serve_on(
+        listener,
+        AppState::with_backend(settings, backend),
+        shutdown,
+    )
+    .await?;
     tracing::info!("dropscope server stopped");
     Ok(())
 }
@@ -466,6 +574,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let settings = cfg.resolve()?;
+    if let BackendChoice::ClickHouse { url, database } = settings.backend.clone() {
+        let ch = tokio::task::spawn_blocking(move || ClickHouse::open(&url, &database))
+            .await?
+            .map_err(anyhow::Error::msg)
+            .context("opening the ClickHouse backend")?;
+        tracing::info!(
+            database = ch.database(),
+            "ClickHouse backend ready (schema migrated)"
+        );
+        return serve_backend(
+            settings,
+            Backend::ClickHouse(Arc::new(std::sync::RwLock::new(ch))),
+            shutdown,
+        )
+        .await;
+    }
     let dir = settings
         .data
         .clone()
@@ -537,9 +661,14 @@ impl Running {
 /// Binds `settings.addr` (port 0 picks a free port) and serves in a
 /// background task.
 pub async fn spawn(settings: Settings, store: Arc<Store>) -> anyhow::Result<Running> {
+    spawn_backend(settings, Backend::Embedded(store)).await
+}
+
+/// [`spawn`] on any backend.
+pub async fn spawn_backend(settings: Settings, backend: Backend) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(settings.addr).await?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(settings, store);
+    let state = AppState::with_backend(settings, backend);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve_on(listener, state.clone(), async move {
         let _ = rx.await;

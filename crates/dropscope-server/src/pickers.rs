@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use dropscope_clickhouse::ClickHouse;
 use dropscope_store::columns::EventColumns;
 use dropscope_store::dict::{decode_value, value_str};
 use dropscope_store::Snapshot;
@@ -266,4 +267,80 @@ pub fn property_values(
         })
         .collect();
     Ok(out)
+}
+
+/// The same pickers on the ClickHouse backend: the counting is a
+/// `GROUP BY` inside ClickHouse (`dropscope_clickhouse::browse`). Values
+/// come back as their stored string forms.
+fn ch_err(e: String) -> ApiError {
+    ApiError::Unavailable(format!("ClickHouse: {e}"))
+}
+
+fn no_person_pickers() -> ApiError {
+    ApiError::Query(
+        "unsupported: person-property pickers are not available on the ClickHouse backend yet"
+            .into(),
+    )
+}
+
+fn name_counts(rows: Vec<(String, u64)>) -> Vec<NameCount> {
+    rows.into_iter()
+        .map(|(name, count)| NameCount { name, count })
+        .collect()
+}
+
+pub fn events_clickhouse(ch: &ClickHouse, p: &PickerParams) -> Result<EventsResponse, ApiError> {
+    let limit = limit_of(p)?;
+    let rows = ch.event_names(p.search.as_deref(), limit).map_err(ch_err)?;
+    Ok(EventsResponse {
+        results: name_counts(rows),
+    })
+}
+
+pub fn properties_clickhouse(
+    ch: &ClickHouse,
+    p: &PickerParams,
+) -> Result<PropertiesResponse, ApiError> {
+    if kind_of(p)? == Kind::Person {
+        return Err(no_person_pickers());
+    }
+    let limit = limit_of(p)?;
+    let rows = ch
+        .event_property_keys(p.event.as_deref(), p.search.as_deref(), limit)
+        .map_err(ch_err)?;
+    Ok(PropertiesResponse {
+        kind: "event".into(),
+        event: p.event.clone(),
+        results: name_counts(rows),
+    })
+}
+
+pub fn property_values_clickhouse(
+    ch: &ClickHouse,
+    p: &PickerParams,
+) -> Result<PropertyValuesResponse, ApiError> {
+    if kind_of(p)? == Kind::Person {
+        return Err(no_person_pickers());
+    }
+    let limit = limit_of(p)?;
+    let key = p
+        .key
+        .clone()
+        .ok_or_else(|| ApiError::Invalid("missing query parameter `key`".into()))?;
+    let (rows, total) = ch
+        .event_property_values(&key, p.event.as_deref(), p.search.as_deref(), limit)
+        .map_err(ch_err)?;
+    Ok(PropertyValuesResponse {
+        kind: "event".into(),
+        key,
+        event: p.event.clone(),
+        results: rows
+            .into_iter()
+            .map(|(v, count)| ValueCount {
+                value: Value::String(v),
+                count,
+            })
+            .collect(),
+        total,
+    })
 }

@@ -18,6 +18,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use dropscope_clickhouse::ClickHouse;
 use dropscope_store::columns::EventColumns;
 use dropscope_store::dict::decode_value;
 use dropscope_store::Snapshot;
@@ -255,12 +256,63 @@ pub fn person_events(
     })
 }
 
+/// A person's events on the ClickHouse backend, found by distinct id or
+/// numeric person id. Person properties are not kept there yet (empty);
+/// event property values are their stored string forms.
+pub fn person_events_clickhouse(
+    ch: &ClickHouse,
+    p: &PersonEventsParams,
+) -> Result<PersonEventsResponse, ApiError> {
+    let id =
+        p.id.as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::Invalid("missing query parameter `id`".into()))?;
+    let limit = match p.limit {
+        None => 500,
+        Some(0) => return Err(ApiError::Invalid("`limit` must be positive".into())),
+        Some(n) if n > 10_000 => {
+            return Err(ApiError::Invalid("`limit` must be at most 10000".into()))
+        }
+        Some(n) => n,
+    };
+    let offset = p.offset.unwrap_or(0);
+    let t = ch
+        .person_events(id, offset, limit)
+        .map_err(|e| ApiError::Unavailable(format!("ClickHouse: {e}")))?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no person with id or distinct id {id:?} has events"
+            ))
+        })?;
+    Ok(PersonEventsResponse {
+        id: t.person_id.to_string(),
+        distinct_ids: t.distinct_ids,
+        properties: Map::new(),
+        total: t.total,
+        offset: offset as u64,
+        events: t
+            .events
+            .into_iter()
+            .map(|e| TimelineEvent {
+                event: e.event,
+                timestamp: rfc3339_ms(e.timestamp),
+                distinct_id: e.distinct_id,
+                properties: e
+                    .properties
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
 async fn person_events_handler(
     State(st): State<AppState>,
     headers: HeaderMap,
     params: Result<Query<PersonEventsParams>, QueryRejection>,
 ) -> Response {
-    crate::picker(st, headers, params, person_events).await
+    crate::picker(st, headers, params, person_events, person_events_clickhouse).await
 }
 
 #[cfg(test)]

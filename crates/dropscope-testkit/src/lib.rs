@@ -2,6 +2,7 @@
 //! used by `dropscope cases` and by the test suites of every backend.
 
 pub mod case;
+pub mod clickhouse_server;
 pub mod compare;
 pub mod demo;
 pub mod oracle;
