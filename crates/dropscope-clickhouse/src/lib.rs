@@ -469,14 +469,29 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
     if q.kind != QueryKind::Funnel {
         return unsupported(&format!("query kind {:?}", q.kind));
     }
-    if q.order != FunnelOrder::Ordered {
+    if q.counting == Counting::Totals && q.order == FunnelOrder::Unordered {
+        return Err(QueryError::invalid(
+            "counting",
+            "`totals` counting needs an ordered or strict funnel",
+        ));
+    }
+    if q.order == FunnelOrder::Unordered {
         return unsupported(&format!("order {:?}", q.order));
     }
     if q.counting != Counting::Unique {
         return unsupported("counting `totals`");
     }
-    if !q.exclusions.is_empty() {
-        return unsupported("exclusions");
+    if !q.exclusions.is_empty() && q.steps.iter().any(|s| s.optional) {
+        return unsupported("exclusions together with optional steps");
+    }
+    let mut exclusions = Vec::new();
+    for (i, x) in q.exclusions.iter().enumerate() {
+        exclusions.push(sql::step_condition(
+            x.event.as_deref(),
+            x.action.as_ref(),
+            x.properties.as_ref(),
+            &format!("exclusions[{i}]"),
+        )?);
     }
     if let Some(a) = q.aggregation.as_deref().map(str::trim) {
         if !a.is_empty() && a != "person" && a != "person_id" {
@@ -486,12 +501,6 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
     dropscope_core::time::parse_tz(q.timezone.as_deref())?;
     let mut steps = Vec::new();
     for (i, s) in q.steps.iter().enumerate() {
-        if s.optional {
-            return unsupported("optional steps");
-        }
-        if s.within.is_some() || s.min_gap.is_some() {
-            return unsupported("per-step windows (`within`, `min_gap`)");
-        }
         if matches!(
             s.math,
             Some(StepMath::FirstTimeForUser) | Some(StepMath::FirstTimeForUserWithFilters)
@@ -541,6 +550,25 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
         window_ms: Window::effective_ms(q.window.as_ref()),
         breakdown,
         keep: None,
+        order: q.order,
+        keep_all: q.order == FunnelOrder::Strict,
+        exclusions,
+        excl_ranges: q
+            .exclusions
+            .iter()
+            .map(|x| (x.from_step, x.to_step))
+            .collect(),
+        optional: q.steps.iter().map(|s| s.optional).collect(),
+        within: q
+            .steps
+            .iter()
+            .map(|s| s.within.as_ref().and_then(Window::ms))
+            .collect(),
+        min_gap: q
+            .steps
+            .iter()
+            .map(|s| s.min_gap.as_ref().and_then(Window::ms))
+            .collect(),
     })
 }
 
