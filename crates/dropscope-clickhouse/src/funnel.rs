@@ -106,10 +106,15 @@ pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
     );
     // One subquery per layer: ClickHouse expands aliases in place, so
     // each layer only refers to the previous layers' columns.
-    sql = layered(sql, &["T", "M", "X", "B", "I"], ordered_layers(s));
+    let layers = if s.order == FunnelOrder::Unordered {
+        unordered_layers(s)
+    } else {
+        ordered_layers(s)
+    };
+    sql = layered(sql, &["T", "M", "X", "B", "I"], layers);
     let bd = if s.breakdown.is_some() { "bdv" } else { "part" };
     format!(
-        "SELECT actor, person, {bd} AS bd, toUInt8(0) AS amb, lvl, times, times[1] AS start, bits \
+        "SELECT actor, person, {bd} AS bd, amb, lvl, times, times[1] AS start, bits \
          FROM ({sql}) WHERE lvl > 0"
     )
 }
@@ -148,6 +153,93 @@ fn layered(mut sql: String, base: &[&str], layers: Vec<String>) -> String {
         defined.extend(names);
     }
     sql
+}
+
+/// Unordered funnels (SEMANTICS rule 8, `dropscope-engine/src/unordered.rs`)
+/// for events that match at most one step each; `amb` = 1 flags an actor
+/// with an event matching several steps (the engine's queue choice for it
+/// depends on the whole history: refused).
+///
+/// Each step event ("entry") sits in its step's queue from its push until
+/// the window slides past it (popped at `PE`: the first later event more
+/// than the window after it) or an exclusion event clears the queues
+/// (segments `XS`: exclusion events counted so far). The engine records
+/// the number of non-empty queues before every pop, at completion (`C`:
+/// the first entry after which every step has an entry within the window
+/// in its segment) and after the last event; the first record with the
+/// highest count is kept. A record's queues are described by (segment,
+/// last index, lower bound (time, step)), so the count is the number of
+/// steps among the entries it covers, and the times are the sorted
+/// earliest entries per step.
+fn unordered_layers(s: &FunnelSpec) -> Vec<String> {
+    let n = s.steps.len();
+    let w = s.window_ms;
+    let full = (1u64 << n) - 1;
+    // Entries covered by a record (seg, hi, lo time, lo step), over j.
+    let covers = |seg: &str, hi: &str, lt: &str, ls: &str| {
+        format!(
+            "EN[j] AND XS[j] = {seg} AND j <= {hi} AND (T[j] > {lt} OR (T[j] = {lt} AND ST[j] >= {ls}))"
+        )
+    };
+    let mask = |cond: &str| {
+        format!("toUInt64(arrayReduce('groupBitOr', arrayFilter((m_, j) -> {cond}, M, I)))")
+    };
+    let big = 1u64 << 31;
+    let mut layers = group_layers();
+    layers.extend([
+        format!(
+            "arrayMap(i -> X[i] = 0 AND M[i] != 0, I) AS EN, \
+             arrayMap(m -> toInt64(arrayFirstIndex(k -> bitTest(m, k), range({n}))) - 1, M) AS ST, \
+             arrayCumSum(arrayMap(x -> x != 0, X)) AS XS, \
+             toUInt8(arrayExists((m, x) -> x = 0 AND bitAnd(m, m - 1) != 0, M, X)) AS amb"
+        ),
+        format!(
+            "arrayMap(i -> arrayFirstIndex(e -> e > i AND X[e] != 0, I), I) AS FX, \
+             arrayMap(i -> arrayFirstIndex(e -> e > i AND T[e] - T[i] > {w}, I), I) AS PE, \
+             arrayMap(i -> if(EN[i], {cm}, 0), I) AS CM",
+            cm = mask("EN[j] AND XS[j] = XS[i] AND j <= i AND T[i] - T[j] <= {w}")
+                .replace("{w}", &w.to_string())
+        ),
+        format!("arrayFirstIndex(c -> EN[c] AND CM[c] = {full}, I) AS C"),
+        // Candidate records: pops, completion, the end.
+        format!(
+            "arrayFilter(i -> EN[i] AND PE[i] > 0 AND (FX[i] = 0 OR PE[i] <= FX[i]) AND (C = 0 OR PE[i] <= C), I) AS RI, \
+             arrayConcat(arrayMap(i -> XS[i], RI), [XS[C]], [XS[length(T)]]) AS RSEG, \
+             arrayConcat(arrayMap(i -> toInt64(PE[i]) - 1, RI), [toInt64(C)], [toInt64(length(T))]) AS RHI, \
+             arrayConcat(arrayMap(i -> T[i], RI), [T[C] - {w}], [T[length(T)] - {w}]) AS RLT, \
+             arrayConcat(arrayMap(i -> ST[i], RI), [toInt64(0)], [toInt64(0)]) AS RLS, \
+             arrayConcat(arrayMap(i -> toUInt64(PE[i]) * {big} + toUInt64(G0[i]) * 32 + toUInt64(ST[i]), RI), \
+               [toUInt64(C) * {big} + {big1}], [toUInt64({last})]) AS RK, \
+             arrayConcat(arrayMap(i -> 1, RI), [C > 0], [C = 0 AND X[length(T)] = 0]) AS RV",
+            big1 = big - 1,
+            last = 1u64 << 62
+        ),
+        format!(
+            "arrayMap((g, h, lt, ls, v) -> if(v, {cm}, 0), RSEG, RHI, RLT, RLS, RV) AS RM",
+            cm = mask(&covers("g", "h", "lt", "ls"))
+        ),
+        format!("arrayMap(m -> arraySum(arrayMap(k -> bitTest(m, k), range({n}))), RM) AS RC, arrayReduce('max', RC) AS MC"),
+        "arrayReduce('argMin', arrayEnumerate(RC), arrayMap((c, k) -> if(c = MC, k, toUInt64(-1)), RC, RK)) AS RB"
+            .to_string(),
+        {
+            let cov = covers("RSEG[RB]", "RHI[RB]", "RLT[RB]", "RLS[RB]");
+            let firsts: Vec<String> = (0..n)
+                .map(|k| {
+                    format!(
+                        "arrayReduce('min', arrayFilter((t_, j) -> {cov} AND ST[j] = {k}, T, I))"
+                    )
+                })
+                .collect();
+            format!(
+                "arrayFilter((f, k) -> bitTest(RM[RB], k), [{}], range({n})) AS FS, \
+                 toUInt32(if(MC = 0, 0, MC)) AS lvl, \
+                 arrayResize(arraySort(FS), {n}, toInt64(0)) AS times, \
+                 toUInt64(bitShiftLeft(toUInt64(1), lvl) - 1) AS bits",
+                firsts.join(", ")
+            )
+        },
+    ]);
+    layers
 }
 
 /// Timestamp groups of the sorted events: first index `G0`, last `GE`,
@@ -373,7 +465,7 @@ fn ordered_layers(s: &FunnelSpec) -> Vec<String> {
     br.push_str("emptyArrayUInt32())");
     let _ = write!(
         out,
-        "{bs} AS BS, {br} AS BR, toUInt32(if(length(BR) = 0, 0, BS)) AS lvl, \
+        "toUInt8(0) AS amb, {bs} AS BS, {br} AS BR, toUInt32(if(length(BR) = 0, 0, BS)) AS lvl, \
          arrayMap(r_ -> if(r_ = 0, toInt64(0), T[r_]), BR) AS times, \
          toUInt64(arraySum(arrayMap((r_, q_) -> if(r_ = 0, 0, bitShiftLeft(toUInt64(1), q_ - 1)), BR, arrayEnumerate(BR)))) AS bits"
     );

@@ -291,7 +291,13 @@ impl ClickHouse {
             ..spec0
         };
         let n = spec.steps.len();
-        let names: Vec<String> = q.steps.iter().map(|s| s.display_name()).collect();
+        let names: Vec<String> = if q.order == FunnelOrder::Unordered {
+            (1..=n)
+                .map(|k| format!("Completed {k} step{}", if k == 1 { "" } else { "s" }))
+                .collect()
+        } else {
+            q.steps.iter().map(|s| s.display_name()).collect()
+        };
         let r = self
             .select_json(&funnel::steps_sql(&self.db, &spec))
             .map_err(QueryError::Backend)?;
@@ -369,8 +375,8 @@ impl ClickHouse {
     }
 }
 
-/// Refuses answers that depend on SEMANTICS rule 5's same-instant
-/// expansion in a way the greedy chains do not model yet.
+/// Refuses answers that depend on how the unordered engine assigns an
+/// event matching several steps (stage B's `amb` flag).
 fn refuse_ambiguous_ties(r: &Value) -> Result<(), QueryError> {
     let amb = r["data"]
         .as_array()
@@ -379,8 +385,8 @@ fn refuse_ambiguous_ties(r: &Value) -> Result<(), QueryError> {
         .any(|row| row["amb"].as_u64().unwrap_or(0) != 0);
     if amb {
         return Err(QueryError::Unsupported(
-            "events sharing a timestamp that match different steps, one of them several steps \
-             (SEMANTICS rule 5), are not supported by the ClickHouse backend yet"
+            "an event matching several steps of an unordered funnel (SEMANTICS rule 8) is not \
+             supported by the ClickHouse backend yet"
                 .into(),
         ));
     }
@@ -474,9 +480,6 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
             "counting",
             "`totals` counting needs an ordered or strict funnel",
         ));
-    }
-    if q.order == FunnelOrder::Unordered {
-        return unsupported(&format!("order {:?}", q.order));
     }
     if q.counting != Counting::Unique {
         return unsupported("counting `totals`");
