@@ -38,6 +38,16 @@ pub fn events_sql(db: &str, s: &FunnelSpec) -> String {
         ),
         None => "emptyArrayString()".into(),
     };
+    let mut xmask = String::from("toUInt64(0)");
+    for (j, c) in s.exclusions.iter().enumerate() {
+        let _ = write!(xmask, " + if({c}, toUInt64({}), toUInt64(0))", 1u64 << j);
+    }
+    // Strict funnels read every event in range (SEMANTICS rule 6).
+    let keep = if s.keep_all {
+        ""
+    } else {
+        " AND (mask != 0 OR xmask != 0)"
+    };
     let global = s
         .global
         .as_ref()
@@ -45,10 +55,10 @@ pub fn events_sql(db: &str, s: &FunnelSpec) -> String {
         .unwrap_or_default();
     format!(
         "SELECT toString({PERSON_EXPR}) AS actor, {PERSON_EXPR} AS person, emptyArrayString() AS part, \
-         timestamp AS ts, seq, ({mask}) AS mask, toUInt64(0) AS xmask, {bd} AS bd \
+         timestamp AS ts, seq, ({mask}) AS mask, ({xmask}) AS xmask, {bd} AS bd \
          FROM {db}.events \
          ANY LEFT JOIN ({ov}) USING distinct_id \
-         WHERE timestamp >= {from} AND timestamp <= {to}{global} AND mask != 0",
+         WHERE timestamp >= {from} AND timestamp <= {to}{global}{keep}",
         ov = overrides_sql(db),
         from = s.from_ms,
         to = s.to_ms,

@@ -21,6 +21,8 @@
 
 use std::fmt::Write as _;
 
+use dropscope_core::query::FunnelOrder;
+
 use crate::events::events_sql;
 use crate::sql::quote_str;
 
@@ -32,7 +34,7 @@ pub enum Touch {
 }
 
 /// Everything the funnel SQL needs, already validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FunnelSpec {
     /// Boolean SQL per step.
     pub steps: Vec<String>,
@@ -46,25 +48,40 @@ pub struct FunnelSpec {
     /// Breakdown limit applied: these values keep their row, every other
     /// value is counted under `["Other"]`.
     pub keep: Option<Vec<Vec<String>>>,
+    /// Funnel order (SEMANTICS rules 4, 6, 8).
+    pub order: FunnelOrder,
+    /// Stage A keeps every event in range, not only step and exclusion
+    /// events (strict funnels, rule 6).
+    pub keep_all: bool,
+    /// Boolean SQL per exclusion (stage A's `xmask` bits).
+    pub exclusions: Vec<String>,
+    /// Per exclusion: (from_step, to_step), 0-based.
+    pub excl_ranges: Vec<(usize, usize)>,
+    /// Per step: may be skipped (rule 11).
+    pub optional: Vec<bool>,
+    /// Per step: max / min gap from the previous done step (ms).
+    pub within: Vec<Option<i64>>,
+    pub min_gap: Vec<Option<i64>>,
+}
+
+impl FunnelSpec {
+    fn optional(&self, k: usize) -> bool {
+        self.optional.get(k).copied().unwrap_or(false)
+    }
+
+    /// Bitmask of the exclusions active while an attempt sits at 0-based
+    /// step `at`.
+    fn active(&self, at: usize) -> u64 {
+        self.excl_ranges
+            .iter()
+            .enumerate()
+            .filter(|(_, &(from, to))| from <= at && at < to)
+            .fold(0, |m, (j, _)| m | (1 << j))
+    }
 }
 
 /// Stage B: one row per counted actor (see the module docs).
-///
-/// Ordered funnels: per actor, events sorted by (time, ingest order); for
-/// each first-step event the greedy chain from that start. Step k is the
-/// first event matching step k within the window of the start, not already
-/// used by the chain, and after step k-1's event in (time, ingest) order —
-/// or at the same instant with a different step mask (rule 5: a
-/// same-instant group matching different steps is applied step by step,
-/// whatever the ingest order). The actor's result is the furthest level;
-/// among starts reaching it, the one that got there first (ties: the
-/// latest start) gives the times — the attempt SEMANTICS rule 4 keeps.
-/// `amb` = 1 when the actor has events sharing a timestamp that match
-/// different steps with one of them matching several steps (rule 5's
-/// expansion can then differ from the greedy chains).
 pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
-    let n = s.steps.len();
-    let w = s.window_ms;
     let events = events_sql(db, s);
     // The attributed breakdown value (first/last event the funnel reads
     // with a value); actors without any value get the all-empty tuple.
@@ -79,45 +96,381 @@ pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
     };
     let attributed = format!("if(length({attributed} AS bd_raw) = 0, {empty_bd}, bd_raw)");
     let persons = format!(
-        "SELECT actor, any(person) AS person, part, arraySort(groupArray((ts, seq, mask, bd))) AS evs, \
-         arrayMap(x -> x.1, evs) AS T, arrayMap(x -> x.3, evs) AS M, arrayMap(x -> x.4, evs) AS B, \
-         {attributed} AS bdv, \
-         arrayExists((t, m) -> bitAnd(m, m - 1) != 0 AND arrayExists((t2, m2) -> t2 = t AND m2 != m, T, M), T, M) AS amb \
+        "SELECT actor, any(person) AS person, part, arraySort(groupArray((ts, seq, mask, xmask, bd))) AS evs \
          FROM ({events}) GROUP BY actor, part"
     );
-    let mut chain = String::from("i0");
-    let mut level = String::from("1");
-    let mut last = String::from("i0");
-    for k in 1..n {
-        let prev = format!("i{}", k - 1);
-        let unused: String = (0..k).map(|j| format!(" AND j != i{j}")).collect();
-        let _ = write!(
-            chain,
-            ", if({prev} = 0, 0, arrayFirstIndex((t, m, j) -> bitAnd(m, toUInt64({bit})) != 0 AND (j > {prev} OR (t = T[{prev}] AND m != M[{prev}])) AND t - T[i0] <= {w}{unused}, T, M, arrayEnumerate(T))) AS i{k}",
-            bit = 1u64 << k,
-        );
-        let _ = write!(level, " + (i{k} != 0)");
-        last = format!("if(i{k} != 0, i{k}, {last})");
-    }
-    let times: Vec<String> = (0..n)
-        .map(|k| format!("if(i{k} != 0, T[i{k}], toInt64(0))"))
-        .collect();
-    let starts = format!(
-        "SELECT actor, person, part, bdv, amb, {chain}, toUInt32({level}) AS lvl, ({last}) AS li, \
-         tuple(-toInt64(lvl), T[li], toInt64(li), -toInt64(i0)) AS key, [{times}] AS path \
-         FROM ({persons}) ARRAY JOIN arrayFilter(i -> bitAnd(M[i], toUInt64(1)) != 0, arrayEnumerate(M)) AS i0",
-        times = times.join(", ")
+    let mut sql = format!(
+        "SELECT actor, person, part, arrayMap(x -> x.1, evs) AS T, arrayMap(x -> x.3, evs) AS M, \
+         arrayMap(x -> x.4, evs) AS X, arrayMap(x -> x.5, evs) AS B, {attributed} AS bdv, \
+         arrayEnumerate(T) AS I FROM ({persons})"
     );
-    let bd = if s.breakdown.is_some() {
-        "any(bdv)"
+    // One subquery per layer: ClickHouse expands aliases in place, so
+    // each layer only refers to the previous layers' columns.
+    let layers = if s.order == FunnelOrder::Unordered {
+        unordered_layers(s)
     } else {
-        "any(part)"
+        ordered_layers(s)
     };
+    sql = layered(sql, &["T", "M", "X", "B", "I"], layers);
+    let bd = if s.breakdown.is_some() { "bdv" } else { "part" };
     format!(
-        "SELECT actor, any(person) AS person, {bd} AS bd, max(amb) AS amb, max(lvl) AS lvl, \
-         argMin(path, key) AS times, times[1] AS start \
-         FROM ({starts}) GROUP BY actor, part"
+        "SELECT actor, person, {bd} AS bd, amb, lvl, times, times[1] AS start, bits \
+         FROM ({sql}) WHERE lvl > 0"
     )
+}
+
+/// Wraps `base` in one `SELECT *, <layer> FROM (...)` per layer. Columns
+/// a layer's lambdas capture are also named in a `WHERE NOT ignore(...)`:
+/// ClickHouse 18.16 drops subquery columns referenced only inside lambdas.
+fn layered(mut sql: String, base: &[&str], layers: Vec<String>) -> String {
+    let mut defined: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+    for layer in layers {
+        let tokens: std::collections::HashSet<&str> = layer
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        let used: Vec<&str> = defined
+            .iter()
+            .map(String::as_str)
+            .filter(|d| tokens.contains(d))
+            .collect();
+        let filter = if used.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE NOT ignore({})", used.join(", "))
+        };
+        let names: Vec<String> = layer
+            .split(" AS ")
+            .skip(1)
+            .filter_map(|rest| {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                (!name.is_empty()).then_some(name)
+            })
+            .collect();
+        sql = format!("SELECT *, {layer} FROM ({sql}){filter}");
+        defined.extend(names);
+    }
+    sql
+}
+
+/// Unordered funnels (SEMANTICS rule 8, `dropscope-engine/src/unordered.rs`)
+/// for events that match at most one step each; `amb` = 1 flags an actor
+/// with an event matching several steps (the engine's queue choice for it
+/// depends on the whole history: refused).
+///
+/// Each step event ("entry") sits in its step's queue from its push until
+/// the window slides past it (popped at `PE`: the first later event more
+/// than the window after it) or an exclusion event clears the queues
+/// (segments `XS`: exclusion events counted so far). The engine records
+/// the number of non-empty queues before every pop, at completion (`C`:
+/// the first entry after which every step has an entry within the window
+/// in its segment) and after the last event; the first record with the
+/// highest count is kept. A record's queues are described by (segment,
+/// last index, lower bound (time, step)), so the count is the number of
+/// steps among the entries it covers, and the times are the sorted
+/// earliest entries per step.
+fn unordered_layers(s: &FunnelSpec) -> Vec<String> {
+    let n = s.steps.len();
+    let w = s.window_ms;
+    let full = (1u64 << n) - 1;
+    // Entries covered by a record (seg, hi, lo time, lo step), over j.
+    let covers = |seg: &str, hi: &str, lt: &str, ls: &str| {
+        format!(
+            "EN[j] AND XS[j] = {seg} AND j <= {hi} AND (T[j] > {lt} OR (T[j] = {lt} AND ST[j] >= {ls}))"
+        )
+    };
+    let mask = |cond: &str| {
+        format!("toUInt64(arrayReduce('groupBitOr', arrayFilter((m_, j) -> {cond}, M, I)))")
+    };
+    let big = 1u64 << 31;
+    let mut layers = group_layers();
+    layers.extend([
+        format!(
+            "arrayMap(i -> X[i] = 0 AND M[i] != 0, I) AS EN, \
+             arrayMap(m -> toInt64(arrayFirstIndex(k -> bitTest(m, k), range({n}))) - 1, M) AS ST, \
+             arrayCumSum(arrayMap(x -> x != 0, X)) AS XS, \
+             toUInt8(arrayExists((m, x) -> x = 0 AND bitAnd(m, m - 1) != 0, M, X)) AS amb"
+        ),
+        format!(
+            "arrayMap(i -> arrayFirstIndex(e -> e > i AND X[e] != 0, I), I) AS FX, \
+             arrayMap(i -> arrayFirstIndex(e -> e > i AND T[e] - T[i] > {w}, I), I) AS PE, \
+             arrayMap(i -> if(EN[i], {cm}, 0), I) AS CM",
+            cm = mask("EN[j] AND XS[j] = XS[i] AND j <= i AND T[i] - T[j] <= {w}")
+                .replace("{w}", &w.to_string())
+        ),
+        format!("arrayFirstIndex(c -> EN[c] AND CM[c] = {full}, I) AS C"),
+        // Candidate records: pops, completion, the end.
+        format!(
+            "arrayFilter(i -> EN[i] AND PE[i] > 0 AND (FX[i] = 0 OR PE[i] <= FX[i]) AND (C = 0 OR PE[i] <= C), I) AS RI, \
+             arrayConcat(arrayMap(i -> XS[i], RI), [XS[C]], [XS[length(T)]]) AS RSEG, \
+             arrayConcat(arrayMap(i -> toInt64(PE[i]) - 1, RI), [toInt64(C)], [toInt64(length(T))]) AS RHI, \
+             arrayConcat(arrayMap(i -> T[i], RI), [T[C] - {w}], [T[length(T)] - {w}]) AS RLT, \
+             arrayConcat(arrayMap(i -> ST[i], RI), [toInt64(0)], [toInt64(0)]) AS RLS, \
+             arrayConcat(arrayMap(i -> toUInt64(PE[i]) * {big} + toUInt64(G0[i]) * 32 + toUInt64(ST[i]), RI), \
+               [toUInt64(C) * {big} + {big1}], [toUInt64({last})]) AS RK, \
+             arrayConcat(arrayMap(i -> 1, RI), [C > 0], [C = 0 AND X[length(T)] = 0]) AS RV",
+            big1 = big - 1,
+            last = 1u64 << 62
+        ),
+        format!(
+            "arrayMap((g, h, lt, ls, v) -> if(v, {cm}, 0), RSEG, RHI, RLT, RLS, RV) AS RM",
+            cm = mask(&covers("g", "h", "lt", "ls"))
+        ),
+        format!("arrayMap(m -> arraySum(arrayMap(k -> bitTest(m, k), range({n}))), RM) AS RC, arrayReduce('max', RC) AS MC"),
+        "arrayReduce('argMin', arrayEnumerate(RC), arrayMap((c, k) -> if(c = MC, k, toUInt64(-1)), RC, RK)) AS RB"
+            .to_string(),
+        {
+            let cov = covers("RSEG[RB]", "RHI[RB]", "RLT[RB]", "RLS[RB]");
+            let firsts: Vec<String> = (0..n)
+                .map(|k| {
+                    format!(
+                        "arrayReduce('min', arrayFilter((t_, j) -> {cov} AND ST[j] = {k}, T, I))"
+                    )
+                })
+                .collect();
+            format!(
+                "arrayFilter((f, k) -> bitTest(RM[RB], k), [{}], range({n})) AS FS, \
+                 toUInt32(if(MC = 0, 0, MC)) AS lvl, \
+                 arrayResize(arraySort(FS), {n}, toInt64(0)) AS times, \
+                 toUInt64(bitShiftLeft(toUInt64(1), lvl) - 1) AS bits",
+                firsts.join(", ")
+            )
+        },
+    ]);
+    layers
+}
+
+/// Timestamp groups of the sorted events: first index `G0`, last `GE`,
+/// size `GS`, and `MX` = 1 when the group's events do not all match the
+/// same steps and exclusions (SEMANTICS rule 5's "different steps").
+fn group_layers() -> Vec<String> {
+    vec![
+        "arrayMap(i -> i = 1 OR T[i] != T[i - 1], I) AS NG, arrayCumSum(NG) AS GID, \
+         arrayFilter(i -> NG[i] = 1, I) AS GF"
+            .to_string(),
+        "arrayMap(g -> GF[g], GID) AS G0, \
+         arrayMap(g -> toUInt32(if(g = length(GF), toInt64(length(T)), toInt64(GF[g + 1]) - 1)), GID) AS GE"
+            .to_string(),
+        "arrayMap(i -> GE[i] - G0[i] + 1, I) AS GS, \
+         arrayCumSum(arrayMap(i -> M[i] != M[G0[i]] OR X[i] != X[G0[i]], I)) AS DC"
+            .to_string(),
+        "arrayMap(i -> DC[GE[i]] != DC[G0[i]], I) AS MX".to_string(),
+    ]
+}
+
+/// Ordered and strict funnels (SEMANTICS rules 4–7, 11 and the per-step
+/// gaps), as the engine's state machine (`dropscope-engine/src/ordered.rs`)
+/// runs them, computed slot by slot instead of event by event (ClickHouse
+/// 18.16 has no fold over arrays).
+///
+/// The engine keeps one attempt per slot s (s = steps done, 1-based) and
+/// processes (event, step) pairs in a fixed order. Every pair gets a key
+/// (`UInt64`) in that order: an event `i` of a timestamp group whose events
+/// all match the same steps and exclusions ("single") is processed alone,
+/// slots from last to first, each slot's exclusion check before its
+/// advance, the strict clearing last: advance to slot s at
+/// `i*128 + 2(n-s) + 1`, exclusion check of slot L at `i*128 + 2(n-L-1)`,
+/// clearing at `i*128 + 2n`. A "mixed" group (rule 5) runs step by step,
+/// events in order: advance to slot s at `g*128 + (s-1)*size + (i-g)`
+/// (g = the group's first index), without exclusions nor clearing.
+///
+/// Per slot s, in key order, the list of writes (`K{s}` keys, `S{s}`
+/// starts, `L{s}` time of the last step done, `R{s}` rows used per step):
+/// the occupant of slot k at key p is its latest write before p, unless a
+/// strict clearing of slot k came after it. A pair (i, s) writes slot s
+/// when event i matches step s-1 and the occupant O of slot s-1 (or of a
+/// lower slot through empty optional slots) is within the window, not
+/// excluded, has not used row i (mixed groups), respects the step's gaps,
+/// and slot s does not already hold O's start. Exclusion hits `H{k}`: an
+/// exclusion event active at slot k's step, within the window of slot k's
+/// occupant, which has not moved on to slot k+1 (`RW{k+1}`: the occupant's
+/// advances ignoring exclusions). The result is the furthest slot; its
+/// first write that no later exclusion marks (rule 7: an excluded record is
+/// replaced by a later clean one; when none is clean the actor is removed).
+fn ordered_layers(s: &FunnelSpec) -> Vec<String> {
+    let n = s.steps.len();
+    let w = s.window_ms;
+    let strict = s.order == FunnelOrder::Strict;
+    let adv = |s_: usize, i: &str| {
+        format!(
+            "if(MX[{i}], toUInt64(G0[{i}]) * 128 + {a} * toUInt64(GS[{i}]) + toUInt64({i} - G0[{i}]), toUInt64({i}) * 128 + {b})",
+            a = s_ - 1,
+            b = 2 * (n - s_) + 1
+        )
+    };
+    let mut layers = group_layers();
+    let mut out = String::new();
+    for sl in 2..=n {
+        let _ = write!(out, "arrayMap(i -> {}, I) AS P{sl}, ", adv(sl, "i"));
+    }
+    let xkey = |l: usize, x: &str| format!("(toUInt64({x}) * 128 + {})", 2 * (n - l - 1));
+    // Last strict clearing of slot k before key p.
+    let lastclear = |k: usize, p: &str| format!("C{k}[arrayCount(y_ -> y_ < {p}, C{k})]");
+    // The occupant of slot k at key p (index into its writes, 0 = empty).
+    let occ = |k: usize, p: &str| {
+        let cleared = if strict {
+            format!(" AND K{k}[c_] > {}", lastclear(k, p))
+        } else {
+            String::new()
+        };
+        format!("arrayElement(arrayMap(c_ -> if(c_ > 0{cleared}, c_, 0), [arrayCount(x_ -> x_ < {p}, K{k})]), 1)")
+    };
+    let has_hits = |k: usize| k >= 1 && k < n && s.active(k - 1) != 0;
+    if strict {
+        for k in 1..=n {
+            let _ = write!(
+                out,
+                "arrayMap(j -> toUInt64(j) * 128 + {c}, arrayFilter(j -> NOT MX[j] AND NOT bitTest(M[j], {b}), I)) AS C{k}, ",
+                c = 2 * n,
+                b = k - 1
+            );
+        }
+    }
+    out.push_str("arrayCumSum(arrayMap(m -> bitAnd(m, 1), M)) AS B0");
+    layers.push(std::mem::take(&mut out));
+    // Slot 1: first-step events, one per timestamp.
+    let zeros = ", toUInt32(0)".repeat(n - 1);
+    let _ = write!(
+        out,
+        "arrayFilter(i -> bitTest(M[i], 0) AND B0[i - 1] = B0[G0[i] - 1], I) AS WI1, \
+         arrayMap(i -> {a1}, WI1) AS K1, arrayMap(i -> T[i], WI1) AS S1, arrayMap(i -> T[i], WI1) AS L1, \
+         arrayMap(i -> [toUInt32(i){zeros}], WI1) AS R1",
+        a1 = adv(1, "i"),
+    );
+    layers.push(std::mem::take(&mut out));
+    for sl in 2..=n {
+        let st = sl - 1; // 0-based step done by this slot
+                         // Source slots: sl-1, then lower ones through optional steps.
+        let mut srcs = vec![sl - 1];
+        let mut k = sl - 1;
+        while k >= 2 && s.optional(k - 1) {
+            k -= 1;
+            srcs.push(k);
+        }
+        for &k in &srcs {
+            let _ = write!(
+                out,
+                "arrayMap(i -> if(bitTest(M[i], {st}), {}, 0), I) AS O{sl}_{k}, ",
+                occ(k, &format!("P{sl}[i]"))
+            );
+        }
+        let cond = |k: usize, excl: bool| {
+            let o = format!("O{sl}_{k}[i]");
+            let mut c = format!(
+                "T[i] - S{k}[{o}] <= {w} AND (MX[i] = 0 OR NOT has(R{k}[{o}], toUInt32(i)))"
+            );
+            if let Some(wi) = s.within.get(st).copied().flatten() {
+                let _ = write!(c, " AND T[i] - L{k}[{o}] <= {wi}");
+            }
+            if let Some(g) = s.min_gap.get(st).copied().flatten() {
+                let _ = write!(c, " AND T[i] - L{k}[{o}] >= {g}");
+            }
+            if excl && has_hits(k) {
+                let _ = write!(
+                    c,
+                    " AND H{k}[arrayCount(y_ -> y_ < P{sl}[i], H{k})] <= K{k}[{o}]"
+                );
+            }
+            c
+        };
+        // Hits of slot sl-1 need its occupant's raw advances to slot sl.
+        if has_hits(sl - 1) {
+            let k = sl - 1;
+            let _ = write!(
+                out,
+                "arrayMap(i -> P{sl}[i], arrayFilter(i -> O{sl}_{k}[i] > 0 AND {}, I)) AS RW{sl}, ",
+                cond(k, false)
+            );
+            let xk = xkey(k, "x_");
+            let lc_next = if strict {
+                lastclear(sl, &xk)
+            } else {
+                "toUInt64(0)".into()
+            };
+            let _ = write!(
+                out,
+                "arrayMap(x_ -> {xk}, arrayFilter(x_ -> MX[x_] = 0 AND bitAnd(X[x_], {act}) != 0 AND \
+                 arrayElement(arrayMap(o_ -> o_ > 0 AND T[x_] - S{k}[o_] <= {w} AND \
+                 RW{sl}[arrayCount(y_ -> y_ < {xk}, RW{sl})] <= greatest(K{k}[o_], {lc_next}), [{occ}]), 1), I)) AS H{k}, ",
+                act = s.active(k - 1),
+                occ = occ(k, &xk),
+            );
+        }
+        let sel = |f: &dyn Fn(usize) -> String, default: &str| {
+            let mut e = String::from("multiIf(");
+            for &k in &srcs {
+                let _ = write!(e, "O{sl}_{k}[i] > 0, {}, ", f(k));
+            }
+            let _ = write!(e, "{default})");
+            e
+        };
+        let _ = write!(
+            out,
+            "arrayFilter(i -> {}, I) AS QI{sl}, ",
+            sel(&|k| cond(k, true), "0")
+        );
+        let _ = write!(
+            out,
+            "arrayMap(i -> {}, I) AS SS{sl}, ",
+            sel(&|k| format!("S{k}[O{sl}_{k}[i]]"), "toInt64(0)")
+        );
+        let _ = write!(
+            out,
+            "arrayMap(i -> {}, I) AS SR{sl}, ",
+            sel(&|k| format!("R{k}[O{sl}_{k}[i]]"), "emptyArrayUInt32()")
+        );
+        // A write is skipped while slot sl holds the same start: the
+        // previous candidate had the same start and no clearing came since.
+        let clear = if strict {
+            format!(
+                " OR {} > P{sl}[QI{sl}[c_ - 1]]",
+                lastclear(sl, &format!("P{sl}[i]"))
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            out,
+            "arrayFilter((i, c_) -> c_ = 1 OR SS{sl}[QI{sl}[c_ - 1]] != SS{sl}[i]{clear}, QI{sl}, arrayEnumerate(QI{sl})) AS WI{sl}, \
+             arrayMap(i -> P{sl}[i], WI{sl}) AS K{sl}, arrayMap(i -> SS{sl}[i], WI{sl}) AS S{sl}, \
+             arrayMap(i -> T[i], WI{sl}) AS L{sl}, \
+             arrayMap(i -> arrayMap((r_, q_) -> if(q_ = {sl}, toUInt32(i), r_), SR{sl}[i], arrayEnumerate(SR{sl}[i])), WI{sl}) AS R{sl}"
+        );
+        layers.push(std::mem::take(&mut out));
+    }
+    // The first write of each slot that no later exclusion marks.
+    for sl in 1..=n {
+        let act = if sl < n { s.active(sl - 1) } else { 0 };
+        if act == 0 {
+            let _ = write!(out, "if(length(K{sl}) > 0, 1, 0) AS FC{sl}, ");
+            continue;
+        }
+        let xk = xkey(sl, "x_");
+        let _ = write!(
+            out,
+            "arrayFirstIndex(j_ -> NOT arrayExists(x_ -> MX[x_] = 0 AND bitAnd(X[x_], {act}) != 0 AND {xk} > K{sl}[j_] \
+             AND T[x_] - S{sl}[j_] <= {w} AND {occ} > 0, I), arrayEnumerate(K{sl})) AS FC{sl}, ",
+            occ = occ(sl, &xk)
+        );
+    }
+    let mut bs = String::from("multiIf(");
+    let mut br = String::from("multiIf(");
+    for sl in (1..=n).rev() {
+        let _ = write!(bs, "length(K{sl}) > 0, {sl}, ");
+        let _ = write!(br, "BS = {sl}, R{sl}[FC{sl}], ");
+    }
+    bs.push_str("0)");
+    br.push_str("emptyArrayUInt32())");
+    let _ = write!(
+        out,
+        "toUInt8(0) AS amb, {bs} AS BS, {br} AS BR, toUInt32(if(length(BR) = 0, 0, BS)) AS lvl, \
+         arrayMap(r_ -> if(r_ = 0, toInt64(0), T[r_]), BR) AS times, \
+         toUInt64(arraySum(arrayMap((r_, q_) -> if(r_ = 0, 0, bitShiftLeft(toUInt64(1), q_ - 1)), BR, arrayEnumerate(BR)))) AS bits"
+    );
+    layers.push(out);
+    layers
 }
 
 /// Stage C, the steps view. Output columns per row (one row per breakdown
@@ -148,12 +501,18 @@ pub fn steps_sql(db: &str, s: &FunnelSpec) -> String {
     };
     cols.push_str(", max(amb) AS amb");
     for k in 0..n {
-        let _ = write!(cols, ", countIf(lvl >= {r}) AS c{k}", r = k + 1);
+        let _ = write!(cols, ", countIf(bitTest(bits, {k})) AS c{k}");
         if k == 0 {
             continue;
         }
-        let g = format!("(times[{r}] - times[{k}])", r = k + 1);
-        let cond = format!("lvl >= {r} AND {g} > 0", r = k + 1);
+        // Gap from the previous step done (optional steps may be skipped).
+        let mut prev = String::from("multiIf(");
+        for j in (0..k).rev() {
+            let _ = write!(prev, "bitTest(bits, {j}), times[{}], ", j + 1);
+        }
+        prev.push_str("toInt64(0))");
+        let g = format!("(times[{r}] - {prev})", r = k + 1);
+        let cond = format!("bitTest(bits, {k}) AND {g} > 0");
         let _ = write!(
             cols,
             ", countIf({cond}) AS n{k}, avgIf({g} / 1000, {cond}) AS avg{k}, \
@@ -170,6 +529,6 @@ pub fn steps_sql(db: &str, s: &FunnelSpec) -> String {
         " GROUP BY bd"
     };
     format!(
-        "SELECT {cols} FROM (SELECT bd AS b0, amb, lvl, times, start FROM ({actors})){group} FORMAT JSON"
+        "SELECT {cols} FROM (SELECT bd AS b0, amb, lvl, times, start, bits FROM ({actors})){group} FORMAT JSON"
     )
 }

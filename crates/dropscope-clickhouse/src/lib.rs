@@ -292,7 +292,13 @@ impl ClickHouse {
             ..spec0
         };
         let n = spec.steps.len();
-        let names: Vec<String> = q.steps.iter().map(|s| s.display_name()).collect();
+        let names: Vec<String> = if q.order == FunnelOrder::Unordered {
+            (1..=n)
+                .map(|k| format!("Completed {k} step{}", if k == 1 { "" } else { "s" }))
+                .collect()
+        } else {
+            q.steps.iter().map(|s| s.display_name()).collect()
+        };
         let r = self
             .select_json(&funnel::steps_sql(&self.db, &spec))
             .map_err(QueryError::Backend)?;
@@ -370,8 +376,8 @@ impl ClickHouse {
     }
 }
 
-/// Refuses answers that depend on SEMANTICS rule 5's same-instant
-/// expansion in a way the greedy chains do not model yet.
+/// Refuses answers that depend on how the unordered engine assigns an
+/// event matching several steps (stage B's `amb` flag).
 fn refuse_ambiguous_ties(r: &Value) -> Result<(), QueryError> {
     let amb = r["data"]
         .as_array()
@@ -380,8 +386,8 @@ fn refuse_ambiguous_ties(r: &Value) -> Result<(), QueryError> {
         .any(|row| row["amb"].as_u64().unwrap_or(0) != 0);
     if amb {
         return Err(QueryError::Unsupported(
-            "events sharing a timestamp that match different steps, one of them several steps \
-             (SEMANTICS rule 5), are not supported by the ClickHouse backend yet"
+            "an event matching several steps of an unordered funnel (SEMANTICS rule 8) is not \
+             supported by the ClickHouse backend yet"
                 .into(),
         ));
     }
@@ -470,14 +476,26 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
     if q.kind != QueryKind::Funnel {
         return unsupported(&format!("query kind {:?}", q.kind));
     }
-    if q.order != FunnelOrder::Ordered {
-        return unsupported(&format!("order {:?}", q.order));
+    if q.counting == Counting::Totals && q.order == FunnelOrder::Unordered {
+        return Err(QueryError::invalid(
+            "counting",
+            "`totals` counting needs an ordered or strict funnel",
+        ));
     }
     if q.counting != Counting::Unique {
         return unsupported("counting `totals`");
     }
-    if !q.exclusions.is_empty() {
-        return unsupported("exclusions");
+    if !q.exclusions.is_empty() && q.steps.iter().any(|s| s.optional) {
+        return unsupported("exclusions together with optional steps");
+    }
+    let mut exclusions = Vec::new();
+    for (i, x) in q.exclusions.iter().enumerate() {
+        exclusions.push(sql::step_condition(
+            x.event.as_deref(),
+            x.action.as_ref(),
+            x.properties.as_ref(),
+            &format!("exclusions[{i}]"),
+        )?);
     }
     if let Some(a) = q.aggregation.as_deref().map(str::trim) {
         if !a.is_empty() && a != "person" && a != "person_id" {
@@ -487,12 +505,6 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
     dropscope_core::time::parse_tz(q.timezone.as_deref())?;
     let mut steps = Vec::new();
     for (i, s) in q.steps.iter().enumerate() {
-        if s.optional {
-            return unsupported("optional steps");
-        }
-        if s.within.is_some() || s.min_gap.is_some() {
-            return unsupported("per-step windows (`within`, `min_gap`)");
-        }
         if matches!(
             s.math,
             Some(StepMath::FirstTimeForUser) | Some(StepMath::FirstTimeForUserWithFilters)
@@ -542,6 +554,25 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
         window_ms: Window::effective_ms(q.window.as_ref()),
         breakdown,
         keep: None,
+        order: q.order,
+        keep_all: q.order == FunnelOrder::Strict,
+        exclusions,
+        excl_ranges: q
+            .exclusions
+            .iter()
+            .map(|x| (x.from_step, x.to_step))
+            .collect(),
+        optional: q.steps.iter().map(|s| s.optional).collect(),
+        within: q
+            .steps
+            .iter()
+            .map(|s| s.within.as_ref().and_then(Window::ms))
+            .collect(),
+        min_gap: q
+            .steps
+            .iter()
+            .map(|s| s.min_gap.as_ref().and_then(Window::ms))
+            .collect(),
     })
 }
 
