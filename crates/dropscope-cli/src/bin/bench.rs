@@ -43,6 +43,15 @@ struct Args {
     /// Only queries whose name contains this text.
     #[arg(long)]
     only: Option<String>,
+    /// Also load the same events into ClickHouse at this HTTP address and
+    /// time the same queries there (answers must agree with the embedded
+    /// store; queries it does not support are listed as such).
+    #[arg(long)]
+    clickhouse_url: Option<String>,
+    /// ClickHouse database for --clickhouse-url (replaced unless --reuse
+    /// finds it filled).
+    #[arg(long, default_value = "dropscope_bench")]
+    clickhouse_database: String,
 }
 
 fn time_query(store: &Store, q: &FunnelQuery, reps: usize) -> Result<(f64, f64, QueryResult)> {
@@ -100,17 +109,114 @@ fn main() -> Result<()> {
         stats2.bytes_in_memory as f64 / stats2.events.max(1) as f64,
         open_s
     );
-    queries(&store, &args)
+    let embedded = queries(&store, &args)?;
+    if let Some(url) = &args.clickhouse_url {
+        clickhouse(url, &args, events, &embedded)?;
+    }
+    Ok(())
 }
 
-fn import(dir: &std::path::Path, events: usize) -> Result<()> {
-    let opts = dropscope_testkit::demo::DemoOptions {
+/// Loads the demo events into ClickHouse (unless --reuse finds them) and
+/// times the same queries there.
+fn clickhouse(
+    url: &str,
+    args: &Args,
+    events: usize,
+    embedded: &[(String, QueryResult)],
+) -> Result<()> {
+    use dropscope_clickhouse::ClickHouse;
+    let db = &args.clickhouse_database;
+    let mut ch = ClickHouse::open(url, db).map_err(anyhow::Error::msg)?;
+    let filled = ch.event_count().map_err(anyhow::Error::msg)? > 0;
+    if !(args.reuse && filled) {
+        ch.drop_database().map_err(anyhow::Error::msg)?;
+        ch = ClickHouse::open(url, db).map_err(anyhow::Error::msg)?;
+        let gen: Vec<_> = dropscope_testkit::demo::generate(&demo_options(events)).collect();
+        let t = Instant::now();
+        for chunk in gen.chunks(100_000) {
+            ch.append(chunk).map_err(anyhow::Error::msg)?;
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "clickhouse load ({url}, database {db}): {} events in {s:.1} s = {:.0} events/s",
+            ch.event_count().map_err(anyhow::Error::msg)?,
+            ch.event_count().map_err(anyhow::Error::msg)? as f64 / s
+        );
+    }
+    for (name, q) in all_queries() {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|o| !name.contains(o.as_str()))
+        {
+            continue;
+        }
+        let reps = if args.smoke { 1 } else { args.reps.max(1) };
+        let mut times = Vec::new();
+        let mut last = None;
+        for _ in 0..reps {
+            let t = Instant::now();
+            match ch.run(&q) {
+                Ok(r) => last = Some(r),
+                Err(dropscope_core::QueryError::Unsupported(why)) => {
+                    println!("clickhouse {name:<19} unsupported: {why}");
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let Some(res) = last else { continue };
+        times.sort_by(f64::total_cmp);
+        println!(
+            "clickhouse {name:<19} best {:>9.1} ms  median {:>9.1} ms  [{}]",
+            times[0],
+            times[times.len() / 2],
+            summary(&res)
+        );
+        if let Some((_, e)) = embedded.iter().find(|(n, _)| n == name) {
+            if let (QueryResult::Funnel(a), QueryResult::Funnel(b)) = (e, &res) {
+                let counts = |f: &dropscope_core::result::FunnelResult| {
+                    f.steps.iter().map(|s| s.count).collect::<Vec<_>>()
+                };
+                anyhow::ensure!(
+                    counts(a) == counts(b),
+                    "{name}: ClickHouse {:?} != embedded {:?}",
+                    counts(b),
+                    counts(a)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn demo_options(events: usize) -> dropscope_testkit::demo::DemoOptions {
+    dropscope_testkit::demo::DemoOptions {
         seed: 7,
         events,
         ..Default::default()
-    };
+    }
+}
+
+fn summary(res: &QueryResult) -> String {
+    match res {
+        QueryResult::Funnel(f) => f
+            .steps
+            .iter()
+            .map(|s| s.count.to_string())
+            .collect::<Vec<_>>()
+            .join(" → "),
+        QueryResult::Correlation(c) => {
+            format!("{} rows tested, {} shown", c.rows_tested, c.events.len())
+        }
+        _ => String::new(),
+    }
+}
+
+fn import(dir: &std::path::Path, events: usize) -> Result<()> {
     let t = Instant::now();
-    let gen: Vec<_> = dropscope_testkit::demo::generate(&opts).collect();
+    let gen: Vec<_> = dropscope_testkit::demo::generate(&demo_options(events)).collect();
     let gen_s = t.elapsed().as_secs_f64();
     let store = Store::open(dir, StoreOptions::default())?;
     let t = Instant::now();
@@ -129,7 +235,8 @@ fn import(dir: &std::path::Path, events: usize) -> Result<()> {
     Ok(())
 }
 
-fn queries(store: &Store, args: &Args) -> Result<()> {
+/// The benchmark's queries over the demo funnel.
+fn all_queries() -> Vec<(&'static str, FunnelQuery)> {
     let steps: Vec<Step> = dropscope_testkit::demo::DEMO_FUNNEL
         .iter()
         .map(|e| Step {
@@ -175,6 +282,12 @@ fn queries(store: &Store, args: &Args) -> Result<()> {
             ..base.clone()
         },
     ));
+    queries
+}
+
+fn queries(store: &Store, args: &Args) -> Result<Vec<(String, QueryResult)>> {
+    let queries = all_queries();
+    let mut out = Vec::new();
     for (name, q) in &queries {
         if args
             .only
@@ -184,25 +297,17 @@ fn queries(store: &Store, args: &Args) -> Result<()> {
             continue;
         }
         let (best, median, res) = time_query(store, q, if args.smoke { 1 } else { args.reps })?;
-        let summary = match &res {
-            QueryResult::Funnel(f) => f
-                .steps
-                .iter()
-                .map(|s| s.count.to_string())
-                .collect::<Vec<_>>()
-                .join(" → "),
-            QueryResult::Correlation(c) => {
-                format!("{} rows tested, {} shown", c.rows_tested, c.events.len())
-            }
-            _ => String::new(),
-        };
-        println!("{name:<30} best {best:>9.1} ms  median {median:>9.1} ms  [{summary}]");
+        println!(
+            "{name:<30} best {best:>9.1} ms  median {median:>9.1} ms  [{}]",
+            summary(&res)
+        );
         if let QueryResult::Funnel(f) = &res {
             anyhow::ensure!(
                 f.steps[0].count > 0,
                 "{name}: nobody entered the demo funnel"
             );
         }
+        out.push((name.to_string(), res));
     }
-    Ok(())
+    Ok(out)
 }
