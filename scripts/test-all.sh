@@ -32,7 +32,9 @@ if [ ! -d "$CASES_DIR" ]; then
 fi
 ./target/debug/dropscope cases "$CASES_DIR"
 
-step "benchmark smoke"
-./target/debug/dropscope-bench --events 20000 --smoke
+step "benchmark smoke (embedded, and the same queries on ClickHouse)"
+bash scripts/clickhouse.sh >/dev/null
+./target/debug/dropscope-bench --events 20000 --smoke \
+  --clickhouse-url "http://127.0.0.1:${CH_HTTP_PORT:-18123}" --clickhouse-database dropscope_bench_smoke
 
 step "all green"
