@@ -579,18 +579,17 @@ fn to_event(
             _ => return Err(bad(key, "must be an object")),
         }
     }
-    let distinct_id = [
-        Some(&w.distinct_id),
-        properties.get("distinct_id"),
-        properties.get("$distinct_id"),
-    ]
-    .into_iter()
-    .flatten()
-    .find_map(|v| match v {
+    let usable = |v: &Value| match v {
         Value::String(s) if !s.trim().is_empty() => Some(Ok(s.clone())),
         Value::Number(n) => Some(Ok(n.to_string())),
         Value::String(_) | Value::Null => None,
         _ => Some(Err(())),
+    };
+    // The properties are only looked into when the top level has none.
+    let distinct_id = usable(&w.distinct_id).or_else(|| {
+        ["distinct_id", "$distinct_id"]
+            .into_iter()
+            .find_map(|k| properties.get(k).and_then(usable))
     });
     let distinct_id = match distinct_id {
         Some(Ok(d)) => d,

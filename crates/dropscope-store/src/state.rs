@@ -186,11 +186,22 @@ impl State {
                 ident.merge(person, op);
             }
         }
+        // The special properties, found in one pass over the keys (cheaper
+        // than a hashed lookup per name on the capture path).
+        let (mut set, mut set_once, mut groups_prop) = (None, None, None);
+        for (k, v) in &e.properties {
+            match k.as_str() {
+                "$set" => set = Some(v),
+                "$set_once" => set_once = Some(v),
+                "$groups" => groups_prop = Some(v),
+                _ => {}
+            }
+        }
         // Person properties.
-        if let Some(Value::Object(set)) = e.properties.get("$set") {
+        if let Some(Value::Object(set)) = set {
             ident.set_props(person, set, false, &mut dicts);
         }
-        if let Some(Value::Object(set)) = e.properties.get("$set_once") {
+        if let Some(Value::Object(set)) = set_once {
             ident.set_props(person, set, true, &mut dicts);
         }
 
@@ -200,7 +211,7 @@ impl State {
         // (`make_mut`) when a new group type takes a slot.
         const SLOT_NAMES: [&str; 5] = ["$group_0", "$group_1", "$group_2", "$group_3", "$group_4"];
         let mut extra: Vec<(&str, &Value)> = Vec::new();
-        if let Some(Value::Object(gs)) = e.properties.get("$groups") {
+        if let Some(Value::Object(gs)) = groups_prop {
             for (gtype, key) in gs {
                 let idx = match self.groups.index_of(gtype) {
                     Some(i) => Some(i),
