@@ -8,11 +8,17 @@
 //! with [`QueryError::Unsupported`], never answered approximately.
 
 pub mod browse;
+pub mod correlation;
+pub mod dispatch;
 pub mod events;
 pub mod funnel;
 pub mod http;
 pub mod identity;
+pub mod paths;
+pub mod persons;
 pub mod sql;
+pub mod trends;
+pub mod ttc;
 
 use std::collections::{HashMap, HashSet};
 
@@ -286,6 +292,9 @@ impl ClickHouse {
             None
         };
         let range = resolve_range(q, earliest)?;
+        if q.kind != QueryKind::Funnel {
+            return dispatch::run_kind(self, q, range);
+        }
         let spec = FunnelSpec {
             from_ms: range.from,
             to_ms: range.to,
@@ -473,9 +482,7 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
             "{what} is not supported by the ClickHouse backend yet"
         )))
     };
-    if q.kind != QueryKind::Funnel {
-        return unsupported(&format!("query kind {:?}", q.kind));
-    }
+    dispatch::check_kind(q)?;
     if q.counting == Counting::Totals && q.order == FunnelOrder::Unordered {
         return Err(QueryError::invalid(
             "counting",

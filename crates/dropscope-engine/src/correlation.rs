@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use dropscope_core::query::{CorrelationOptions, CorrelationType};
+use dropscope_core::query::{CorrelationOptions, CorrelationType, FunnelQuery};
 use dropscope_core::result::{CorrelationResult, CorrelationRow, PersonsResult};
 use dropscope_core::QueryError;
 use dropscope_store::dict::value_str;
@@ -31,11 +31,18 @@ fn options(plan: &Plan<'_>) -> CorrelationOptions {
 
 /// The transition analysed: (population step, success step), 0-based.
 pub fn transition(plan: &Plan<'_>) -> (usize, usize) {
-    let from = plan.q.from_step.unwrap_or(0);
-    let to = options(plan)
-        .success_step
-        .or(plan.q.to_step)
-        .unwrap_or(plan.n() - 1);
+    transition_for(plan.q, plan.n())
+}
+
+/// [`transition`] for a query of `n` steps (shared with other backends).
+pub fn transition_for(q: &FunnelQuery, n: usize) -> (usize, usize) {
+    let from = q.from_step.unwrap_or(0);
+    let to = q
+        .correlation
+        .as_ref()
+        .and_then(|c| c.success_step)
+        .or(q.to_step)
+        .unwrap_or(n - 1);
     (from, to)
 }
 
@@ -359,7 +366,13 @@ fn actor_props(plan: &Plan<'_>, actor: &Actor<'_>) -> Vec<(u32, u32)> {
 }
 
 fn validate(plan: &Plan<'_>, opts: &CorrelationOptions) -> Result<(), QueryError> {
-    if plan.n() < 2 {
+    validate_options(plan.n(), opts)
+}
+
+/// Checks correlation options for a funnel of `n` steps (shared with other
+/// backends).
+pub fn validate_options(n: usize, opts: &CorrelationOptions) -> Result<(), QueryError> {
+    if n < 2 {
         return Err(QueryError::invalid(
             "steps",
             "correlation needs at least 2 steps",
@@ -381,10 +394,10 @@ fn validate(plan: &Plan<'_>, opts: &CorrelationOptions) -> Result<(), QueryError
         ));
     }
     if let Some(s) = opts.success_step {
-        if s == 0 || s >= plan.n() {
+        if s == 0 || s >= n {
             return Err(QueryError::invalid(
                 "correlation.success_step",
-                format!("must be a step index in 1..{}", plan.n()),
+                format!("must be a step index in 1..{n}"),
             ));
         }
     }
