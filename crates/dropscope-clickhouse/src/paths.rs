@@ -19,7 +19,9 @@ use crate::ClickHouse;
 
 const END: &str = "(no further events)";
 
-/// Consecutive repeats collapsed, then the first `depth` names.
+/// Consecutive repeats collapsed, then the first `depth` names. (ClickHouse
+/// 18.16 cannot resolve a subquery column that only a lambda captures: the
+/// lambdas here capture nothing but their arguments.)
 fn collapse(arr: &str, depth: usize) -> String {
     format!(
         "arraySlice(arrayFilter((e, i) -> i = 1 OR e != {arr}[i - 1], {arr}, arrayEnumerate({arr})), 1, {depth})"
@@ -61,7 +63,8 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsR
     );
     let events = format!(
         "SELECT person, arraySort(groupArray((ts, seq, event))) AS evs, \
-         arrayMap(x -> x.3, evs) AS E, arrayMap(x -> x.1, evs) AS TS, any(tn) AS tn1 FROM \
+         arrayMap(x -> x.3, evs) AS E, \
+         arrayMap(x -> x.3, arraySort(groupArrayIf((ts, seq, event), ts < tn))) AS EB FROM \
          (SELECT {PERSON_EXPR} AS person, event, timestamp AS ts, seq FROM {db}.events \
           ANY LEFT JOIN ({ov}) USING distinct_id \
           WHERE timestamp >= {from} AND timestamp <= {to}) \
@@ -73,8 +76,8 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsR
     let sql = format!(
         "SELECT conv, nxt, btw, count() AS c FROM \
          (SELECT conv, {next} AS nxt, if(conv = 1, {between}, emptyArrayString()) AS btw FROM \
-          (SELECT conv, E, arrayFilter((e, t) -> t < tn1, E, TS) AS EB FROM \
-           (SELECT person, conv FROM ({pop})) ANY LEFT JOIN (SELECT person, E, TS, tn1 FROM ({events})) USING person)) \
+          (SELECT conv, E, EB FROM (SELECT person, conv FROM ({pop})) ANY LEFT JOIN \
+           (SELECT person, E, EB FROM ({events})) USING person)) \
          GROUP BY conv, nxt, btw FORMAT JSON",
         next = collapse("E", depth),
         between = collapse("EB", depth),

@@ -121,8 +121,8 @@ fn acceptance_cases_on_clickhouse() {
             Class::NoBackend => no_backend.push(id),
             Class::Supported if o.passed => passed.push(id),
             Class::Supported => failed.push(format!("{id}: {}", o.detail)),
-            Class::Unsupported(_) if o.passed || o.detail.contains("unsupported:") => {
-                refused.push(id)
+            Class::Unsupported(why) if o.passed || o.detail.contains("unsupported:") => {
+                refused.push(format!("{id}: {why}"))
             }
             Class::Unsupported(why) => {
                 wrong.push(format!("{id} (unsupported: {why}): {}", o.detail))
@@ -138,6 +138,9 @@ fn acceptance_cases_on_clickhouse() {
         refused.len(),
         no_backend.len()
     );
+    for r in &refused {
+        println!("  refused {r}");
+    }
     assert!(
         failed.is_empty(),
         "supported cases failed ({}):\n{}",
