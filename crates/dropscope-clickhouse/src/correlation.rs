@@ -233,5 +233,5 @@ pub fn persons(
         "SELECT person, lvl, times, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) \
          ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) GROUP BY person) USING person"
     );
-    crate::persons::page(ch, q, spec.steps.len(), &rows)
+    crate::persons::page(ch, q, spec.steps.len(), &rows, false)
 }

@@ -22,11 +22,8 @@ fn unsupported<T>(what: &str) -> Result<T, QueryError> {
 
 /// The kind-specific part of the supported subset (the funnel definition
 /// itself is checked by [`check_supported`]).
-pub fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
+fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
     let kind = q.kind;
-    if kind == QueryKind::Funnel {
-        return Ok(());
-    }
     if matches!(kind, QueryKind::Diagnosis) {
         return unsupported("query kind Diagnosis (it needs person-property correlation)");
     }
@@ -41,10 +38,9 @@ pub fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
             return unsupported(&format!("aggregation {a:?} with query kind {kind:?}"));
         }
     }
-    let trends = kind == QueryKind::FunnelTrends
-        || (kind == QueryKind::FunnelPersons && q.entrance_period_start.is_some());
+    let trends = own_stage(q);
     if trends {
-        if q.order != FunnelOrder::Ordered {
+        if q.order == FunnelOrder::Strict {
             return unsupported(&format!("funnel trends with order {:?}", q.order));
         }
         if !q.exclusions.is_empty() {
@@ -81,6 +77,40 @@ pub fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
     Ok(())
 }
 
+/// Checks that a query of another kind than `funnel` is supported and
+/// compiles its funnel definition (date range filled in later).
+pub fn check(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
+    dropscope_engine::plan::validate(q)?;
+    check_kind(q)?;
+    check_supported(&funnel_of(q, true))
+}
+
+/// Whether the kind runs its own stage on stage A (funnel trends), so the
+/// funnel order only matters to it.
+fn own_stage(q: &FunnelQuery) -> bool {
+    q.kind == QueryKind::FunnelTrends
+        || (q.kind == QueryKind::FunnelPersons && q.entrance_period_start.is_some())
+}
+
+/// The `funnel` query whose stages a query builds on.
+fn funnel_of(q: &FunnelQuery, keep_breakdown: bool) -> FunnelQuery {
+    FunnelQuery {
+        kind: QueryKind::Funnel,
+        breakdown: if keep_breakdown {
+            q.breakdown.clone()
+        } else {
+            None
+        },
+        // Stage A does not depend on the order (trends checks it itself).
+        order: if own_stage(q) {
+            FunnelOrder::Ordered
+        } else {
+            q.order
+        },
+        ..q.clone()
+    }
+}
+
 /// The stage specs of a query: the funnel definition with the resolved
 /// range; without its breakdown when the kind ignores it.
 pub(crate) fn spec_of(
@@ -88,16 +118,7 @@ pub(crate) fn spec_of(
     range: DateRange,
     keep_breakdown: bool,
 ) -> Result<FunnelSpec, QueryError> {
-    let fq = FunnelQuery {
-        kind: QueryKind::Funnel,
-        breakdown: if keep_breakdown {
-            q.breakdown.clone()
-        } else {
-            None
-        },
-        ..q.clone()
-    };
-    let spec = check_supported(&fq)?;
+    let spec = check_supported(&funnel_of(q, keep_breakdown))?;
     Ok(FunnelSpec {
         from_ms: range.from,
         to_ms: range.to,

@@ -476,13 +476,15 @@ fn step_results(row: Option<&Value>, n: usize, names: &[String]) -> Vec<StepResu
 /// as [`QueryError::Invalid`] (the engine's validation), unsupported ones as
 /// [`QueryError::Unsupported`].
 pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
+    if q.kind != QueryKind::Funnel {
+        return dispatch::check(q);
+    }
     dropscope_engine::plan::validate(q)?;
     let unsupported = |what: &str| {
         Err(QueryError::Unsupported(format!(
             "{what} is not supported by the ClickHouse backend yet"
         )))
     };
-    dispatch::check_kind(q)?;
     if q.counting == Counting::Totals && q.order == FunnelOrder::Unordered {
         return Err(QueryError::invalid(
             "counting",

@@ -33,7 +33,7 @@ pub fn run(
         "SELECT person, lvl, times, amb, ({cond}) AS sel FROM ({})",
         actors_sql(ch.database(), spec)
     );
-    page(ch, q, n, &rows)
+    page(ch, q, n, &rows, false)
 }
 
 /// SQL for "the actor's breakdown value `bd` is `want`" (the engine's
@@ -72,6 +72,7 @@ pub(crate) fn page(
     q: &FunnelQuery,
     n: usize,
     rows: &str,
+    unordered_trends: bool,
 ) -> Result<PersonsResult, QueryError> {
     let db = ch.database();
     let r = ch
@@ -79,6 +80,13 @@ pub(crate) fn page(
             "SELECT countIf(sel) AS total, max(amb) AS amb FROM ({rows}) FORMAT JSON"
         ))
         .map_err(QueryError::Backend)?;
+    if unordered_trends && r["data"][0]["amb"].as_u64().unwrap_or(0) != 0 {
+        return Err(QueryError::Unsupported(
+            "unordered funnel trends where one event matches several steps are not supported \
+             by the ClickHouse backend yet"
+                .into(),
+        ));
+    }
     refuse_amb(&r["data"][0]["amb"])?;
     let total = r["data"][0]["total"].as_u64().unwrap_or(0);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);

@@ -27,11 +27,9 @@ use crate::events::events_sql;
 use crate::funnel::{FunnelSpec, Touch};
 use crate::ClickHouse;
 
-/// One row per (actor, bucket with an entry): `actor`, `person`, `bd`,
-/// `bucket` (1-based index into `starts`), `lvl` (best chain, 1-based,
-/// capped at `to + 1`), `amb` (always 0: no same-instant expansion here).
-fn buckets_sql(db: &str, s: &FunnelSpec, to: usize, starts: &[i64]) -> String {
-    let w = s.window_ms;
+/// Per actor (and partition): sorted events `T`, `M`, `B`, the attributed
+/// breakdown value `bdv`, `amb`.
+fn actors_events_sql(db: &str, s: &FunnelSpec, unordered: bool) -> String {
     let events = events_sql(db, s);
     let attributed = match &s.breakdown {
         Some((_, Touch::First)) => "arrayFirst(b -> arrayExists(x -> x != '', b), B)",
@@ -45,9 +43,47 @@ fn buckets_sql(db: &str, s: &FunnelSpec, to: usize, starts: &[i64]) -> String {
     let persons = format!(
         "SELECT actor, any(person) AS person, part, arraySort(groupArray((ts, seq, mask, bd))) AS evs, \
          arrayMap(x -> x.1, evs) AS T, arrayMap(x -> x.3, evs) AS M, arrayMap(x -> x.4, evs) AS B, \
-         if(length({attributed} AS bd_raw) = 0, {empty_bd}, bd_raw) AS bdv \
-         FROM ({events}) GROUP BY actor, part"
+         if(length({attributed} AS bd_raw) = 0, {empty_bd}, bd_raw) AS bdv, \
+         toUInt8({amb}) AS amb FROM ({events}) GROUP BY actor, part",
+        amb = if unordered {
+            "arrayExists(m -> bitAnd(m, m - 1) != 0, M)"
+        } else {
+            "0"
+        }
     );
+    persons
+}
+
+/// One row per (actor, bucket with an entry): `actor`, `person`, `bd`,
+/// `bucket` (1-based index into `starts`), `lvl` (best chain, 1-based,
+/// capped at `to + 1`; unordered: most distinct steps), `amb` (unordered: an
+/// event matching several steps).
+fn buckets_sql(db: &str, s: &FunnelSpec, to: usize, starts: &[i64], unordered: bool) -> String {
+    let w = s.window_ms;
+    let persons = actors_events_sql(db, s, unordered);
+    let starts_lit: Vec<String> = starts.iter().map(|b| format!("toInt64({b})")).collect();
+    let starts_lit = starts_lit.join(", ");
+    if unordered {
+        // Every step event is an entry; its result is the number of
+        // distinct steps among the events from it (in (time, ingest)
+        // order) within its window: the engine's queues never slide
+        // there. An event matching several steps (the queue choice) is
+        // flagged `amb` and refused.
+        let popcount: Vec<String> = (0..s.steps.len())
+            .map(|k| format!("(bitAnd(orm, toUInt64({})) != 0)", 1u64 << k))
+            .collect();
+        let entries = format!(
+            "SELECT actor, person, part, bdv, amb, i0, \
+             arrayReduce('groupBitOr', arrayFilter((m, t, j) -> j >= i0 AND t - T[i0] <= {w}, M, T, arrayEnumerate(M))) AS orm, \
+             toUInt32({pop}) AS lvl, arrayCount(b -> b <= T[i0], [{starts_lit}]) AS bucket \
+             FROM ({persons}) ARRAY JOIN arrayFilter(i -> M[i] != 0, arrayEnumerate(M)) AS i0",
+            pop = popcount.join(" + ")
+        );
+        return format!(
+            "SELECT actor, any(person) AS person, any(bdv) AS bd, bucket, max(lvl) AS lvl, max(amb) AS amb \
+             FROM ({entries}) GROUP BY actor, part, bucket"
+        );
+    }
     let mut chain = String::from("i0");
     let mut level = String::from("1");
     for k in 1..=to {
@@ -59,21 +95,21 @@ fn buckets_sql(db: &str, s: &FunnelSpec, to: usize, starts: &[i64]) -> String {
         );
         let _ = write!(level, " + (i{k} != 0)");
     }
-    let starts_lit: Vec<String> = starts.iter().map(|b| format!("toInt64({b})")).collect();
     let entries = format!(
-        "SELECT actor, person, part, bdv, {chain}, toUInt32({level}) AS lvl, \
+        "SELECT actor, person, part, bdv, amb, {chain}, toUInt32({level}) AS lvl, \
          arrayCount(b -> b <= T[i0], [{starts}]) AS bucket \
          FROM ({persons}) ARRAY JOIN arrayFilter(i -> bitAnd(M[i], toUInt64(1)) != 0, arrayEnumerate(M)) AS i0",
-        starts = starts_lit.join(", ")
+        starts = starts_lit
     );
     format!(
-        "SELECT actor, any(person) AS person, any(bdv) AS bd, bucket, max(lvl) AS lvl, toUInt8(0) AS amb \
+        "SELECT actor, any(person) AS person, any(bdv) AS bd, bucket, max(lvl) AS lvl, max(amb) AS amb \
          FROM ({entries}) GROUP BY actor, part, bucket"
     )
 }
 
 struct Ctx {
     spec: FunnelSpec,
+    unordered: bool,
     from: usize,
     to: usize,
     starts: Vec<i64>,
@@ -88,6 +124,7 @@ fn ctx(q: &FunnelQuery, range: DateRange) -> Result<Ctx, QueryError> {
     let tz = parse_tz(q.timezone.as_deref())?;
     check_buckets(range, interval, tz)?;
     Ok(Ctx {
+        unordered: q.order == dropscope_core::query::FunnelOrder::Unordered,
         from: q.from_step.unwrap_or(0),
         to: q.to_step.unwrap_or(n - 1),
         starts: buckets(range, interval, tz),
@@ -109,14 +146,29 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, range: DateRange) -> Result<TrendsR
     }
     let r = ch
         .select_json(&format!(
-            "SELECT bd, bucket, countIf(lvl >= {f}) AS entered, countIf(lvl >= {t}) AS conv              FROM ({b}) GROUP BY bd, bucket FORMAT JSON",
+            "SELECT bd, bucket, countIf(lvl >= {f}) AS entered, countIf(lvl >= {t}) AS conv, max(amb) AS amb \
+             FROM ({b}) GROUP BY bd, bucket FORMAT JSON",
             f = c.from + 1,
             t = c.to + 1,
-            b = buckets_sql(ch.database(), &c.spec, c.to, &c.starts)
+            b = buckets_sql(ch.database(), &c.spec, c.to, &c.starts, c.unordered)
         ))
         .map_err(QueryError::Backend)?;
     let mut by_value: Vec<(Value, Buckets)> = Vec::new();
+    if c.spec.breakdown.is_some() {
+        // Every actor the funnel reads has a series, entries or not (as
+        // the engine).
+        let r = ch
+            .select_json(&format!(
+                "SELECT DISTINCT bdv FROM ({}) FORMAT JSON",
+                actors_events_sql(ch.database(), &c.spec, c.unordered)
+            ))
+            .map_err(QueryError::Backend)?;
+        for row in r["data"].as_array().into_iter().flatten() {
+            by_value.push((row["bdv"].clone(), BTreeMap::new()));
+        }
+    }
     for row in r["data"].as_array().into_iter().flatten() {
+        refuse_amb(c.unordered, &row["amb"])?;
         let entered = row["entered"].as_u64().unwrap_or(0);
         if entered == 0 {
             continue;
@@ -143,6 +195,18 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, range: DateRange) -> Result<TrendsR
     }
     let limit = q.breakdown.as_ref().and_then(|b| b.limit);
     Ok(series_result(by_value, limit, &c.starts, c.interval, c.tz))
+}
+
+/// Refuses an answer with an actor flagged `amb`.
+fn refuse_amb(unordered: bool, amb: &Value) -> Result<(), QueryError> {
+    if unordered && amb.as_u64().unwrap_or(0) != 0 {
+        return Err(QueryError::Unsupported(
+            "unordered funnel trends where one event matches several steps are not supported \
+             by the ClickHouse backend yet"
+                .into(),
+        ));
+    }
+    crate::dispatch::refuse_amb(amb)
 }
 
 /// Persons who entered in one bucket and converted (or dropped, with
@@ -182,8 +246,8 @@ pub fn persons(
         format!(
             "SELECT person, toUInt32(0) AS lvl, emptyArrayInt64() AS times, amb, hit AS sel FROM \
              (SELECT person, max(amb) AS amb, max(toUInt8({cond})) AS hit FROM ({b}) GROUP BY person)",
-            b = buckets_sql(ch.database(), &c.spec, c.to, &c.starts)
+            b = buckets_sql(ch.database(), &c.spec, c.to, &c.starts, c.unordered)
         )
     };
-    crate::persons::page(ch, q, n, &rows)
+    crate::persons::page(ch, q, n, &rows, c.unordered)
 }
