@@ -1,4 +1,6 @@
-//! Correlation (SEMANTICS rule 17) on stage B. The population is stage B's
+//! Correlation (SEMANTICS rule 17) on stage B, types `events` and
+//! `event_with_properties` (rows `event::key::value` over the listed
+//! events' properties). The population is stage B's
 //! actors who reached `from_step`; success = reached the success step. The
 //! span each actor is observed over (after its first step; until its last
 //! step for converters, else the window) comes from `times`. ClickHouse
@@ -34,7 +36,7 @@ fn unsupported<T>(what: &str) -> Result<T, QueryError> {
 pub fn check(q: &FunnelQuery) -> Result<(), QueryError> {
     let opts = q.correlation.clone().unwrap_or_default();
     validate_options(q.steps.len(), &opts)?;
-    if opts.kind != CorrelationType::Events {
+    if opts.kind == CorrelationType::Properties {
         return unsupported(&format!("correlation type {:?}", opts.kind));
     }
     if opts.with_person_properties.is_some() {
@@ -100,6 +102,50 @@ fn span_events_sql(db: &str, spec: &FunnelSpec, spans: &str, cond: &str) -> Stri
     )
 }
 
+/// The rows each actor of `pop` has: columns `person`, `success`, `name`
+/// (the row name: the event name, or `event::key::value`).
+fn row_names_sql(
+    db: &str,
+    q: &FunnelQuery,
+    spec: &FunnelSpec,
+    opts: &CorrelationOptions,
+    pop: &str,
+) -> String {
+    match opts.kind {
+        CorrelationType::EventWithProperties => {
+            let events: Vec<String> = opts.event_names.clone().unwrap_or_default();
+            let mut skip: Vec<String> = opts
+                .event_exclude_property_names
+                .clone()
+                .unwrap_or_default();
+            skip.push(dropscope_core::event::ELEMENTS_KEY.to_string());
+            let cond = if events.is_empty() {
+                "0".to_string()
+            } else {
+                format!("event IN ({})", list_sql(&events))
+            };
+            format!(
+                "SELECT person, success, concat(event, '::', k, '::', v) AS name FROM ({}) \
+                 ARRAY JOIN prop_keys AS k, prop_values AS v WHERE k NOT IN ({})",
+                span_events_sql(db, spec, pop, &cond),
+                list_sql(&skip)
+            )
+        }
+        _ => {
+            let steps = step_event_names(q);
+            let cond = if steps.is_empty() {
+                "1".to_string()
+            } else {
+                format!("event NOT IN ({})", list_sql(&steps))
+            };
+            format!(
+                "SELECT person, success, event AS name FROM ({})",
+                span_events_sql(db, spec, pop, &cond)
+            )
+        }
+    }
+}
+
 fn list_sql(names: &[String]) -> String {
     names
         .iter()
@@ -108,7 +154,7 @@ fn list_sql(names: &[String]) -> String {
         .join(", ")
 }
 
-/// Runs an events correlation.
+/// Runs an events (or event-with-properties) correlation.
 pub fn run(
     ch: &ClickHouse,
     q: &FunnelQuery,
@@ -131,18 +177,12 @@ pub fn run(
         return Ok(empty_result(big_s, big_f, from_step, to_step));
     }
     let pop = format!("SELECT * FROM ({all}) WHERE pop = 1");
-    let steps = step_event_names(q);
-    let cond = if steps.is_empty() {
-        "1".to_string()
-    } else {
-        format!("event NOT IN ({})", list_sql(&steps))
-    };
-    let events = span_events_sql(db, spec, &pop, &cond);
+    let names = row_names_sql(db, q, spec, &opts, &pop);
     let r = ch
         .select_json(&format!(
-            "SELECT event, countIf(success = 1) AS s, countIf(success = 0) AS f FROM \
-             (SELECT person, any(success) AS success, event FROM ({events}) GROUP BY person, event) \
-             GROUP BY event FORMAT JSON"
+            "SELECT name AS event, countIf(success = 1) AS s, countIf(success = 0) AS f FROM \
+             (SELECT person, any(success) AS success, name FROM ({names}) GROUP BY person, name) \
+             GROUP BY name FORMAT JSON"
         ))
         .map_err(QueryError::Backend)?;
     let named: Vec<(String, (u64, u64), ())> = r["data"]
@@ -170,15 +210,14 @@ pub fn run(
         (big_s + big_f) as usize,
     );
     if !cand.is_empty() {
-        let names: Vec<String> = cand.iter().map(|&i| rows[i].event.clone()).collect();
-        let list = list_sql(&names);
-        let events = span_events_sql(db, spec, &pop, &format!("event IN ({list})"));
+        let cand_names: Vec<String> = cand.iter().map(|&i| rows[i].event.clone()).collect();
+        let list = list_sql(&cand_names);
         let r = ch
             .select_json(&format!(
                 "SELECT mask, success, count() AS c FROM \
                  (SELECT person, success, mask FROM (SELECT person, success FROM ({pop})) \
-                  ANY LEFT JOIN (SELECT person, groupBitOr(bitShiftLeft(toUInt64(1), toUInt64(indexOf([{list}], event) - 1))) AS mask \
-                  FROM ({events}) GROUP BY person) USING person) \
+                  ANY LEFT JOIN (SELECT person, groupBitOr(bitShiftLeft(toUInt64(1), toUInt64(indexOf([{list}], name) - 1))) AS mask \
+                  FROM ({names}) WHERE name IN ({list}) GROUP BY person) USING person) \
                  GROUP BY mask, success FORMAT JSON"
             ))
             .map_err(QueryError::Backend)?;

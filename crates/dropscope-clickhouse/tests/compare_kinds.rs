@@ -228,6 +228,13 @@ fn query_strategy() -> impl Strategy<Value = Value> {
                         });
                         set_range(&mut q);
                         let mut c = json!({"min_person_count": 2, "equal_window": eq});
+                        if pstep == 4 {
+                            c["type"] = json!("event_with_properties");
+                            c["event_names"] = json!(["noise", "b", "$pageview"]);
+                            if pfe == 1 {
+                                c["event_exclude_property_names"] = json!(["plan"]);
+                            }
+                        }
                         if pfe == 1 {
                             c["exclude_event_names"] = json!(["noise"]);
                         }
