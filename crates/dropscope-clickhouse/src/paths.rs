@@ -19,6 +19,9 @@ use crate::ClickHouse;
 
 const END: &str = "(no further events)";
 
+/// (converted, next events, events in between, actors).
+type Group = (bool, Vec<String>, Vec<String>, u64);
+
 /// Consecutive repeats collapsed, then the first `depth` names. (ClickHouse
 /// 18.16 cannot resolve a subquery column that only a lambda captures: the
 /// lambdas here capture nothing but their arguments.)
@@ -91,7 +94,7 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsR
             .collect()
     };
     // (converted, next, between, actors)
-    let groups: Vec<(bool, Vec<String>, Vec<String>, u64)> = r["data"]
+    let groups: Vec<Group> = r["data"]
         .as_array()
         .into_iter()
         .flatten()
@@ -106,7 +109,7 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsR
         .collect();
     let dropped: u64 = groups.iter().filter(|g| !g.0).map(|g| g.3).sum();
     let converted: u64 = groups.iter().filter(|g| g.0).map(|g| g.3).sum();
-    let rank = |conv: bool, f: &dyn Fn(&(bool, Vec<String>, Vec<String>, u64)) -> Vec<String>| {
+    let rank = |conv: bool, f: &dyn Fn(&Group) -> Vec<String>| {
         let total = if conv { converted } else { dropped };
         let mut counts: HashMap<Vec<String>, u64> = HashMap::new();
         for g in groups.iter().filter(|g| g.0 == conv) {
@@ -128,10 +131,8 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsR
         rows.truncate(top);
         rows
     };
-    let first = |g: &(bool, Vec<String>, Vec<String>, u64)| {
-        vec![g.1.first().cloned().unwrap_or_else(|| END.to_string())]
-    };
-    let full = |g: &(bool, Vec<String>, Vec<String>, u64)| {
+    let first = |g: &Group| vec![g.1.first().cloned().unwrap_or_else(|| END.to_string())];
+    let full = |g: &Group| {
         if g.1.is_empty() {
             vec![END.to_string()]
         } else {

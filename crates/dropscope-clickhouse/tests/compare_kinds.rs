@@ -338,12 +338,15 @@ fn same_correlation(a: &CorrelationResult, b: &CorrelationResult) -> Result<(), 
     Ok(())
 }
 
+/// (sorted distinct ids, furthest step, matched times) of a persons row.
+type PersonKey = (Vec<String>, Option<usize>, Vec<Option<String>>);
+
 /// Persons pages: equal as lists when labels agree (no identity joins);
 /// otherwise (labels may differ: see README) as sets of rows keyed by
 /// their distinct ids, on a single page.
 fn same_persons(a: &PersonsResult, b: &PersonsResult, exact_order: bool) -> Result<(), String> {
     let key = |p: &PersonsResult| {
-        let mut v: Vec<(Vec<String>, Option<usize>, Vec<Option<String>>)> = p
+        let mut v: Vec<PersonKey> = p
             .persons
             .iter()
             .map(|r| {
