@@ -24,8 +24,8 @@ fn unsupported<T>(what: &str) -> Result<T, QueryError> {
 /// itself is checked by [`check_supported`]).
 fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
     let kind = q.kind;
-    if matches!(kind, QueryKind::Diagnosis) {
-        return unsupported("query kind Diagnosis (it needs person-property correlation)");
+    if kind == QueryKind::Diagnosis {
+        return crate::diagnosis::check(q);
     }
     if q.counting != Counting::Unique {
         return unsupported(&format!("counting `totals` with query kind {kind:?}"));
@@ -160,6 +160,9 @@ pub(crate) fn run_kind(
             q,
             &spec_of(q, range, false)?,
         )?)),
+        QueryKind::Diagnosis => Ok(QueryResult::Diagnosis(Box::new(crate::diagnosis::run(
+            ch, q, range,
+        )?))),
         other => unsupported(&format!("query kind {other:?}")),
     }
 }

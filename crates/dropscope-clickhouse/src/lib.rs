@@ -9,6 +9,7 @@
 
 pub mod browse;
 pub mod correlation;
+pub mod diagnosis;
 pub mod dispatch;
 pub mod events;
 pub mod funnel;
