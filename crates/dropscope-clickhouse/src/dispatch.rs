@@ -40,8 +40,11 @@ fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
     }
     let trends = own_stage(q);
     if trends {
-        if q.order == FunnelOrder::Strict {
-            return unsupported(&format!("funnel trends with order {:?}", q.order));
+        // The engine's strict trends walk only step events, as ordered
+        // ones; strictness shows only in which events attribute a
+        // breakdown value (every event), which stage A (ordered) lacks.
+        if q.order == FunnelOrder::Strict && q.breakdown.is_some() {
+            return unsupported("strict funnel trends with a breakdown");
         }
         if !q.exclusions.is_empty() {
             return unsupported("funnel trends with exclusions");

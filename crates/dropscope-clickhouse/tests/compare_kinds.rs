@@ -197,6 +197,8 @@ fn query_strategy() -> impl Strategy<Value = Value> {
                         q["interval"] = json!(["hour", "day", "week"][interval % 3]);
                         if pfe == 3 {
                             q["order"] = json!("unordered");
+                        } else if pfe == 2 && conv == 2 {
+                            q["order"] = json!("strict");
                         }
                         if interval == 0 {
                             q["explicit_date"] = json!(true);
