@@ -8,11 +8,18 @@
 //! with [`QueryError::Unsupported`], never answered approximately.
 
 pub mod browse;
+pub mod correlation;
+pub mod diagnosis;
+pub mod dispatch;
 pub mod events;
 pub mod funnel;
 pub mod http;
 pub mod identity;
+pub mod paths;
+pub mod persons;
 pub mod sql;
+pub mod trends;
+pub mod ttc;
 
 use std::collections::{HashMap, HashSet};
 
@@ -286,6 +293,9 @@ impl ClickHouse {
             None
         };
         let range = resolve_range(q, earliest)?;
+        if q.kind != QueryKind::Funnel {
+            return dispatch::run_kind(self, q, range);
+        }
         let spec = FunnelSpec {
             from_ms: range.from,
             to_ms: range.to,
@@ -467,15 +477,15 @@ fn step_results(row: Option<&Value>, n: usize, names: &[String]) -> Vec<StepResu
 /// as [`QueryError::Invalid`] (the engine's validation), unsupported ones as
 /// [`QueryError::Unsupported`].
 pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
+    if q.kind != QueryKind::Funnel {
+        return dispatch::check(q);
+    }
     dropscope_engine::plan::validate(q)?;
     let unsupported = |what: &str| {
         Err(QueryError::Unsupported(format!(
             "{what} is not supported by the ClickHouse backend yet"
         )))
     };
-    if q.kind != QueryKind::Funnel {
-        return unsupported(&format!("query kind {:?}", q.kind));
-    }
     if q.counting == Counting::Totals && q.order == FunnelOrder::Unordered {
         return Err(QueryError::invalid(
             "counting",

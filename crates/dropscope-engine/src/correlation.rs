@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use dropscope_core::query::{CorrelationOptions, CorrelationType};
+use dropscope_core::query::{CorrelationOptions, CorrelationType, FunnelQuery};
 use dropscope_core::result::{CorrelationResult, CorrelationRow, PersonsResult};
 use dropscope_core::QueryError;
 use dropscope_store::dict::value_str;
@@ -31,11 +31,18 @@ fn options(plan: &Plan<'_>) -> CorrelationOptions {
 
 /// The transition analysed: (population step, success step), 0-based.
 pub fn transition(plan: &Plan<'_>) -> (usize, usize) {
-    let from = plan.q.from_step.unwrap_or(0);
-    let to = options(plan)
-        .success_step
-        .or(plan.q.to_step)
-        .unwrap_or(plan.n() - 1);
+    transition_for(plan.q, plan.n())
+}
+
+/// [`transition`] for a query of `n` steps (shared with other backends).
+pub fn transition_for(q: &FunnelQuery, n: usize) -> (usize, usize) {
+    let from = q.from_step.unwrap_or(0);
+    let to = q
+        .correlation
+        .as_ref()
+        .and_then(|c| c.success_step)
+        .or(q.to_step)
+        .unwrap_or(n - 1);
     (from, to)
 }
 
@@ -359,7 +366,13 @@ fn actor_props(plan: &Plan<'_>, actor: &Actor<'_>) -> Vec<(u32, u32)> {
 }
 
 fn validate(plan: &Plan<'_>, opts: &CorrelationOptions) -> Result<(), QueryError> {
-    if plan.n() < 2 {
+    validate_options(plan.n(), opts)
+}
+
+/// Checks correlation options for a funnel of `n` steps (shared with other
+/// backends).
+pub fn validate_options(n: usize, opts: &CorrelationOptions) -> Result<(), QueryError> {
+    if n < 2 {
         return Err(QueryError::invalid(
             "steps",
             "correlation needs at least 2 steps",
@@ -381,10 +394,10 @@ fn validate(plan: &Plan<'_>, opts: &CorrelationOptions) -> Result<(), QueryError
         ));
     }
     if let Some(s) = opts.success_step {
-        if s == 0 || s >= plan.n() {
+        if s == 0 || s >= n {
             return Err(QueryError::invalid(
                 "correlation.success_step",
-                format!("must be a step index in 1..{}", plan.n()),
+                format!("must be a step index in 1..{n}"),
             ));
         }
     }
@@ -429,17 +442,9 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
     );
     let big_s = outcomes.iter().filter(|o| o.success).count() as u64;
     let big_f = outcomes.len() as u64 - big_s;
-    let skewed_ratio = big_s == 0 || big_f == 0 || big_s > 10 * big_f || big_f > 10 * big_s;
     let (from_step, to_step) = transition(plan);
     if big_s == 0 || big_f == 0 {
-        return Ok(CorrelationResult {
-            skewed: true,
-            success_total: big_s,
-            failure_total: big_f,
-            from_step,
-            to_step,
-            ..Default::default()
-        });
+        return Ok(empty_result(big_s, big_f, from_step, to_step));
     }
     let mut counts: HashMap<Key, (u64, u64)> = HashMap::new();
     for o in &outcomes {
@@ -461,11 +466,51 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
         e.0 .1 += f;
         e.1.push(k);
     }
-    let excluded: HashSet<String> = opts.exclude_event_names.iter().flatten().cloned().collect();
-    let excluded_props: HashSet<String> = opts.exclude_names.iter().flatten().cloned().collect();
-    let mut keys: Vec<(String, (u64, u64), Vec<Key>)> = named
+    let named: Vec<(String, (u64, u64), Vec<Key>)> = named
         .into_iter()
         .map(|(name, (c, ks))| (name, c, ks))
+        .collect();
+    let (mut rows, row_keys): (Vec<CorrelationRow>, Vec<Vec<Key>>) =
+        tested_rows(named, big_s, big_f, &opts).into_iter().unzip();
+    let cand = adjust_candidates(&rows, opts.adjusted_top_k.unwrap_or(20), outcomes.len());
+    if !cand.is_empty() {
+        let patterns = actor_patterns(&cand, &row_keys, &outcomes);
+        apply_adjusted(&mut rows, &cand, patterns);
+    }
+    if plan.breakdown.is_some() {
+        simpson(&mut rows, &row_keys, &outcomes);
+    }
+    Ok(finish(rows, big_s, big_f, &opts, from_step, to_step))
+}
+
+/// The answer when one side is empty: no rows, `skewed`.
+pub fn empty_result(big_s: u64, big_f: u64, from_step: usize, to_step: usize) -> CorrelationResult {
+    CorrelationResult {
+        skewed: true,
+        success_total: big_s,
+        failure_total: big_f,
+        from_step,
+        to_step,
+        ..Default::default()
+    }
+}
+
+/// The rows tested, from the counts of every distinct row name (`(s, f)` =
+/// successful / failed actors having it; `big_s`, `big_f` the totals, both
+/// positive): excluded names are removed, then every row gets its odds
+/// ratio (PostHog's +1 prior), Fisher p-value, BH q-value over all rows,
+/// Woolf interval and support flag. Ordered by name; `T` rides along.
+/// Both backends call this with their own counts.
+pub fn tested_rows<T>(
+    named: Vec<(String, (u64, u64), T)>,
+    big_s: u64,
+    big_f: u64,
+    opts: &CorrelationOptions,
+) -> Vec<(CorrelationRow, T)> {
+    let excluded: HashSet<String> = opts.exclude_event_names.iter().flatten().cloned().collect();
+    let excluded_props: HashSet<String> = opts.exclude_names.iter().flatten().cloned().collect();
+    let mut keys: Vec<(String, (u64, u64), T)> = named
+        .into_iter()
         .filter(|(k, (s, f), _)| {
             let first = k.split("::").next().unwrap_or("");
             match opts.kind {
@@ -493,18 +538,17 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
     let pct = opts.min_person_percentage.unwrap_or(0.02);
     let min_count = opts.min_person_count.unwrap_or(25.0);
     let total = big_s + big_f;
-    let mut rows: Vec<CorrelationRow> = keys
-        .iter()
+    keys.into_iter()
         .zip(p_values.iter().zip(&q_values))
-        .map(|((k, (s, f), _), (p, q))| {
-            let odds = dropscope_stats::odds_ratio_prior(*s, *f, big_s, big_f).unwrap_or(f64::NAN);
-            let ci = dropscope_stats::odds_ratio_interval_woolf(*s, *f, big_s - s, big_f - f, 0.95)
+        .map(|((k, (s, f), t), (p, q))| {
+            let odds = dropscope_stats::odds_ratio_prior(s, f, big_s, big_f).unwrap_or(f64::NAN);
+            let ci = dropscope_stats::odds_ratio_interval_woolf(s, f, big_s - s, big_f - f, 0.95)
                 .map(|c| [c.lower, c.upper])
                 .unwrap_or([0.0, f64::INFINITY]);
-            CorrelationRow {
-                event: k.clone(),
-                success_count: *s,
-                failure_count: *f,
+            let row = CorrelationRow {
+                event: k,
+                success_count: s,
+                failure_count: f,
                 success_total: big_s,
                 failure_total: big_f,
                 odds_ratio: odds,
@@ -512,23 +556,91 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
                 p_value: *p,
                 q_value: *q,
                 odds_ratio_interval: ci,
-                low_support: !has_support(*s, *f, total, pct, min_count),
+                low_support: !has_support(s, f, total, pct, min_count),
                 adjusted_odds_ratio: None,
                 adjusted_odds_ratio_interval: None,
                 simpson_warning: None,
-            }
+            };
+            (row, t)
         })
-        .collect();
-    let row_keys: Vec<Vec<Key>> = keys.into_iter().map(|(_, _, ks)| ks).collect();
-    adjust(
-        &mut rows,
-        &row_keys,
-        &outcomes,
-        opts.adjusted_top_k.unwrap_or(20),
-    );
-    if plan.breakdown.is_some() {
-        simpson(&mut rows, &row_keys, &outcomes);
+        .collect()
+}
+
+/// The rows the adjusted analysis uses (indexes into `rows`, at most
+/// `min(k, 64)` supported rows with the smallest p-values); empty when it
+/// does not run (`k` = 0 or fewer than 10 actors).
+pub fn adjust_candidates(rows: &[CorrelationRow], k: usize, actors: usize) -> Vec<usize> {
+    if k == 0 || actors < 10 {
+        return Vec::new();
     }
+    let mut idx: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].low_support).collect();
+    idx.sort_by(|&a, &b| rows[a].p_value.total_cmp(&rows[b].p_value));
+    idx.truncate(k.min(64));
+    idx
+}
+
+/// Adjusted odds ratios: an L2-regularised logistic regression of success
+/// on the indicators of the candidate rows ([`adjust_candidates`]), so that
+/// two confounded signals are told apart. `patterns` = for every distinct
+/// (bitmask over the candidates in order, success), the number of actors
+/// with it: the fit costs the number of distinct patterns, not the number
+/// of actors.
+pub fn apply_adjusted(
+    rows: &mut [CorrelationRow],
+    cand: &[usize],
+    patterns: Vec<((u64, bool), f64)>,
+) {
+    if cand.is_empty() {
+        return;
+    }
+    let mut x: Vec<Vec<f64>> = Vec::with_capacity(patterns.len());
+    let mut y: Vec<bool> = Vec::with_capacity(patterns.len());
+    let mut w: Vec<f64> = Vec::with_capacity(patterns.len());
+    let mut sorted = patterns;
+    sorted.sort_by_key(|((m, s), _)| (*m, *s));
+    for ((mask, success), count) in sorted {
+        x.push(
+            (0..cand.len())
+                .map(|c| if mask & (1 << c) != 0 { 1.0 } else { 0.0 })
+                .collect(),
+        );
+        y.push(success);
+        w.push(count);
+    }
+    let Ok(fit) = dropscope_stats::fit_logistic_l2_weighted(
+        &x,
+        &y,
+        &w,
+        1.0,
+        &dropscope_stats::LogisticOptions::default(),
+    ) else {
+        return;
+    };
+    for (c, &i) in cand.iter().enumerate() {
+        let coef = fit.coefficients[c + 1];
+        if !coef.is_finite() || fit.standard_errors[c + 1].is_infinite() {
+            continue;
+        }
+        rows[i].adjusted_odds_ratio = Some(coef.exp());
+        rows[i].adjusted_odds_ratio_interval = fit
+            .odds_ratio_interval(c, 0.95)
+            .ok()
+            .flatten()
+            .map(|(lo, hi)| [lo, hi]);
+    }
+}
+
+/// The result from the tested rows: low-support rows set apart, then the
+/// `top` strongest success rows by odds desc and failure rows by odds asc.
+pub fn finish(
+    mut rows: Vec<CorrelationRow>,
+    big_s: u64,
+    big_f: u64,
+    opts: &CorrelationOptions,
+    from_step: usize,
+    to_step: usize,
+) -> CorrelationResult {
+    let skewed_ratio = big_s == 0 || big_f == 0 || big_s > 10 * big_f || big_f > 10 * big_s;
     let rows_tested = rows.len();
     let low: Vec<CorrelationRow> = rows.iter().filter(|r| r.low_support).cloned().collect();
     rows.retain(|r| !r.low_support);
@@ -556,7 +668,7 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
     succ.truncate(top);
     fail.truncate(top);
     succ.extend(fail);
-    Ok(CorrelationResult {
+    CorrelationResult {
         events: succ,
         low_support: low,
         skewed: skewed_ratio,
@@ -565,25 +677,16 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
         rows_tested,
         from_step,
         to_step,
-    })
+    }
 }
 
-/// Adjusted odds ratios: an L2-regularised logistic regression of success
-/// on the indicators of the `k` (≤ 64) supported rows with the smallest
-/// p-values, so that two confounded signals are told apart. Actors with the
-/// same indicators and outcome are one weighted observation, so the fit
-/// costs the number of distinct patterns, not the number of actors.
-fn adjust(rows: &mut [CorrelationRow], row_keys: &[Vec<Key>], outcomes: &[Outcome], k: usize) {
-    if k == 0 || outcomes.len() < 10 {
-        return;
-    }
-    let mut idx: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].low_support).collect();
-    idx.sort_by(|&a, &b| rows[a].p_value.total_cmp(&rows[b].p_value));
-    idx.truncate(k.min(64));
-    if idx.is_empty() {
-        return;
-    }
-    let col: HashMap<Key, usize> = idx
+/// The (candidate bitmask, success) patterns of the actors.
+fn actor_patterns(
+    cand: &[usize],
+    row_keys: &[Vec<Key>],
+    outcomes: &[Outcome],
+) -> Vec<((u64, bool), f64)> {
+    let col: HashMap<Key, usize> = cand
         .iter()
         .enumerate()
         .flat_map(|(c, &i)| row_keys[i].iter().map(move |k| (*k, c)))
@@ -598,41 +701,7 @@ fn adjust(rows: &mut [CorrelationRow], row_keys: &[Vec<Key>], outcomes: &[Outcom
         }
         *patterns.entry((mask, o.success)).or_default() += 1.0;
     }
-    let mut x: Vec<Vec<f64>> = Vec::with_capacity(patterns.len());
-    let mut y: Vec<bool> = Vec::with_capacity(patterns.len());
-    let mut w: Vec<f64> = Vec::with_capacity(patterns.len());
-    let mut sorted: Vec<_> = patterns.into_iter().collect();
-    sorted.sort_by_key(|((m, s), _)| (*m, *s));
-    for ((mask, success), count) in sorted {
-        x.push(
-            (0..idx.len())
-                .map(|c| if mask & (1 << c) != 0 { 1.0 } else { 0.0 })
-                .collect(),
-        );
-        y.push(success);
-        w.push(count);
-    }
-    let Ok(fit) = dropscope_stats::fit_logistic_l2_weighted(
-        &x,
-        &y,
-        &w,
-        1.0,
-        &dropscope_stats::LogisticOptions::default(),
-    ) else {
-        return;
-    };
-    for (c, &i) in idx.iter().enumerate() {
-        let coef = fit.coefficients[c + 1];
-        if !coef.is_finite() || fit.standard_errors[c + 1].is_infinite() {
-            continue;
-        }
-        rows[i].adjusted_odds_ratio = Some(coef.exp());
-        rows[i].adjusted_odds_ratio_interval = fit
-            .odds_ratio_interval(c, 0.95)
-            .ok()
-            .flatten()
-            .map(|(lo, hi)| [lo, hi]);
-    }
+    patterns.into_iter().collect()
 }
 
 /// Simpson's paradox check: the Mantel–Haenszel odds ratio over the

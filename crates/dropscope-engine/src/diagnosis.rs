@@ -14,7 +14,9 @@ use dropscope_core::query::{
     Breakdown, CorrelationOptions, CorrelationType, FunnelQuery, PathsOptions, QueryKind,
     PERSON_ROW_PREFIX,
 };
-use dropscope_core::result::{DiagnosisResult, Driver, SegmentFinding};
+use dropscope_core::result::{
+    CorrelationResult, DiagnosisResult, Driver, FunnelResult, PathsResult, SegmentFinding,
+};
 use dropscope_core::QueryError;
 use dropscope_store::dict::value_str;
 use dropscope_store::Snapshot;
@@ -32,15 +34,78 @@ pub const PLUMBING: [&str; 6] = [
     "$pageleave",
 ];
 
+/// The parts a diagnosis is composed of, computed by a backend: the steps
+/// view, the segment keys, a correlation and paths (each for the query
+/// given). [`compose`] turns them into the report, so every backend
+/// shares the composition.
+pub trait Parts {
+    fn funnel(&self, q: &FunnelQuery) -> Result<FunnelResult, QueryError>;
+    /// [`discover_segment_keys`] for the funnel query `q`.
+    fn segment_keys(&self, q: &FunnelQuery) -> Result<Vec<String>, QueryError>;
+    fn correlation(&self, q: &FunnelQuery) -> Result<CorrelationResult, QueryError>;
+    fn paths(&self, q: &FunnelQuery) -> Result<PathsResult, QueryError>;
+}
+
+struct SnapshotParts<'s>(&'s Snapshot);
+
+impl Parts for SnapshotParts<'_> {
+    fn funnel(&self, q: &FunnelQuery) -> Result<FunnelResult, QueryError> {
+        crate::funnel::funnel(&Plan::new(self.0, q)?)
+    }
+    fn segment_keys(&self, q: &FunnelQuery) -> Result<Vec<String>, QueryError> {
+        Ok(discover_segment_keys(&Plan::new(self.0, q)?))
+    }
+    fn correlation(&self, q: &FunnelQuery) -> Result<CorrelationResult, QueryError> {
+        crate::correlation::correlation(&Plan::new(self.0, q)?)
+    }
+    fn paths(&self, q: &FunnelQuery) -> Result<PathsResult, QueryError> {
+        crate::paths::paths(&Plan::new(self.0, q)?)
+    }
+}
+
 /// Runs the diagnosis.
 pub fn diagnosis(snap: &Snapshot, q: &FunnelQuery) -> Result<DiagnosisResult, QueryError> {
-    let base = FunnelQuery {
+    compose(q, &SnapshotParts(snap))
+}
+
+/// The funnel query a diagnosis starts from (no breakdown).
+pub fn base_query(q: &FunnelQuery) -> FunnelQuery {
+    FunnelQuery {
         kind: QueryKind::Funnel,
         breakdown: None,
         ..q.clone()
-    };
-    let plan = Plan::new(snap, &base)?;
-    let n = plan.n();
+    }
+}
+
+/// The correlation query of the drivers of transition `k` → last step.
+pub fn drivers_query(q: &FunnelQuery, k: usize) -> FunnelQuery {
+    let n = q.steps.len();
+    let opts = q.diagnosis.clone().unwrap_or_default();
+    FunnelQuery {
+        kind: QueryKind::Correlation,
+        from_step: Some(k),
+        to_step: Some(n - 1),
+        breakdown: None,
+        correlation: Some(CorrelationOptions {
+            kind: CorrelationType::Events,
+            with_person_properties: Some(
+                opts.person_properties
+                    .clone()
+                    .unwrap_or_else(|| vec!["$all".into()]),
+            ),
+            exclude_event_names: Some(PLUMBING.iter().map(|s| s.to_string()).collect()),
+            top: Some(usize::MAX),
+            ..Default::default()
+        }),
+        ..q.clone()
+    }
+}
+
+/// The diagnosis report from its parts.
+pub fn compose(q: &FunnelQuery, parts: &dyn Parts) -> Result<DiagnosisResult, QueryError> {
+    let base = base_query(q);
+    crate::plan::validate(&base)?;
+    let n = q.steps.len();
     if n < 2 {
         return Err(QueryError::invalid(
             "steps",
@@ -55,40 +120,20 @@ pub fn diagnosis(snap: &Snapshot, q: &FunnelQuery) -> Result<DiagnosisResult, Qu
             "must be between 0 and 1",
         ));
     }
-    let funnel = crate::funnel::funnel(&plan)?;
+    let funnel = parts.funnel(&base)?;
     let largest = (1..n)
         .max_by_key(|&s| (funnel.steps[s].dropped, std::cmp::Reverse(s)))
         .map(|s| (s - 1, s));
     let segment_keys = match &opts.segment_properties {
         Some(k) => k.clone(),
-        None => discover_segment_keys(&plan),
+        None => parts.segment_keys(&base)?,
     };
-    drop(plan);
 
     // Drivers: every transition k -> last; events and person properties
     // tested together so the adjusted odds ratios weigh both.
     let mut drivers: Vec<Driver> = Vec::new();
     for k in 0..n - 1 {
-        let cq = FunnelQuery {
-            kind: QueryKind::Correlation,
-            from_step: Some(k),
-            to_step: Some(n - 1),
-            breakdown: None,
-            correlation: Some(CorrelationOptions {
-                kind: CorrelationType::Events,
-                with_person_properties: Some(
-                    opts.person_properties
-                        .clone()
-                        .unwrap_or_else(|| vec!["$all".into()]),
-                ),
-                exclude_event_names: Some(PLUMBING.iter().map(|s| s.to_string()).collect()),
-                top: Some(usize::MAX),
-                ..Default::default()
-            }),
-            ..q.clone()
-        };
-        let plan = Plan::new(snap, &cq)?;
-        let r = crate::correlation::correlation(&plan)?;
+        let r = parts.correlation(&drivers_query(q, k))?;
         for mut row in r.events {
             let kind = match row.event.strip_prefix(PERSON_ROW_PREFIX) {
                 Some(rest) => {
@@ -117,8 +162,7 @@ pub fn diagnosis(snap: &Snapshot, q: &FunnelQuery) -> Result<DiagnosisResult, Qu
             }),
             ..q.clone()
         };
-        let plan = Plan::new(snap, &bq)?;
-        let f = crate::funnel::funnel(&plan)?;
+        let f = parts.funnel(&bq)?;
         let rows = f.breakdowns.unwrap_or_default();
         let total_in: u64 = rows.iter().map(|r| r.steps[0].count).sum();
         let total_conv: u64 = rows.iter().map(|r| r.steps[n - 1].count).sum();
@@ -192,8 +236,7 @@ pub fn diagnosis(snap: &Snapshot, q: &FunnelQuery) -> Result<DiagnosisResult, Qu
                 }),
                 ..q.clone()
             };
-            let plan = Plan::new(snap, &pq)?;
-            Some(crate::paths::paths(&plan)?)
+            Some(parts.paths(&pq)?)
         }
         None => None,
     };
@@ -210,7 +253,7 @@ pub fn diagnosis(snap: &Snapshot, q: &FunnelQuery) -> Result<DiagnosisResult, Qu
 
 /// Event properties on most first-step events with 2..=30 distinct values
 /// (at most 5, most common first), skipping ids and internal keys.
-fn discover_segment_keys(plan: &Plan<'_>) -> Vec<String> {
+pub fn discover_segment_keys(plan: &Plan<'_>) -> Vec<String> {
     let d = &*plan.dicts;
     let counts: HashMap<u32, (u64, HashSet<u32>)> = plan.fold_actors(
         HashMap::new,
@@ -240,20 +283,32 @@ fn discover_segment_keys(plan: &Plan<'_>) -> Vec<String> {
         },
     );
     let entered = counts.get(&u32::MAX).map_or(0, |c| c.0);
-    let mut keys: Vec<(u64, String)> = counts
+    let keys: Vec<(String, u64, usize)> = counts
         .into_iter()
         .filter(|(k, _)| *k != u32::MAX)
-        .filter_map(|(k, (n, vs))| {
-            let name = d.keys.resolve(k);
+        .map(|(k, (n, vs))| {
+            let values: HashSet<&str> =
+                vs.iter().map(|v| value_str(d.values.resolve(*v))).collect();
+            (d.keys.resolve(k).to_string(), n, values.len())
+        })
+        .collect();
+    pick_segment_keys(entered, keys)
+}
+
+/// The segment keys among (key, first-step events having it, distinct
+/// values — counted up to 32): keys on at least half of the `entered`
+/// actors' first-step events with 2..=30 values, skipping ids and internal
+/// keys; at most 5, most common first (shared with other backends).
+pub fn pick_segment_keys(entered: u64, keys: Vec<(String, u64, usize)>) -> Vec<String> {
+    let mut keys: Vec<(u64, String)> = keys
+        .into_iter()
+        .filter_map(|(name, n, values)| {
             let skip = name.starts_with("$group_")
                 || name.ends_with("_id")
                 || name.contains("url")
                 || name == dropscope_core::event::ELEMENTS_KEY
                 || name.starts_with("$set");
-            let values: HashSet<&str> =
-                vs.iter().map(|v| value_str(d.values.resolve(*v))).collect();
-            (!skip && (2..=30).contains(&values.len()) && n * 2 >= entered)
-                .then(|| (n, name.to_string()))
+            (!skip && (2..=30).contains(&values) && n * 2 >= entered).then_some((n, name))
         })
         .collect();
     keys.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));

@@ -1,7 +1,7 @@
 //! Funnel persons: the actors who reached or dropped at a step, paginated,
 //! with their matched step times (SEMANTICS.md rule 9).
 
-use dropscope_core::query::QueryKind;
+use dropscope_core::query::{FunnelQuery, QueryKind};
 use dropscope_core::result::{ActorRow, PersonsResult};
 use dropscope_core::time::format_ts;
 use dropscope_core::QueryError;
@@ -17,8 +17,12 @@ pub const MAX_LIMIT: usize = 10_000;
 
 /// Which furthest-step values (1-based) are selected.
 pub fn selector(plan: &Plan<'_>) -> Result<Vec<usize>, QueryError> {
-    let n = plan.n();
-    let pf = plan.q.persons_for.clone().unwrap_or_default();
+    selector_for(plan.q, plan.n())
+}
+
+/// [`selector`] for a query of `n` steps (shared with other backends).
+pub fn selector_for(q: &FunnelQuery, n: usize) -> Result<Vec<usize>, QueryError> {
+    let pf = q.persons_for.clone().unwrap_or_default();
     if let Some(cs) = &pf.custom_steps {
         let mut out = Vec::new();
         for (i, &c) in cs.iter().enumerate() {

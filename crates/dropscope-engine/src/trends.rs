@@ -189,7 +189,7 @@ fn actor_results(
 }
 
 /// Bucket start -> (entered, converted).
-type Buckets = BTreeMap<i64, (u64, u64)>;
+pub type Buckets = BTreeMap<i64, (u64, u64)>;
 type Counts = HashMap<BdKey, Buckets>;
 
 /// Runs a funnel trends query.
@@ -228,31 +228,13 @@ pub fn trends(plan: &Plan<'_>) -> Result<TrendsResult, QueryError> {
         },
     );
     let all = buckets(plan.range, interval, plan.tz);
-    let rows_for = |m: Option<&BTreeMap<i64, (u64, u64)>>| -> Vec<TrendRow> {
-        all.iter()
-            .map(|&b| {
-                let (from, to) = m.and_then(|m| m.get(&b)).copied().unwrap_or((0, 0));
-                TrendRow {
-                    timestamp: format_bucket(b, interval, plan.tz),
-                    timestamp_ms: b,
-                    reached_from_step_count: from,
-                    reached_to_step_count: to,
-                    conversion_rate: if from == 0 {
-                        0.0
-                    } else {
-                        (to as f64 / from as f64 * 10000.0).round() / 100.0
-                    },
-                }
-            })
-            .collect()
-    };
     if plan.breakdown.is_none() {
         return Ok(TrendsResult {
-            rows: rows_for(counts.get(&BdKey::None)),
+            rows: trend_rows(&all, counts.get(&BdKey::None), interval, plan.tz),
             series: None,
         });
     }
-    // Merge keys by output value; order by total entered desc; limit truncates.
+    // Merge keys by output value.
     let mut merged: Vec<(Value, Buckets)> = Vec::new();
     for (k, m) in counts {
         let v = bd_value(plan, &k);
@@ -266,39 +248,77 @@ pub fn trends(plan: &Plan<'_>) -> Result<TrendsResult, QueryError> {
             merged.push((v, m));
         }
     }
+    let limit = plan.breakdown.as_ref().and_then(|b| b.limit);
+    Ok(series_result(merged, limit, &all, interval, plan.tz))
+}
+
+/// Every bucket of `all`, zero-filled, from (entered, converted) counts by
+/// bucket start.
+pub fn trend_rows(
+    all: &[i64],
+    m: Option<&Buckets>,
+    interval: Interval,
+    tz: chrono_tz::Tz,
+) -> Vec<TrendRow> {
+    all.iter()
+        .map(|&b| {
+            let (from, to) = m.and_then(|m| m.get(&b)).copied().unwrap_or((0, 0));
+            TrendRow {
+                timestamp: format_bucket(b, interval, tz),
+                timestamp_ms: b,
+                reached_from_step_count: from,
+                reached_to_step_count: to,
+                conversion_rate: if from == 0 {
+                    0.0
+                } else {
+                    (to as f64 / from as f64 * 10000.0).round() / 100.0
+                },
+            }
+        })
+        .collect()
+}
+
+/// The breakdown answer from the counts of each distinct output value:
+/// ordered by total entered desc (then value), `limit` truncates.
+pub fn series_result(
+    mut merged: Vec<(Value, Buckets)>,
+    limit: Option<usize>,
+    all: &[i64],
+    interval: Interval,
+    tz: chrono_tz::Tz,
+) -> TrendsResult {
     merged.sort_by(|a, b| {
         let ta: u64 = a.1.values().map(|c| c.0).sum();
         let tb: u64 = b.1.values().map(|c| c.0).sum();
         tb.cmp(&ta)
             .then_with(|| a.0.to_string().cmp(&b.0.to_string()))
     });
-    if let Some(l) = plan
-        .breakdown
-        .as_ref()
-        .and_then(|b| b.limit)
-        .filter(|l| *l > 0)
-    {
+    if let Some(l) = limit.filter(|l| *l > 0) {
         merged.truncate(l);
     }
     let series = merged
         .iter()
         .map(|(v, m)| TrendSeries {
             breakdown_value: v.clone(),
-            rows: rows_for(Some(m)),
+            rows: trend_rows(all, Some(m), interval, tz),
         })
         .collect();
-    Ok(TrendsResult {
+    TrendsResult {
         rows: Vec::new(),
         series: Some(series),
-    })
+    }
 }
 
-fn validate(plan: &Plan<'_>) -> Result<(), QueryError> {
-    if plan.range.from == i64::MIN {
+/// Refuses ranges with too many buckets (shared with other backends).
+pub fn check_buckets(
+    range: dropscope_core::time::DateRange,
+    interval: Interval,
+    tz: chrono_tz::Tz,
+) -> Result<(), QueryError> {
+    if range.from == i64::MIN {
         return Ok(());
     }
-    let interval = plan.q.interval.unwrap_or_default();
-    let count = buckets(plan.range, interval, plan.tz).len();
+    let count = buckets(range, interval, tz).len();
     if count > 5000 {
         return Err(QueryError::invalid(
             "interval",
@@ -306,6 +326,10 @@ fn validate(plan: &Plan<'_>) -> Result<(), QueryError> {
         ));
     }
     Ok(())
+}
+
+fn validate(plan: &Plan<'_>) -> Result<(), QueryError> {
+    check_buckets(plan.range, plan.q.interval.unwrap_or_default(), plan.tz)
 }
 
 /// Persons who entered in one bucket and converted (or dropped).

@@ -40,32 +40,69 @@ pub fn histogram(times: &[f64], bin_count: Option<i64>) -> TimeToConvertResult {
     if times.is_empty() {
         return TimeToConvertResult::default();
     }
-    let count = match bin_count {
-        Some(b) => b.clamp(1, 90) as usize,
-        None => ((times.len() as f64).cbrt().ceil() as usize).clamp(1, 60),
-    };
-    let min = times.iter().cloned().fold(f64::INFINITY, f64::min).floor();
-    let max = times
-        .iter()
-        .cloned()
-        .fold(f64::NEG_INFINITY, f64::max)
-        .ceil();
-    let mut width = ((max - min) / count as f64).ceil();
-    if width <= 0.0 {
-        width = 60.0;
-    }
-    let mut counts = vec![0u64; count + 1];
+    let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = times.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let layout = BinLayout::new(times.len(), min, max, bin_count);
+    let mut counts = vec![0u64; layout.count + 1];
     for &t in times {
-        let b = (((t - min) / width).floor() as usize).min(count);
-        counts[b] += 1;
+        counts[layout.bin(t)] += 1;
     }
-    let bins = (0..=count)
-        .map(|i| ((min + i as f64 * width).round() as i64, counts[i]))
-        .collect();
-    TimeToConvertResult {
-        bins,
-        average_conversion_time: dropscope_stats::mean(times),
-        converted: times.len() as u64,
+    layout.result(&counts, dropscope_stats::mean(times), times.len() as u64)
+}
+
+/// The bins of a histogram, from the number of times and their extremes
+/// (seconds): every backend bins with this, so only counts differ in where
+/// they are computed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BinLayout {
+    /// Number of bins (the result has `count + 1` entries).
+    pub count: usize,
+    /// floor(min).
+    pub min: f64,
+    /// ceil((ceil(max) − min) / count), 60 when that is 0.
+    pub width: f64,
+}
+
+impl BinLayout {
+    pub fn new(n: usize, min: f64, max: f64, bin_count: Option<i64>) -> BinLayout {
+        let count = match bin_count {
+            Some(b) => b.clamp(1, 90) as usize,
+            None => ((n as f64).cbrt().ceil() as usize).clamp(1, 60),
+        };
+        let min = min.floor();
+        let max = max.ceil();
+        let mut width = ((max - min) / count as f64).ceil();
+        if width <= 0.0 {
+            width = 60.0;
+        }
+        BinLayout { count, min, width }
+    }
+
+    /// The bin of a time: floor((t − min) / width), at most `count`.
+    pub fn bin(&self, t: f64) -> usize {
+        (((t - self.min) / self.width).floor() as usize).min(self.count)
+    }
+
+    /// The result from per-bin counts (`count + 1` entries).
+    pub fn result(
+        &self,
+        counts: &[u64],
+        average: Option<f64>,
+        converted: u64,
+    ) -> TimeToConvertResult {
+        let bins = (0..=self.count)
+            .map(|i| {
+                (
+                    (self.min + i as f64 * self.width).round() as i64,
+                    counts.get(i).copied().unwrap_or(0),
+                )
+            })
+            .collect();
+        TimeToConvertResult {
+            bins,
+            average_conversion_time: average,
+            converted,
+        }
     }
 }
 

@@ -1,0 +1,276 @@
+//! Correlation (SEMANTICS rule 17) on stage B, types `events` and
+//! `event_with_properties` (rows `event::key::value` over the listed
+//! events' properties). The population is stage B's
+//! actors who reached `from_step`; success = reached the success step. The
+//! span each actor is observed over (after its first step; until its last
+//! step for converters, else the window) comes from `times`. ClickHouse
+//! joins the population with the `events` table (identity overrides applied
+//! as stage A does; every event of the person in the date range, global
+//! filters not applied — as the engine reads them) and counts distinct
+//! actors per event name and outcome. The statistics (odds ratio, Fisher p,
+//! BH q, Woolf interval, support, adjusted odds ratios) are the engine's
+//! own functions of those counts; the adjusted analysis gets its
+//! (candidate bitmask, success) patterns from a second aggregation.
+
+use dropscope_core::query::{CorrelationOptions, CorrelationType, FunnelQuery};
+use dropscope_core::result::{CorrelationResult, PersonsResult};
+use dropscope_core::QueryError;
+use dropscope_engine::correlation::{
+    adjust_candidates, apply_adjusted, empty_result, finish, tested_rows, transition_for,
+    validate_options,
+};
+
+use crate::dispatch::refuse_amb;
+use crate::events::{overrides_sql, PERSON_EXPR};
+use crate::funnel::{actors_sql, FunnelSpec};
+use crate::sql::quote_str;
+use crate::ClickHouse;
+
+fn unsupported<T>(what: &str) -> Result<T, QueryError> {
+    Err(QueryError::Unsupported(format!(
+        "{what} is not supported by the ClickHouse backend yet"
+    )))
+}
+
+/// The supported subset of correlation queries.
+pub fn check(q: &FunnelQuery) -> Result<(), QueryError> {
+    let opts = q.correlation.clone().unwrap_or_default();
+    validate_options(q.steps.len(), &opts)?;
+    if opts.kind == CorrelationType::Properties {
+        return unsupported(&format!("correlation type {:?}", opts.kind));
+    }
+    if opts.with_person_properties.is_some() {
+        return unsupported("correlation.with_person_properties");
+    }
+    let pf = q.persons_for.clone().unwrap_or_default();
+    if pf.property.is_some() {
+        return unsupported("correlation persons for a property row");
+    }
+    if q.kind == dropscope_core::query::QueryKind::Correlation && q.breakdown.is_some() {
+        return unsupported("correlation with a breakdown (Simpson check)");
+    }
+    Ok(())
+}
+
+/// Event names any step can match (left out of event rows; a step
+/// matching any event leaves nothing out), as the engine.
+fn step_event_names(q: &FunnelQuery) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &q.steps {
+        match &s.action {
+            Some(a) => {
+                if a.match_any.iter().all(|alt| alt.event.is_some()) {
+                    out.extend(a.match_any.iter().filter_map(|alt| alt.event.clone()));
+                }
+            }
+            None => out.extend(s.event.clone()),
+        }
+    }
+    out
+}
+
+/// Stage B actors with their outcome and observed span: columns `person`,
+/// `lvl`, `times`, `amb`, `pop` (reached `from`), `success`, `t0`, `t1`.
+fn spans_sql(db: &str, q: &FunnelQuery, spec: &FunnelSpec, opts: &CorrelationOptions) -> String {
+    let (from, to) = transition_for(q, spec.steps.len());
+    let equal = u8::from(opts.equal_window);
+    format!(
+        "SELECT person, lvl, times, amb, toUInt8(lvl >= {f}) AS pop, toUInt8(lvl >= {t}) AS success, \
+         times[1] AS t0, if(success = 1 AND {equal} = 0, times[lvl], times[1] + {w}) AS t1 \
+         FROM ({actors})",
+        f = from + 1,
+        t = to + 1,
+        w = spec.window_ms,
+        actors = actors_sql(db, spec),
+    )
+}
+
+/// Events of the persons in `spans` inside their span: columns `person`,
+/// `success`, `event`, `prop_keys`, `prop_values`. `cond` filters the
+/// events before the join.
+fn span_events_sql(db: &str, spec: &FunnelSpec, spans: &str, cond: &str) -> String {
+    format!(
+        "SELECT person, success, event, prop_keys, prop_values FROM \
+         (SELECT {PERSON_EXPR} AS person, event, timestamp AS ts, prop_keys, prop_values FROM {db}.events \
+          ANY LEFT JOIN ({ov}) USING distinct_id \
+          WHERE timestamp >= {from} AND timestamp <= {to} AND ({cond})) \
+         ALL INNER JOIN (SELECT person, success, t0, t1 FROM ({spans})) USING person \
+         WHERE ts > t0 AND ts < t1",
+        ov = overrides_sql(db),
+        from = spec.from_ms,
+        to = spec.to_ms,
+    )
+}
+
+/// The rows each actor of `pop` has: columns `person`, `success`, `name`
+/// (the row name: the event name, or `event::key::value`).
+fn row_names_sql(
+    db: &str,
+    q: &FunnelQuery,
+    spec: &FunnelSpec,
+    opts: &CorrelationOptions,
+    pop: &str,
+) -> String {
+    match opts.kind {
+        CorrelationType::EventWithProperties => {
+            let events: Vec<String> = opts.event_names.clone().unwrap_or_default();
+            let mut skip: Vec<String> = opts
+                .event_exclude_property_names
+                .clone()
+                .unwrap_or_default();
+            skip.push(dropscope_core::event::ELEMENTS_KEY.to_string());
+            let cond = if events.is_empty() {
+                "0".to_string()
+            } else {
+                format!("event IN ({})", list_sql(&events))
+            };
+            format!(
+                "SELECT person, success, concat(event, '::', k, '::', v) AS name FROM ({}) \
+                 ARRAY JOIN prop_keys AS k, prop_values AS v WHERE k NOT IN ({})",
+                span_events_sql(db, spec, pop, &cond),
+                list_sql(&skip)
+            )
+        }
+        _ => {
+            let steps = step_event_names(q);
+            let cond = if steps.is_empty() {
+                "1".to_string()
+            } else {
+                format!("event NOT IN ({})", list_sql(&steps))
+            };
+            format!(
+                "SELECT person, success, event AS name FROM ({})",
+                span_events_sql(db, spec, pop, &cond)
+            )
+        }
+    }
+}
+
+fn list_sql(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| quote_str(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs an events (or event-with-properties) correlation.
+pub fn run(
+    ch: &ClickHouse,
+    q: &FunnelQuery,
+    spec: &FunnelSpec,
+) -> Result<CorrelationResult, QueryError> {
+    let db = ch.database();
+    let opts = q.correlation.clone().unwrap_or_default();
+    let (from_step, to_step) = transition_for(q, spec.steps.len());
+    let all = spans_sql(db, q, spec, &opts);
+    let r = ch
+        .select_json(&format!(
+            "SELECT max(amb) AS amb, countIf(pop = 1 AND success = 1) AS s, \
+             countIf(pop = 1 AND success = 0) AS f FROM ({all}) FORMAT JSON"
+        ))
+        .map_err(QueryError::Backend)?;
+    refuse_amb(&r["data"][0]["amb"])?;
+    let big_s = r["data"][0]["s"].as_u64().unwrap_or(0);
+    let big_f = r["data"][0]["f"].as_u64().unwrap_or(0);
+    if big_s == 0 || big_f == 0 {
+        return Ok(empty_result(big_s, big_f, from_step, to_step));
+    }
+    let pop = format!("SELECT * FROM ({all}) WHERE pop = 1");
+    let names = row_names_sql(db, q, spec, &opts, &pop);
+    let r = ch
+        .select_json(&format!(
+            "SELECT name AS event, countIf(success = 1) AS s, countIf(success = 0) AS f FROM \
+             (SELECT person, any(success) AS success, name FROM ({names}) GROUP BY person, name) \
+             GROUP BY name FORMAT JSON"
+        ))
+        .map_err(QueryError::Backend)?;
+    let named: Vec<(String, (u64, u64), ())> = r["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            (
+                row["event"].as_str().unwrap_or_default().to_string(),
+                (
+                    row["s"].as_u64().unwrap_or(0),
+                    row["f"].as_u64().unwrap_or(0),
+                ),
+                (),
+            )
+        })
+        .collect();
+    let mut rows: Vec<_> = tested_rows(named, big_s, big_f, &opts)
+        .into_iter()
+        .map(|(r, ())| r)
+        .collect();
+    let cand = adjust_candidates(
+        &rows,
+        opts.adjusted_top_k.unwrap_or(20),
+        (big_s + big_f) as usize,
+    );
+    if !cand.is_empty() {
+        let cand_names: Vec<String> = cand.iter().map(|&i| rows[i].event.clone()).collect();
+        let list = list_sql(&cand_names);
+        let r = ch
+            .select_json(&format!(
+                "SELECT mask, success, count() AS c FROM \
+                 (SELECT person, success, mask FROM (SELECT person, success FROM ({pop})) \
+                  ANY LEFT JOIN (SELECT person, groupBitOr(bitShiftLeft(toUInt64(1), toUInt64(indexOf([{list}], name) - 1))) AS mask \
+                  FROM ({names}) WHERE name IN ({list}) GROUP BY person) USING person) \
+                 GROUP BY mask, success FORMAT JSON"
+            ))
+            .map_err(QueryError::Backend)?;
+        let patterns = r["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| {
+                (
+                    (
+                        row["mask"].as_u64().unwrap_or(0),
+                        row["success"].as_u64().unwrap_or(0) == 1,
+                    ),
+                    row["c"].as_u64().unwrap_or(0) as f64,
+                )
+            })
+            .collect();
+        apply_adjusted(&mut rows, &cand, patterns);
+    }
+    Ok(finish(rows, big_s, big_f, &opts, from_step, to_step))
+}
+
+/// The actors behind one event row: every stage-B actor (converted or not,
+/// as `persons_for.converted` asks) with that event, passing
+/// `persons_for.properties`, inside its span.
+pub fn persons(
+    ch: &ClickHouse,
+    q: &FunnelQuery,
+    spec: &FunnelSpec,
+) -> Result<PersonsResult, QueryError> {
+    let db = ch.database();
+    let opts = q.correlation.clone().unwrap_or_default();
+    let pf = q.persons_for.clone().unwrap_or_default();
+    let Some(event) = &pf.event else {
+        return Err(QueryError::invalid(
+            "persons_for",
+            "correlation persons need `event` or `property`",
+        ));
+    };
+    let mut cond = format!("event = {}", quote_str(event));
+    if let Some(f) = crate::sql::filters(pf.properties.as_ref(), "persons_for.properties")? {
+        cond.push_str(&format!(" AND ({f})"));
+    }
+    let all = spans_sql(db, q, spec, &opts);
+    let hits = span_events_sql(db, spec, &all, &cond);
+    let outcome = match pf.converted {
+        Some(true) => "success = 1",
+        Some(false) => "success = 0",
+        None => "1",
+    };
+    let rows = format!(
+        "SELECT person, lvl, times, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) \
+         ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) GROUP BY person) USING person"
+    );
+    crate::persons::page(ch, q, spec.steps.len(), &rows, false)
+}

@@ -1,0 +1,184 @@
+//! Every query kind besides the steps view: which subset is supported, and
+//! the dispatch to the kind's module. Each kind builds on the funnel's
+//! stages (`events.rs` stage A, `funnel.rs` stage B `actors_sql`) and
+//! aggregates inside ClickHouse; only aggregates (or one page of a persons
+//! list) come back.
+
+use dropscope_core::query::{
+    Attribution, BreakdownType, Counting, FunnelOrder, FunnelQuery, QueryKind,
+};
+use dropscope_core::result::QueryResult;
+use dropscope_core::time::DateRange;
+use dropscope_core::QueryError;
+
+use crate::funnel::FunnelSpec;
+use crate::{check_supported, ClickHouse};
+
+fn unsupported<T>(what: &str) -> Result<T, QueryError> {
+    Err(QueryError::Unsupported(format!(
+        "{what} is not supported by the ClickHouse backend yet"
+    )))
+}
+
+/// The kind-specific part of the supported subset (the funnel definition
+/// itself is checked by [`check_supported`]).
+fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
+    let kind = q.kind;
+    if kind == QueryKind::Diagnosis {
+        return crate::diagnosis::check(q);
+    }
+    if q.counting != Counting::Unique {
+        return unsupported(&format!("counting `totals` with query kind {kind:?}"));
+    }
+    if q.steps.iter().any(|s| s.optional) {
+        return unsupported(&format!("optional steps with query kind {kind:?}"));
+    }
+    if let Some(a) = q.aggregation.as_deref().map(str::trim) {
+        if !a.is_empty() && a != "person" && a != "person_id" {
+            return unsupported(&format!("aggregation {a:?} with query kind {kind:?}"));
+        }
+    }
+    let trends = own_stage(q);
+    if trends {
+        // The engine's strict trends walk only step events, as ordered
+        // ones; strictness shows only in which events attribute a
+        // breakdown value (every event), which stage A (ordered) lacks.
+        if q.order == FunnelOrder::Strict && q.breakdown.is_some() {
+            return unsupported("strict funnel trends with a breakdown");
+        }
+        if !q.exclusions.is_empty() {
+            return unsupported("funnel trends with exclusions");
+        }
+    }
+    // Kinds whose answer depends on the breakdown value.
+    if trends || kind == QueryKind::FunnelPersons {
+        if let Some(b) = &q.breakdown {
+            if !matches!(b.kind, None | Some(BreakdownType::Event)) {
+                return unsupported(&format!(
+                    "breakdown type {:?} with query kind {kind:?}",
+                    b.kind.unwrap_or_default()
+                ));
+            }
+            if !matches!(
+                b.attribution.unwrap_or_default(),
+                Attribution::FirstTouch | Attribution::LastTouch
+            ) {
+                return unsupported(&format!(
+                    "breakdown attribution {:?} with query kind {kind:?}",
+                    b.attribution.unwrap_or_default()
+                ));
+            }
+        }
+    }
+    match kind {
+        QueryKind::Correlation | QueryKind::CorrelationPersons => {
+            crate::correlation::check(q)?;
+        }
+        QueryKind::Paths => {}
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Checks that a query of another kind than `funnel` is supported and
+/// compiles its funnel definition (date range filled in later).
+pub fn check(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
+    dropscope_engine::plan::validate(q)?;
+    check_kind(q)?;
+    check_supported(&funnel_of(q, true))
+}
+
+/// Whether the kind runs its own stage on stage A (funnel trends), so the
+/// funnel order only matters to it.
+fn own_stage(q: &FunnelQuery) -> bool {
+    q.kind == QueryKind::FunnelTrends
+        || (q.kind == QueryKind::FunnelPersons && q.entrance_period_start.is_some())
+}
+
+/// The `funnel` query whose stages a query builds on.
+fn funnel_of(q: &FunnelQuery, keep_breakdown: bool) -> FunnelQuery {
+    FunnelQuery {
+        kind: QueryKind::Funnel,
+        breakdown: if keep_breakdown {
+            q.breakdown.clone()
+        } else {
+            None
+        },
+        // Stage A does not depend on the order (trends checks it itself).
+        order: if own_stage(q) {
+            FunnelOrder::Ordered
+        } else {
+            q.order
+        },
+        ..q.clone()
+    }
+}
+
+/// The stage specs of a query: the funnel definition with the resolved
+/// range; without its breakdown when the kind ignores it.
+pub(crate) fn spec_of(
+    q: &FunnelQuery,
+    range: DateRange,
+    keep_breakdown: bool,
+) -> Result<FunnelSpec, QueryError> {
+    let spec = check_supported(&funnel_of(q, keep_breakdown))?;
+    Ok(FunnelSpec {
+        from_ms: range.from,
+        to_ms: range.to,
+        ..spec
+    })
+}
+
+/// Answers a query of any kind but `funnel` (already checked).
+pub(crate) fn run_kind(
+    ch: &ClickHouse,
+    q: &FunnelQuery,
+    range: DateRange,
+) -> Result<QueryResult, QueryError> {
+    match q.kind {
+        QueryKind::TimeToConvert => Ok(QueryResult::TimeToConvert(crate::ttc::run(
+            ch,
+            q,
+            &spec_of(q, range, false)?,
+        )?)),
+        QueryKind::FunnelPersons if q.entrance_period_start.is_some() => Ok(
+            QueryResult::FunnelPersons(crate::trends::persons(ch, q, range)?),
+        ),
+        QueryKind::FunnelPersons => Ok(QueryResult::FunnelPersons(crate::persons::run(
+            ch,
+            q,
+            &spec_of(q, range, true)?,
+        )?)),
+        QueryKind::FunnelTrends => Ok(QueryResult::FunnelTrends(crate::trends::run(ch, q, range)?)),
+        QueryKind::Correlation => Ok(QueryResult::Correlation(crate::correlation::run(
+            ch,
+            q,
+            &spec_of(q, range, false)?,
+        )?)),
+        QueryKind::CorrelationPersons => Ok(QueryResult::CorrelationPersons(
+            crate::correlation::persons(ch, q, &spec_of(q, range, false)?)?,
+        )),
+        QueryKind::Paths => Ok(QueryResult::Paths(crate::paths::run(
+            ch,
+            q,
+            &spec_of(q, range, false)?,
+        )?)),
+        QueryKind::Diagnosis => Ok(QueryResult::Diagnosis(Box::new(crate::diagnosis::run(
+            ch, q, range,
+        )?))),
+        other => unsupported(&format!("query kind {other:?}")),
+    }
+}
+
+/// Refuses an answer when an actor is flagged `amb` (SEMANTICS rule 5
+/// ties the stage-B chains do not model); `amb` is the max over actors.
+pub(crate) fn refuse_amb(amb: &serde_json::Value) -> Result<(), QueryError> {
+    if amb.as_u64().unwrap_or(0) != 0 {
+        return Err(QueryError::Unsupported(
+            "events sharing a timestamp that match different steps, one of them several steps \
+             (SEMANTICS rule 5), are not supported by the ClickHouse backend yet"
+                .into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! Paths on stage B: for every actor who reached step `k`, the events after
+//! its step-`k` time within the window of its entry (every event of the
+//! person in the date range, as the engine reads them), consecutive repeats
+//! collapsed, the first `depth` names; for converters also the events
+//! before step `k + 1`. ClickHouse returns the number of actors per
+//! (converted, sequence, in-between sequence); the rankings are computed
+//! from those counts.
+
+use std::collections::HashMap;
+
+use dropscope_core::query::{FunnelQuery, QueryKind};
+use dropscope_core::result::{PathRow, PathsResult, QueryResult};
+use dropscope_core::QueryError;
+
+use crate::dispatch::refuse_amb;
+use crate::events::{overrides_sql, PERSON_EXPR};
+use crate::funnel::{actors_sql, FunnelSpec};
+use crate::ClickHouse;
+
+const END: &str = "(no further events)";
+
+/// (converted, next events, events in between, actors).
+type Group = (bool, Vec<String>, Vec<String>, u64);
+
+/// Consecutive repeats collapsed, then the first `depth` names. (ClickHouse
+/// 18.16 cannot resolve a subquery column that only a lambda captures: the
+/// lambdas here capture nothing but their arguments.)
+fn collapse(arr: &str, depth: usize) -> String {
+    format!(
+        "arraySlice(arrayFilter((e, i) -> i = 1 OR e != {arr}[i - 1], {arr}, arrayEnumerate({arr})), 1, {depth})"
+    )
+}
+
+pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsResult, QueryError> {
+    let n = spec.steps.len();
+    if n < 2 {
+        return Err(QueryError::invalid("steps", "paths need at least 2 steps"));
+    }
+    let opts = q.paths.clone().unwrap_or_default();
+    let depth = opts.depth.unwrap_or(3).clamp(1, 10);
+    let top = opts.top.unwrap_or(10).clamp(1, 1000);
+    let k = match opts.after_step {
+        Some(k) if k + 1 >= n => {
+            return Err(QueryError::invalid(
+                "paths.after_step",
+                format!("must be below the last step ({})", n - 1),
+            ));
+        }
+        Some(k) => k,
+        None => largest_drop(ch, q)?,
+    };
+    let db = ch.database();
+    let actors = actors_sql(db, spec);
+    let r = ch
+        .select_json(&format!(
+            "SELECT max(amb) AS amb FROM ({actors}) FORMAT JSON"
+        ))
+        .map_err(QueryError::Backend)?;
+    refuse_amb(&r["data"][0]["amb"])?;
+    let pop = format!(
+        "SELECT person, times[{k1}] AS tk, toUInt8(lvl >= {k2}) AS conv, times[{k2}] AS tn, \
+         times[1] + {w} AS te FROM ({actors}) WHERE lvl >= {k1}",
+        k1 = k + 1,
+        k2 = k + 2,
+        w = spec.window_ms,
+    );
+    let events = format!(
+        "SELECT person, arraySort(groupArray((ts, seq, event))) AS evs, \
+         arrayMap(x -> x.3, evs) AS E, \
+         arrayMap(x -> x.3, arraySort(groupArrayIf((ts, seq, event), ts < tn))) AS EB FROM \
+         (SELECT {PERSON_EXPR} AS person, event, timestamp AS ts, seq FROM {db}.events \
+          ANY LEFT JOIN ({ov}) USING distinct_id \
+          WHERE timestamp >= {from} AND timestamp <= {to}) \
+         ALL INNER JOIN ({pop}) USING person WHERE ts > tk AND ts <= te GROUP BY person",
+        ov = overrides_sql(db),
+        from = spec.from_ms,
+        to = spec.to_ms,
+    );
+    let sql = format!(
+        "SELECT conv, nxt, btw, count() AS c FROM \
+         (SELECT conv, {next} AS nxt, if(conv = 1, {between}, emptyArrayString()) AS btw FROM \
+          (SELECT conv, E, EB FROM (SELECT person, conv FROM ({pop})) ANY LEFT JOIN \
+           (SELECT person, E, EB FROM ({events})) USING person)) \
+         GROUP BY conv, nxt, btw FORMAT JSON",
+        next = collapse("E", depth),
+        between = collapse("EB", depth),
+    );
+    let r = ch.select_json(&sql).map_err(QueryError::Backend)?;
+    let strs = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| x.as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    // (converted, next, between, actors)
+    let groups: Vec<Group> = r["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| {
+            (
+                row["conv"].as_u64().unwrap_or(0) == 1,
+                strs(&row["nxt"]),
+                strs(&row["btw"]),
+                row["c"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let dropped: u64 = groups.iter().filter(|g| !g.0).map(|g| g.3).sum();
+    let converted: u64 = groups.iter().filter(|g| g.0).map(|g| g.3).sum();
+    let rank = |conv: bool, f: &dyn Fn(&Group) -> Vec<String>| {
+        let total = if conv { converted } else { dropped };
+        let mut counts: HashMap<Vec<String>, u64> = HashMap::new();
+        for g in groups.iter().filter(|g| g.0 == conv) {
+            *counts.entry(f(g)).or_default() += g.3;
+        }
+        let mut rows: Vec<PathRow> = counts
+            .into_iter()
+            .map(|(path, actors)| PathRow {
+                path,
+                actors,
+                share: if total == 0 {
+                    0.0
+                } else {
+                    actors as f64 / total as f64
+                },
+            })
+            .collect();
+        rows.sort_by(|a, b| b.actors.cmp(&a.actors).then_with(|| a.path.cmp(&b.path)));
+        rows.truncate(top);
+        rows
+    };
+    let first = |g: &Group| vec![g.1.first().cloned().unwrap_or_else(|| END.to_string())];
+    let full = |g: &Group| {
+        if g.1.is_empty() {
+            vec![END.to_string()]
+        } else {
+            g.1.clone()
+        }
+    };
+    Ok(PathsResult {
+        after_step: k,
+        dropped,
+        converted,
+        dropped_next: rank(false, &first),
+        converted_next: rank(true, &first),
+        dropped_sequences: rank(false, &full),
+        converted_sequences: rank(true, &full),
+        between_sequences: rank(true, &|g| g.2.clone()),
+    })
+}
+
+/// The 0-based step after which the most actors drop (the first on ties),
+/// from the steps view.
+fn largest_drop(ch: &ClickHouse, q: &FunnelQuery) -> Result<usize, QueryError> {
+    let fq = FunnelQuery {
+        kind: QueryKind::Funnel,
+        ..q.clone()
+    };
+    let QueryResult::Funnel(f) = ch.run(&fq)? else {
+        return Err(QueryError::Backend(
+            "the steps view answered another kind".into(),
+        ));
+    };
+    let mut best = (0usize, 0u64);
+    for s in 1..f.steps.len() {
+        let drop = f.steps[s].dropped;
+        if drop > best.1 {
+            best = (s - 1, drop);
+        }
+    }
+    Ok(best.0)
+}

@@ -1,0 +1,157 @@
+//! Funnel persons (SEMANTICS rule 9) on stage B: the counted actors whose
+//! furthest step is selected, filtered by breakdown value, ordered by label
+//! and paged with LIMIT/OFFSET inside ClickHouse; then the page's distinct
+//! ids. A person's label is its first-seen distinct id (the distinct id
+//! whose own id is the canonical person id).
+
+use dropscope_core::query::FunnelQuery;
+use dropscope_core::result::{ActorRow, PersonsResult};
+use dropscope_core::time::format_ts;
+use dropscope_core::QueryError;
+use dropscope_engine::persons::{selector_for, DEFAULT_LIMIT, MAX_LIMIT};
+use serde_json::Value;
+
+use crate::dispatch::refuse_amb;
+use crate::events::overrides_sql;
+use crate::funnel::{actors_sql, FunnelSpec};
+use crate::sql::quote_str;
+use crate::ClickHouse;
+
+pub fn run(
+    ch: &ClickHouse,
+    q: &FunnelQuery,
+    spec: &FunnelSpec,
+) -> Result<PersonsResult, QueryError> {
+    let n = spec.steps.len();
+    let sel = selector_for(q, n)?;
+    let list: Vec<String> = sel.iter().map(|s| s.to_string()).collect();
+    let mut cond = format!("lvl IN ({})", list.join(", "));
+    if let (Some(w), Some(_)) = (&q.breakdown_value, &spec.breakdown) {
+        cond.push_str(&format!(" AND {}", bd_match_sql(w)));
+    }
+    let rows = format!(
+        "SELECT person, lvl, times, amb, ({cond}) AS sel FROM ({})",
+        actors_sql(ch.database(), spec)
+    );
+    page(ch, q, n, &rows, false)
+}
+
+/// SQL for "the actor's breakdown value `bd` is `want`" (the engine's
+/// `bd_matches` for event breakdowns, whose values are lists of strings).
+pub(crate) fn bd_match_sql(want: &Value) -> String {
+    let strings: Option<Vec<String>> = match want {
+        Value::String(s) => Some(vec![s.clone()]),
+        Value::Array(a) => a.iter().map(|x| x.as_str().map(String::from)).collect(),
+        _ => None,
+    };
+    match strings {
+        Some(v) if !v.is_empty() => format!(
+            "bd = [{}]",
+            v.iter()
+                .map(|x| quote_str(x))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some(_) => "length(bd) = 0".into(),
+        None => "0".into(),
+    }
+}
+
+/// Canonical person id → label (its own distinct id).
+pub(crate) fn labels_sql(db: &str) -> String {
+    format!(
+        "SELECT own_id AS person, any(distinct_id) AS label FROM {db}.distinct_ids GROUP BY own_id"
+    )
+}
+
+/// One page of actors. `rows` has columns `person UInt64`, `lvl UInt32`,
+/// `times Array(Int64)`, `amb UInt8` and `sel UInt8` (selected); one row
+/// per actor. Refuses when any actor is `amb`.
+pub(crate) fn page(
+    ch: &ClickHouse,
+    q: &FunnelQuery,
+    n: usize,
+    rows: &str,
+    unordered_trends: bool,
+) -> Result<PersonsResult, QueryError> {
+    let db = ch.database();
+    let r = ch
+        .select_json(&format!(
+            "SELECT countIf(sel) AS total, max(amb) AS amb FROM ({rows}) FORMAT JSON"
+        ))
+        .map_err(QueryError::Backend)?;
+    if unordered_trends && r["data"][0]["amb"].as_u64().unwrap_or(0) != 0 {
+        return Err(QueryError::Unsupported(
+            "unordered funnel trends where one event matches several steps are not supported \
+             by the ClickHouse backend yet"
+                .into(),
+        ));
+    }
+    refuse_amb(&r["data"][0]["amb"])?;
+    let total = r["data"][0]["total"].as_u64().unwrap_or(0);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let offset = q.offset.unwrap_or(0);
+    let r = ch
+        .select_json(&format!(
+            "SELECT person, lvl, times, label FROM (SELECT person, lvl, times FROM ({rows}) WHERE sel) \
+             ANY LEFT JOIN ({labels}) USING person ORDER BY label, person LIMIT {limit} OFFSET {offset} FORMAT JSON",
+            labels = labels_sql(db)
+        ))
+        .map_err(QueryError::Backend)?;
+    let data = r["data"].as_array().cloned().unwrap_or_default();
+    let ids: Vec<String> = data
+        .iter()
+        .map(|row| row["person"].as_u64().unwrap_or(0).to_string())
+        .collect();
+    let mut dids: std::collections::HashMap<u64, Vec<String>> = Default::default();
+    if !ids.is_empty() {
+        let r = ch
+            .select_json(&format!(
+                "SELECT person, arrayMap(x -> x.2, arraySort(groupArray((own_id, distinct_id)))) AS dids FROM \
+                 (SELECT if(ov_pid != 0, ov_pid, own_id) AS person, own_id, distinct_id FROM \
+                 (SELECT distinct_id, any(own_id) AS own_id FROM {db}.distinct_ids GROUP BY distinct_id) \
+                 ANY LEFT JOIN ({ov}) USING distinct_id) WHERE person IN ({list}) GROUP BY person FORMAT JSON",
+                ov = overrides_sql(db),
+                list = ids.join(", ")
+            ))
+            .map_err(QueryError::Backend)?;
+        for row in r["data"].as_array().into_iter().flatten() {
+            let p = row["person"].as_u64().unwrap_or(0);
+            let v = row["dids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect();
+            dids.insert(p, v);
+        }
+    }
+    let persons: Vec<ActorRow> = data
+        .iter()
+        .map(|row| {
+            let p = row["person"].as_u64().unwrap_or(0);
+            let lvl = row["lvl"].as_u64().unwrap_or(0) as usize;
+            let times: Vec<i64> = row["times"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| t.as_i64().unwrap_or(0))
+                .collect();
+            ActorRow {
+                id: row["label"].as_str().unwrap_or_default().to_string(),
+                distinct_ids: dids.remove(&p).unwrap_or_default(),
+                furthest_step: Some(lvl),
+                matched_times: (0..n)
+                    .map(|s| (s < lvl).then(|| format_ts(times.get(s).copied().unwrap_or(0))))
+                    .collect(),
+            }
+        })
+        .collect();
+    let next = offset + persons.len();
+    Ok(PersonsResult {
+        persons,
+        total,
+        offset,
+        next_offset: ((next as u64) < total).then_some(next),
+    })
+}
