@@ -62,6 +62,8 @@ pub struct FunnelSpec {
     /// Per step: max / min gap from the previous done step (ms).
     pub within: Vec<Option<i64>>,
     pub min_gap: Vec<Option<i64>>,
+    /// `counting: totals`: one row per attempt (stage B).
+    pub totals: bool,
 }
 
 impl FunnelSpec {
@@ -106,17 +108,207 @@ pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
     );
     // One subquery per layer: ClickHouse expands aliases in place, so
     // each layer only refers to the previous layers' columns.
+    let bd = if s.totals {
+        // The engine tallies every attempt under one key (no breakdown).
+        "emptyArrayString()"
+    } else if s.breakdown.is_some() {
+        "bdv"
+    } else {
+        "part"
+    };
+    if s.totals {
+        sql = layered(sql, &["T", "M", "X", "B", "I"], totals_layers(s));
+        return format!(
+            "SELECT actor, person, {bd} AS bd, amb, lvl, times, times[1] AS start, bits \
+             FROM ({sql}) ARRAY JOIN TL AS lvl, TT AS times, TB AS bits"
+        );
+    }
     let layers = if s.order == FunnelOrder::Unordered {
         unordered_layers(s)
     } else {
         ordered_layers(s)
     };
     sql = layered(sql, &["T", "M", "X", "B", "I"], layers);
-    let bd = if s.breakdown.is_some() { "bdv" } else { "part" };
     format!(
         "SELECT actor, person, {bd} AS bd, amb, lvl, times, times[1] AS start, bits \
          FROM ({sql}) WHERE lvl > 0"
     )
+}
+
+/// Rounds of pointer doubling over the totals attempt chain: actors with
+/// more than 2^TOTALS_ROUNDS attempts are refused (`amb` = 2).
+const TOTALS_ROUNDS: usize = 16;
+
+/// `counting: totals` (`dropscope-engine/src/totals.rs`): one attempt open
+/// at a time, re-entry after it completes, expires, is excluded or (strict)
+/// interrupted. The attempt that would start at each first-step event is
+/// followed step by step (`TR{k}`: status, current event, last step, close
+/// event, step advanced, event used); `NX` = where the next attempt starts
+/// after it. The attempts actually made are the chain from the first
+/// first-step event, marked by pointer doubling (`J{r}` = NX applied 2^r
+/// times). Excluded attempts are dropped; the others are one row each.
+fn totals_layers(s: &FunnelSpec) -> Vec<String> {
+    let n = s.steps.len();
+    let w = s.window_ms;
+    let strict = s.order == FunnelOrder::Strict;
+    let lit = |v: Vec<i64>| {
+        format!(
+            "[{}]",
+            v.iter()
+                .map(|x| format!("toInt64({x})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let act = lit((0..n).map(|a| s.active(a) as i64).collect());
+    // Steps reachable from step `at`: the next ones up to the next required.
+    let reach = lit((0..n)
+        .map(|at| {
+            let mut m = 0i64;
+            let mut k = at + 1;
+            while k < n {
+                m |= 1 << k;
+                if !s.optional(k) {
+                    break;
+                }
+                k += 1;
+            }
+            m
+        })
+        .collect());
+    let within = lit((0..n)
+        .map(|k| s.within.get(k).copied().flatten().unwrap_or(-1))
+        .collect());
+    let min_gap = lit((0..n)
+        .map(|k| s.min_gap.get(k).copied().flatten().unwrap_or(-1))
+        .collect());
+    let mut layers = vec![format!(
+        "arrayMap(v -> toUInt64(v), {act}) AS ACT, arrayMap(v -> toUInt64(v), {reach}) AS RCH, \
+         {within} AS WIN, {min_gap} AS MGP"
+    )];
+    // The step event e would advance an attempt at `at` to (-1: none).
+    // (`atix` = at + 1, written as a literal when constant: ClickHouse
+    // 18.16 mis-evaluates a constant expression used as an index inside
+    // nested lambdas.)
+    let sstar = |e: &str, atix: &str| {
+        format!(
+            "(toInt64(arrayFirstIndex(q_ -> bitTest(M[{e}], q_) AND bitTest(RCH[{atix}], q_), range({n}))) - 1)"
+        )
+    };
+    let gap_ok = |e: &str, st: &str, lt: &str| {
+        format!(
+            "(WIN[{st} + 1] < 0 OR T[{e}] - {lt} <= WIN[{st} + 1]) AND (MGP[{st} + 1] < 0 OR T[{e}] - {lt} >= MGP[{st} + 1])"
+        )
+    };
+    let first_status = if n == 1 { 1 } else { 0 };
+    for k in 1..n {
+        let (st, cur, at, ce) = if k == 1 {
+            (
+                format!("toUInt8({first_status})"),
+                "toUInt32(i)".to_string(),
+                "toInt64(0)".to_string(),
+                "toUInt32(i)".to_string(),
+            )
+        } else {
+            let p = format!("TR{}", k - 1);
+            (
+                format!("{p}[i].1"),
+                format!("{p}[i].2"),
+                format!("{p}[i].3"),
+                format!("{p}[i].4"),
+            )
+        };
+        let atix = if k == 1 {
+            "1".to_string()
+        } else {
+            format!("({at} + 1)")
+        };
+        let decisive = if strict {
+            format!("if({cur} < length(T), {cur} + 1, 0)")
+        } else {
+            format!(
+                "arrayFirstIndex(j -> j > {cur} AND (T[j] - T[i] > {w} OR bitAnd(X[j], ACT[{atix}]) != 0 OR \
+                 arrayElement(arrayMap(s_ -> s_ >= 0 AND {gj}, [{sj}]), 1)), I)",
+                gj = gap_ok("j", "s_", &format!("T[{cur}]")),
+                sj = sstar("j", &atix),
+            )
+        };
+        layers.push(format!(
+            "arrayMap(i -> if({st} != 0 OR NOT bitTest(M[i], 0), \
+               tuple({st}, {cur}, {at}, {ce}, toInt64(-1), toUInt32(0)), \
+               arrayElement(arrayMap(e -> arrayElement(arrayMap(s_ -> \
+                 multiIf(e = 0, tuple(toUInt8(5), {cur}, {at}, {ce}, toInt64(-1), toUInt32(0)), \
+                   T[e] - T[i] > {w}, tuple(toUInt8(2), {cur}, {at}, toUInt32(e), toInt64(-1), toUInt32(0)), \
+                   bitAnd(X[e], ACT[{atix}]) != 0, tuple(toUInt8(3), {cur}, {at}, toUInt32(e), toInt64(-1), toUInt32(0)), \
+                   s_ >= 0 AND {ge}, tuple(toUInt8(if(s_ = {last}, 1, 0)), toUInt32(e), s_, toUInt32(e), s_, toUInt32(e)), \
+                   tuple(toUInt8(4), {cur}, {at}, toUInt32(e), toInt64(-1), toUInt32(0))), \
+                 [if(e = 0, toInt64(-1), {se})]), 1), [{decisive}]), 1)), I) AS TR{k}",
+            ge = gap_ok("e", "s_", &format!("T[{cur}]")),
+            se = sstar("e", &atix),
+            last = n - 1,
+        ));
+    }
+    let (fst, fat, fce) = if n == 1 {
+        (
+            "toUInt8(1)".to_string(),
+            "toInt64(0)".to_string(),
+            "toUInt32(i)".to_string(),
+        )
+    } else {
+        let p = format!("TR{}", n - 1);
+        (
+            format!("{p}[i].1"),
+            format!("{p}[i].3"),
+            format!("{p}[i].4"),
+        )
+    };
+    layers.push(format!(
+        "arrayMap(i -> {fst}, I) AS FS, arrayMap(i -> {fat}, I) AS FAT, arrayMap(i -> {fce}, I) AS FCE"
+    ));
+    layers.push(
+        "arrayMap(i -> if(NOT bitTest(M[i], 0) OR FS[i] = 5, 0, \
+           arrayFirstIndex(j -> bitTest(M[j], 0) AND (j > FCE[i] OR (j = FCE[i] AND (FS[i] = 2 OR FS[i] = 4))), I)), I) AS J0, \
+         arrayFirstIndex(i -> bitTest(M[i], 0), I) AS S0"
+            .to_string(),
+    );
+    layers.push("arrayMap(i -> i = S0, I) AS MK0".to_string());
+    for r in 1..=TOTALS_ROUNDS {
+        let p = r - 1;
+        layers.push(format!(
+            "arrayMap(u -> J{p}[J{p}[u]], I) AS J{r}, arrayMap(u -> J{p}[u], arrayFilter(u -> MK{p}[u], I)) AS TG{r}"
+        ));
+        layers.push(format!(
+            "arrayMap(v -> MK{p}[v] OR has(TG{r}, v), I) AS MK{r}"
+        ));
+    }
+    // Times of each step an attempt did: its start, then the events used.
+    let mut times = vec!["T[i]".to_string()];
+    for st in 1..n {
+        let mut e = String::from("multiIf(");
+        for k in 1..n {
+            let _ = write!(e, "TR{k}[i].5 = {st}, T[TR{k}[i].6], ");
+        }
+        e.push_str("toInt64(0))");
+        times.push(e);
+    }
+    let mut bits = String::from("toUInt64(1)");
+    for k in 1..n {
+        let _ = write!(
+            bits,
+            " + if(TR{k}[i].5 < 0, toUInt64(0), bitShiftLeft(toUInt64(1), toUInt64(TR{k}[i].5)))"
+        );
+    }
+    layers.push(format!(
+        "arrayFilter(i -> MK{last}[i] AND FS[i] != 3, I) AS CI, \
+         toUInt8(if(S0 > 0 AND J{last}[S0] != 0, 2, 0)) AS amb",
+        last = TOTALS_ROUNDS
+    ));
+    layers.push(format!(
+        "arrayMap(i -> toUInt32(FAT[i] + 1), CI) AS TL, arrayMap(i -> [{times}], CI) AS TT, \
+         arrayMap(i -> {bits}, CI) AS TB",
+        times = times.join(", ")
+    ));
+    layers
 }
 
 /// Wraps `base` in one `SELECT *, <layer> FROM (...)` per layer. Columns
@@ -471,6 +663,24 @@ fn ordered_layers(s: &FunnelSpec) -> Vec<String> {
     );
     layers.push(out);
     layers
+}
+
+/// The conversion curve's observations, aggregated per duration: columns
+/// `ms` (Int64: entry to conversion, or to censoring — the end of the
+/// range for units still inside their window, else the window's end),
+/// `ev` (converted units), `cens` (censored units). Kaplan–Meier runs on
+/// these counts (`dropscope_engine::funnel` runs it per unit).
+pub fn curve_sql(db: &str, s: &FunnelSpec) -> String {
+    let n = s.steps.len();
+    let w = s.window_ms;
+    let to = s.to_ms;
+    format!(
+        "SELECT ms, sum(conv) AS ev, sum(1 - conv) AS cens FROM (\
+         SELECT lvl >= {n} AS conv, if(conv, times[{n}] - start, \
+         greatest(if(start + {w} >= {to}, toInt64({to}), start + {w}) - start, 0)) AS ms \
+         FROM ({actors})) GROUP BY ms ORDER BY ms FORMAT JSON",
+        actors = actors_sql(db, s)
+    )
 }
 
 /// Stage C, the steps view. Output columns per row (one row per breakdown

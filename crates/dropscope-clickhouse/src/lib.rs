@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use dropscope_core::query::{
     Attribution, BreakdownType, Counting, FunnelOrder, FunnelQuery, QueryKind, StepMath, Window,
 };
-use dropscope_core::result::{BreakdownRow, FunnelResult, QueryResult, StepResult};
+use dropscope_core::result::{BreakdownRow, CurvePoint, FunnelResult, QueryResult, StepResult};
 use dropscope_core::time::resolve_range;
 use dropscope_core::QueryError;
 use dropscope_store::Record;
@@ -313,13 +313,14 @@ impl ClickHouse {
             .select_json(&funnel::steps_sql(&self.db, &spec))
             .map_err(QueryError::Backend)?;
         refuse_ambiguous_ties(&r)?;
+        let curve = self.curve(&spec)?;
         let data = r["data"].as_array().cloned().unwrap_or_default();
         let mk = |row: Option<&Value>| -> Vec<StepResult> { step_results(row, n, &names) };
         if spec.breakdown.is_none() {
             return Ok(QueryResult::Funnel(FunnelResult {
                 steps: mk(data.first()),
                 breakdowns: None,
-                conversion_curve: Vec::new(),
+                conversion_curve: curve,
                 date_from_ms: range.from,
                 date_to_ms: range.to,
             }));
@@ -379,10 +380,48 @@ impl ClickHouse {
         Ok(QueryResult::Funnel(FunnelResult {
             steps: step_results(totals, n, &names),
             breakdowns: Some(breakdowns),
-            conversion_curve: Vec::new(),
+            conversion_curve: curve,
             date_from_ms: range.from,
             date_to_ms: range.to,
         }))
+    }
+}
+
+impl ClickHouse {
+    /// The Kaplan–Meier conversion curve over every counted unit, from
+    /// per-duration counts (the same arithmetic as
+    /// `dropscope_stats::kaplan_meier`, which takes one observation per unit).
+    fn curve(&self, spec: &FunnelSpec) -> Result<Vec<CurvePoint>, QueryError> {
+        let r = self
+            .select_json(&funnel::curve_sql(&self.db, spec))
+            .map_err(QueryError::Backend)?;
+        let rows: Vec<(i64, u64, u64)> = r["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| {
+                (
+                    row["ms"].as_i64().unwrap_or(0),
+                    row["ev"].as_u64().unwrap_or(0),
+                    row["cens"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        let mut at_risk: u64 = rows.iter().map(|(_, e, c)| e + c).sum();
+        let mut survival = 1.0f64;
+        let mut out = Vec::with_capacity(rows.len());
+        for (ms, events, censored) in rows {
+            if events > 0 {
+                survival *= 1.0 - events as f64 / at_risk as f64;
+            }
+            out.push(CurvePoint {
+                seconds: ms as f64 / 1000.0,
+                converted: 1.0 - survival,
+                at_risk,
+            });
+            at_risk -= events + censored;
+        }
+        Ok(out)
     }
 }
 
@@ -393,8 +432,17 @@ fn refuse_ambiguous_ties(r: &Value) -> Result<(), QueryError> {
         .as_array()
         .into_iter()
         .flatten()
-        .any(|row| row["amb"].as_u64().unwrap_or(0) != 0);
-    if amb {
+        .map(|row| row["amb"].as_u64().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    if amb == 2 {
+        return Err(QueryError::Unsupported(
+            "an actor with more than 65536 `totals` attempts is not supported by the \
+             ClickHouse backend yet"
+                .into(),
+        ));
+    }
+    if amb != 0 {
         return Err(QueryError::Unsupported(
             "an event matching several steps of an unordered funnel (SEMANTICS rule 8) is not \
              supported by the ClickHouse backend yet"
@@ -492,9 +540,6 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
             "`totals` counting needs an ordered or strict funnel",
         ));
     }
-    if q.counting != Counting::Unique {
-        return unsupported("counting `totals`");
-    }
     if !q.exclusions.is_empty() && q.steps.iter().any(|s| s.optional) {
         return unsupported("exclusions together with optional steps");
     }
@@ -566,6 +611,7 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
         keep: None,
         order: q.order,
         keep_all: q.order == FunnelOrder::Strict,
+        totals: q.counting == Counting::Totals,
         exclusions,
         excl_ranges: q
             .exclusions
