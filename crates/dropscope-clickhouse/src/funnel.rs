@@ -11,11 +11,17 @@
 //!   exclusion j), `bd Array(String)` (the event's own breakdown values, for
 //!   first/last-touch attribution; empty without breakdown).
 //! * **Stage B — [`actors_sql`]**: one row per counted unit (actor and
-//!   partition), columns `actor`, `person`, `bd Array(String)` (the final
-//!   breakdown value), `amb UInt8` (see [`refuse`](crate)), `lvl UInt32`
-//!   (furthest step, 1-based), `times Array(Int64)` (length n: timestamp of
-//!   each step of the counted path, 0 where not reached), `start Int64`
-//!   (= `times[1]`). Actors removed by exclusions do not appear.
+//!   partition; with `counting: totals` one row per attempt), columns
+//!   `actor`, `person`, `bd Array(String)` (the final breakdown value;
+//!   empty for totals, which the engine tallies without breakdown),
+//!   `amb UInt8` (≠ 0: the answer is refused — 1: an unordered funnel's
+//!   event matches several steps, 2: more than 2^16 totals attempts),
+//!   `lvl UInt32` (furthest step, 1-based: the engine's `furthest`),
+//!   `times Array(Int64)` (length n: timestamp of each step of the counted
+//!   path, 0 where not done), `start Int64` (= `times[1]`), `bits UInt64`
+//!   (bit k: step k done — with optional steps not every step below `lvl`
+//!   is done; counts are by bit, SEMANTICS rule 9). Actors removed by
+//!   exclusions do not appear.
 //! * **Stage C — [`steps_sql`]**: the steps view aggregated per breakdown
 //!   value.
 
