@@ -70,16 +70,20 @@ fn step_event_names(q: &FunnelQuery) -> Vec<String> {
 }
 
 /// Stage B actors with their outcome and observed span: columns `person`,
-/// `lvl`, `times`, `amb`, `pop` (reached `from`), `success`, `t0`, `t1`.
+/// `lvl`, `times`, `bits`, `amb`, `pop` (reached `from`), `success`, `t0`,
+/// `t1` (until the last step reached for converters).
 fn spans_sql(db: &str, q: &FunnelQuery, spec: &FunnelSpec, opts: &CorrelationOptions) -> String {
     let (from, to) = transition_for(q, spec.steps.len());
     let equal = u8::from(opts.equal_window);
     format!(
-        "SELECT person, lvl, times, amb, toUInt8(lvl >= {f}) AS pop, toUInt8(lvl >= {t}) AS success, \
-         times[1] AS t0, if(success = 1 AND {equal} = 0, times[lvl], times[1] + {w}) AS t1 \
+        "SELECT person, lvl, times, bits, amb, toUInt8(bitTest(bits, {from})) AS pop, \
+         toUInt8(bitTest(bits, {to})) AS success, times[1] AS t0, \
+         if(success = 1 AND {equal} = 0, times[arrayReduce('max', [{last}])], times[1] + {w}) AS t1 \
          FROM ({actors})",
-        f = from + 1,
-        t = to + 1,
+        last = (0..spec.steps.len())
+            .map(|k| format!("if(bitTest(bits, {k}), {}, 0)", k + 1))
+            .collect::<Vec<_>>()
+            .join(", "),
         w = spec.window_ms,
         actors = actors_sql(db, spec),
     )
@@ -269,7 +273,7 @@ pub fn persons(
         None => "1",
     };
     let rows = format!(
-        "SELECT person, lvl, times, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) \
+        "SELECT person, lvl, times, bits, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) \
          ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) GROUP BY person) USING person"
     );
     crate::persons::page(ch, q, spec.steps.len(), &rows, false)

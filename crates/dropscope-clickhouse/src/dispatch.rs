@@ -30,9 +30,6 @@ fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
     if q.counting != Counting::Unique {
         return unsupported(&format!("counting `totals` with query kind {kind:?}"));
     }
-    if q.steps.iter().any(|s| s.optional) {
-        return unsupported(&format!("optional steps with query kind {kind:?}"));
-    }
     if let Some(a) = q.aggregation.as_deref().map(str::trim) {
         if !a.is_empty() && a != "person" && a != "person_id" {
             return unsupported(&format!("aggregation {a:?} with query kind {kind:?}"));
@@ -170,13 +167,14 @@ pub(crate) fn run_kind(
     }
 }
 
-/// Refuses an answer when an actor is flagged `amb` (SEMANTICS rule 5
-/// ties the stage-B chains do not model); `amb` is the max over actors.
+/// Refuses an answer when an actor is flagged `amb` by stage B (an event
+/// matching several steps of an unordered funnel); `amb` is the max over
+/// actors.
 pub(crate) fn refuse_amb(amb: &serde_json::Value) -> Result<(), QueryError> {
     if amb.as_u64().unwrap_or(0) != 0 {
         return Err(QueryError::Unsupported(
-            "events sharing a timestamp that match different steps, one of them several steps \
-             (SEMANTICS rule 5), are not supported by the ClickHouse backend yet"
+            "an event matching several steps of an unordered funnel (SEMANTICS rule 8) is not \
+             supported by the ClickHouse backend yet"
                 .into(),
         ));
     }

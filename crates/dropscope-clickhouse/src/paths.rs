@@ -58,8 +58,8 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsR
         .map_err(QueryError::Backend)?;
     refuse_amb(&r["data"][0]["amb"])?;
     let pop = format!(
-        "SELECT person, times[{k1}] AS tk, toUInt8(lvl >= {k2}) AS conv, times[{k2}] AS tn, \
-         times[1] + {w} AS te FROM ({actors}) WHERE lvl >= {k1}",
+        "SELECT person, times[{k1}] AS tk, toUInt8(bitTest(bits, {k1})) AS conv, times[{k2}] AS tn, \
+         times[1] + {w} AS te FROM ({actors}) WHERE bitTest(bits, {k})",
         k1 = k + 1,
         k2 = k + 2,
         w = spec.window_ms,
