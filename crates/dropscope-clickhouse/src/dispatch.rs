@@ -122,6 +122,13 @@ pub(crate) fn spec_of(
     Ok(FunnelSpec {
         from_ms: range.from,
         to_ms: range.to,
+        // As the engine's plan: correlation and paths read every event of
+        // the actor, which also shapes same-instant groups (rule 5).
+        keep_all: spec.keep_all
+            || matches!(
+                q.kind,
+                QueryKind::Correlation | QueryKind::CorrelationPersons | QueryKind::Paths
+            ),
         ..spec
     })
 }
