@@ -12,12 +12,16 @@
 //! own functions of those counts; the adjusted analysis gets its
 //! (candidate bitmask, success) patterns from a second aggregation.
 
-use dropscope_core::query::{CorrelationOptions, CorrelationType, FunnelQuery};
+use std::collections::{BTreeMap, HashMap};
+
+use dropscope_core::query::{
+    Attribution, BreakdownType, CorrelationOptions, CorrelationType, FunnelQuery, QueryKind,
+};
 use dropscope_core::result::{CorrelationResult, PersonsResult};
 use dropscope_core::QueryError;
 use dropscope_engine::correlation::{
-    adjust_candidates, apply_adjusted, empty_result, finish, tested_rows, transition_for,
-    validate_options,
+    adjust_candidates, apply_adjusted, empty_result, finish, simpson_from_counts, tested_rows,
+    transition_for, validate_options,
 };
 
 use crate::dispatch::refuse_amb;
@@ -46,8 +50,22 @@ pub fn check(q: &FunnelQuery) -> Result<(), QueryError> {
     if pf.property.is_some() {
         return unsupported("correlation persons for a property row");
     }
-    if q.kind == dropscope_core::query::QueryKind::Correlation && q.breakdown.is_some() {
-        return unsupported("correlation with a breakdown (Simpson check)");
+    if let Some(b) = q
+        .breakdown
+        .as_ref()
+        .filter(|_| q.kind == QueryKind::Correlation)
+    {
+        // The Simpson check's segments: one value per actor.
+        if !matches!(b.kind, None | Some(BreakdownType::Event))
+            || !matches!(
+                b.attribution.unwrap_or_default(),
+                Attribution::FirstTouch | Attribution::LastTouch
+            )
+        {
+            return unsupported(
+                "correlation with a breakdown other than an event property (first/last touch)",
+            );
+        }
     }
     Ok(())
 }
@@ -241,7 +259,69 @@ pub fn run(
             .collect();
         apply_adjusted(&mut rows, &cand, patterns);
     }
+    if q.breakdown.is_some() {
+        simpson(ch, q, spec, &pop, &names, &mut rows)?;
+    }
     Ok(finish(rows, big_s, big_f, &opts, from_step, to_step))
+}
+
+/// The Simpson check: each actor's segment is its breakdown value in the
+/// steps view (stage B with the breakdown); ClickHouse counts outcomes per
+/// segment and per (segment, row).
+fn simpson(
+    ch: &ClickHouse,
+    q: &FunnelQuery,
+    spec: &FunnelSpec,
+    pop: &str,
+    names: &str,
+    rows: &mut [dropscope_core::result::CorrelationRow],
+) -> Result<(), QueryError> {
+    let bspec = FunnelSpec {
+        from_ms: spec.from_ms,
+        to_ms: spec.to_ms,
+        ..crate::check_supported(&crate::dispatch::funnel_of(q, true))?
+    };
+    let segs = format!(
+        "SELECT person, bd FROM ({})",
+        actors_sql(ch.database(), &bspec)
+    );
+    let r = ch
+        .select_json(&format!(
+            "SELECT bd, countIf(success = 1) AS s, countIf(success = 0) AS f FROM \
+             (SELECT person, success FROM ({pop})) ANY LEFT JOIN ({segs}) USING person \
+             GROUP BY bd FORMAT JSON"
+        ))
+        .map_err(QueryError::Backend)?;
+    let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as f64;
+    let seg_totals: BTreeMap<String, (f64, f64)> = r["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| (row["bd"].to_string(), (num(&row["s"]), num(&row["f"]))))
+        .collect();
+    if seg_totals.len() < 2 {
+        return Ok(());
+    }
+    let index: HashMap<&str, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.event.as_str(), i))
+        .collect();
+    let r = ch
+        .select_json(&format!(
+            "SELECT bd, name, countIf(success = 1) AS s, countIf(success = 0) AS f FROM \
+             (SELECT person, any(success) AS success, name FROM ({names}) GROUP BY person, name) \
+             ANY LEFT JOIN ({segs}) USING person GROUP BY bd, name FORMAT JSON"
+        ))
+        .map_err(QueryError::Backend)?;
+    let mut seg_rows: HashMap<(String, usize), (f64, f64)> = HashMap::new();
+    for row in r["data"].as_array().into_iter().flatten() {
+        if let Some(&i) = index.get(row["name"].as_str().unwrap_or_default()) {
+            seg_rows.insert((row["bd"].to_string(), i), (num(&row["s"]), num(&row["f"])));
+        }
+    }
+    simpson_from_counts(rows, &seg_totals, &seg_rows);
+    Ok(())
 }
 
 /// The actors behind one event row: every stage-B actor (converted or not,

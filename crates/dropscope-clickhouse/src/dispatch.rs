@@ -93,7 +93,7 @@ fn own_stage(q: &FunnelQuery) -> bool {
 }
 
 /// The `funnel` query whose stages a query builds on.
-fn funnel_of(q: &FunnelQuery, keep_breakdown: bool) -> FunnelQuery {
+pub(crate) fn funnel_of(q: &FunnelQuery, keep_breakdown: bool) -> FunnelQuery {
     FunnelQuery {
         kind: QueryKind::Funnel,
         breakdown: if keep_breakdown {

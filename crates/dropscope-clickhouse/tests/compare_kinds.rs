@@ -259,6 +259,9 @@ fn query_strategy() -> impl Strategy<Value = Value> {
                             c["top"] = json!(l);
                         }
                         q["correlation"] = c;
+                        if let Some(b) = breakdown.filter(|_| conv == 2) {
+                            q["breakdown"] = b;
+                        }
                         if kind == 5 {
                             let mut pf = json!({"event": NAMES[4 + pstep as usize % 2]});
                             if conv < 2 {
