@@ -153,19 +153,67 @@ fn row_names_sql(
                 list_sql(&skip)
             )
         }
-        _ => {
+        CorrelationType::Properties => {
+            person_rows_sql(db, pop, &opts.names.clone().unwrap_or_default(), "")
+        }
+        CorrelationType::Events => {
             let steps = step_event_names(q);
             let cond = if steps.is_empty() {
                 "1".to_string()
             } else {
                 format!("event NOT IN ({})", list_sql(&steps))
             };
-            format!(
+            let events = format!(
                 "SELECT person, success, event AS name FROM ({})",
                 span_events_sql(db, spec, pop, &cond)
-            )
+            );
+            match &opts.with_person_properties {
+                Some(names) => format!(
+                    "{events} UNION ALL {}",
+                    person_rows_sql(db, pop, names, dropscope_core::query::PERSON_ROW_PREFIX)
+                ),
+                None => events,
+            }
         }
     }
+}
+
+/// Person-property rows of the actors of `pop`: columns `person`,
+/// `success`, `name` = `{prefix}key::value` — for `$all` every property
+/// the person has (a JSON null value reads `''`), for named keys the value
+/// or `''`. Current values (`person_props`, latest version).
+fn person_rows_sql(db: &str, pop: &str, names: &[String], prefix: &str) -> String {
+    let props = format!(
+        "SELECT person_id AS person, argMax(keys, version) AS k0, argMax(values, version) AS v0, \
+         argMax(nulls, version) AS z0, argMax(deleted, version) AS del FROM {db}.person_props \
+         GROUP BY person_id"
+    );
+    let joined = format!(
+        "SELECT person, success, if(del = 1, emptyArrayString(), k0) AS K, \
+         if(del = 1, emptyArrayString(), v0) AS V, if(del = 1, emptyArrayUInt8(), z0) AS Z \
+         FROM (SELECT person, success FROM ({pop})) ANY LEFT JOIN ({props}) USING person"
+    );
+    let prefix = quote_str(prefix);
+    let mut parts = Vec::new();
+    if names.iter().any(|n| n == "$all") {
+        parts.push(format!(
+            "SELECT person, success, concat({prefix}, k, '::', if(z = 1, '', v)) AS name \
+             FROM ({joined}) ARRAY JOIN K AS k, V AS v, Z AS z"
+        ));
+    }
+    let named: Vec<String> = names.iter().filter(|n| *n != "$all").cloned().collect();
+    if !named.is_empty() {
+        parts.push(format!(
+            "SELECT person, success, concat({prefix}, k, '::', \
+             if(indexOf(K, k) = 0 OR Z[indexOf(K, k)] = 1, '', V[indexOf(K, k)])) AS name \
+             FROM ({joined}) ARRAY JOIN [{}] AS k",
+            list_sql(&named)
+        ));
+    }
+    if parts.is_empty() {
+        return format!("SELECT person, success, '' AS name FROM ({pop}) WHERE 0");
+    }
+    parts.join(" UNION ALL ")
 }
 
 fn list_sql(names: &[String]) -> String {
@@ -335,23 +383,35 @@ pub fn persons(
     let db = ch.database();
     let opts = q.correlation.clone().unwrap_or_default();
     let pf = q.persons_for.clone().unwrap_or_default();
-    let Some(event) = &pf.event else {
-        return Err(QueryError::invalid(
-            "persons_for",
-            "correlation persons need `event` or `property`",
-        ));
-    };
-    let mut cond = format!("event = {}", quote_str(event));
-    if let Some(f) = crate::sql::filters(pf.properties.as_ref(), "persons_for.properties")? {
-        cond.push_str(&format!(" AND ({f})"));
-    }
-    let all = spans_sql(db, q, spec, &opts);
-    let hits = span_events_sql(db, spec, &all, &cond);
     let outcome = match pf.converted {
         Some(true) => "success = 1",
         Some(false) => "success = 0",
         None => "1",
     };
+    let all = spans_sql(db, q, spec, &opts);
+    let Some(event) = &pf.event else {
+        let Some(prop) = &pf.property else {
+            return Err(QueryError::invalid(
+                "persons_for",
+                "correlation persons need `event` or `property`",
+            ));
+        };
+        // The row's key (before the first `::`), its rows, the one named.
+        let key = prop.split("::").next().unwrap_or("").to_string();
+        let hits = person_rows_sql(db, &all, &[key], "");
+        let rows = format!(
+            "SELECT person, lvl, times, bits, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) \
+             ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) WHERE name = {p} GROUP BY person) \
+             USING person",
+            p = quote_str(prop)
+        );
+        return crate::persons::page(ch, q, spec.steps.len(), &rows, false);
+    };
+    let mut cond = format!("event = {}", quote_str(event));
+    if let Some(f) = crate::sql::filters(pf.properties.as_ref(), "persons_for.properties")? {
+        cond.push_str(&format!(" AND ({f})"));
+    }
+    let hits = span_events_sql(db, spec, &all, &cond);
     let rows = format!(
         "SELECT person, lvl, times, bits, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) \
          ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) GROUP BY person) USING person"
