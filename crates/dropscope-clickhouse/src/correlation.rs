@@ -114,9 +114,9 @@ fn span_events_sql(db: &str, spec: &FunnelSpec, spans: &str, cond: &str) -> Stri
     format!(
         "SELECT person, success, event, prop_keys, prop_values FROM \
          (SELECT {PERSON_EXPR} AS person, event, timestamp AS ts, prop_keys, prop_values FROM {db}.events \
-          ANY LEFT JOIN ({ov}) USING distinct_id \
-          WHERE timestamp >= {from} AND timestamp <= {to} AND ({cond})) \
-         ALL INNER JOIN (SELECT person, success, t0, t1 FROM ({spans})) USING person \
+          ANY LEFT JOIN ({ov}) AS ov USING distinct_id \
+          WHERE timestamp >= {from} AND timestamp <= {to} AND ({cond})) AS ev \
+         ALL INNER JOIN (SELECT person, success, t0, t1 FROM ({spans})) AS sp USING person \
          WHERE ts > t0 AND ts < t1",
         ov = overrides_sql(db),
         from = spec.from_ms,
@@ -191,7 +191,7 @@ fn person_rows_sql(db: &str, pop: &str, names: &[String], prefix: &str) -> Strin
     let joined = format!(
         "SELECT person, success, if(del = 1, emptyArrayString(), k0) AS K, \
          if(del = 1, emptyArrayString(), v0) AS V, if(del = 1, emptyArrayUInt8(), z0) AS Z \
-         FROM (SELECT person, success FROM ({pop})) ANY LEFT JOIN ({props}) USING person"
+         FROM (SELECT person, success FROM ({pop})) AS pp ANY LEFT JOIN ({props}) AS pr USING person"
     );
     let prefix = quote_str(prefix);
     let mut parts = Vec::new();
@@ -285,9 +285,9 @@ pub fn run(
         let r = ch
             .select_json(&format!(
                 "SELECT mask, success, count() AS c FROM \
-                 (SELECT person, success, mask FROM (SELECT person, success FROM ({pop})) \
+                 (SELECT person, success, mask FROM (SELECT person, success FROM ({pop})) AS pp \
                   ANY LEFT JOIN (SELECT person, groupBitOr(bitShiftLeft(toUInt64(1), toUInt64(indexOf([{list}], name) - 1))) AS mask \
-                  FROM ({names}) WHERE name IN ({list}) GROUP BY person) USING person) \
+                  FROM ({names}) WHERE name IN ({list}) GROUP BY person) AS pm USING person) \
                  GROUP BY mask, success FORMAT JSON"
             ))
             .map_err(QueryError::Backend)?;
@@ -336,7 +336,7 @@ fn simpson(
     let r = ch
         .select_json(&format!(
             "SELECT bd, countIf(success = 1) AS s, countIf(success = 0) AS f FROM \
-             (SELECT person, success FROM ({pop})) ANY LEFT JOIN ({segs}) USING person \
+             (SELECT person, success FROM ({pop})) AS pp ANY LEFT JOIN ({segs}) AS sg USING person \
              GROUP BY bd FORMAT JSON"
         ))
         .map_err(QueryError::Backend)?;
@@ -358,8 +358,8 @@ fn simpson(
     let r = ch
         .select_json(&format!(
             "SELECT bd, name, countIf(success = 1) AS s, countIf(success = 0) AS f FROM \
-             (SELECT person, any(success) AS success, name FROM ({names}) GROUP BY person, name) \
-             ANY LEFT JOIN ({segs}) USING person GROUP BY bd, name FORMAT JSON"
+             (SELECT person, any(success) AS success, name FROM ({names}) GROUP BY person, name) AS pn \
+             ANY LEFT JOIN ({segs}) AS sg USING person GROUP BY bd, name FORMAT JSON"
         ))
         .map_err(QueryError::Backend)?;
     let mut seg_rows: HashMap<(String, usize), (f64, f64)> = HashMap::new();
@@ -400,8 +400,8 @@ pub fn persons(
         let key = prop.split("::").next().unwrap_or("").to_string();
         let hits = person_rows_sql(db, &all, &[key], "");
         let rows = format!(
-            "SELECT person, lvl, times, bits, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) \
-             ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) WHERE name = {p} GROUP BY person) \
+            "SELECT person, lvl, times, bits, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) AS sp \
+             ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) WHERE name = {p} GROUP BY person) AS h \
              USING person",
             p = quote_str(prop)
         );
@@ -413,8 +413,8 @@ pub fn persons(
     }
     let hits = span_events_sql(db, spec, &all, &cond);
     let rows = format!(
-        "SELECT person, lvl, times, bits, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) \
-         ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) GROUP BY person) USING person"
+        "SELECT person, lvl, times, bits, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) AS sp \
+         ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) GROUP BY person) AS h USING person"
     );
     crate::persons::page(ch, q, spec.steps.len(), &rows, false)
 }

@@ -101,8 +101,8 @@ pub(crate) fn page(
     let offset = q.offset.unwrap_or(0);
     let r = ch
         .select_json(&format!(
-            "SELECT person, lvl, times, bits, label FROM (SELECT person, lvl, times, bits FROM ({rows}) WHERE sel) \
-             ANY LEFT JOIN ({labels}) USING person ORDER BY label, person LIMIT {limit} OFFSET {offset} FORMAT JSON",
+            "SELECT person, lvl, times, bits, label FROM (SELECT person, lvl, times, bits FROM ({rows}) WHERE sel) AS sr \
+             ANY LEFT JOIN ({labels}) AS lb USING person ORDER BY label, person LIMIT {limit} OFFSET {offset} FORMAT JSON",
             labels = labels_sql(db)
         ))
         .map_err(QueryError::Backend)?;
@@ -117,8 +117,8 @@ pub(crate) fn page(
             .select_json(&format!(
                 "SELECT person, arrayMap(x -> x.2, arraySort(groupArray((own_id, distinct_id)))) AS dids FROM \
                  (SELECT if(ov_pid != 0, ov_pid, own_id) AS person, own_id, distinct_id FROM \
-                 (SELECT distinct_id, any(own_id) AS own_id FROM {db}.distinct_ids GROUP BY distinct_id) \
-                 ANY LEFT JOIN ({ov}) USING distinct_id) WHERE person IN ({list}) GROUP BY person FORMAT JSON",
+                 (SELECT distinct_id, any(own_id) AS own_id FROM {db}.distinct_ids GROUP BY distinct_id) AS di \
+                 ANY LEFT JOIN ({ov}) AS ov USING distinct_id) WHERE person IN ({list}) GROUP BY person FORMAT JSON",
                 ov = overrides_sql(db),
                 list = ids.join(", ")
             ))
