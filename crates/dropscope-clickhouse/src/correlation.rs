@@ -12,12 +12,16 @@
 //! own functions of those counts; the adjusted analysis gets its
 //! (candidate bitmask, success) patterns from a second aggregation.
 
-use dropscope_core::query::{CorrelationOptions, CorrelationType, FunnelQuery};
+use std::collections::{BTreeMap, HashMap};
+
+use dropscope_core::query::{
+    Attribution, BreakdownType, CorrelationOptions, CorrelationType, FunnelQuery, QueryKind,
+};
 use dropscope_core::result::{CorrelationResult, PersonsResult};
 use dropscope_core::QueryError;
 use dropscope_engine::correlation::{
-    adjust_candidates, apply_adjusted, empty_result, finish, tested_rows, transition_for,
-    validate_options,
+    adjust_candidates, apply_adjusted, empty_result, finish, simpson_from_counts, tested_rows,
+    transition_for, validate_options,
 };
 
 use crate::dispatch::refuse_amb;
@@ -46,8 +50,22 @@ pub fn check(q: &FunnelQuery) -> Result<(), QueryError> {
     if pf.property.is_some() {
         return unsupported("correlation persons for a property row");
     }
-    if q.kind == dropscope_core::query::QueryKind::Correlation && q.breakdown.is_some() {
-        return unsupported("correlation with a breakdown (Simpson check)");
+    if let Some(b) = q
+        .breakdown
+        .as_ref()
+        .filter(|_| q.kind == QueryKind::Correlation)
+    {
+        // The Simpson check's segments: one value per actor.
+        if !matches!(b.kind, None | Some(BreakdownType::Event))
+            || !matches!(
+                b.attribution.unwrap_or_default(),
+                Attribution::FirstTouch | Attribution::LastTouch
+            )
+        {
+            return unsupported(
+                "correlation with a breakdown other than an event property (first/last touch)",
+            );
+        }
     }
     Ok(())
 }
@@ -70,16 +88,20 @@ fn step_event_names(q: &FunnelQuery) -> Vec<String> {
 }
 
 /// Stage B actors with their outcome and observed span: columns `person`,
-/// `lvl`, `times`, `amb`, `pop` (reached `from`), `success`, `t0`, `t1`.
+/// `lvl`, `times`, `bits`, `amb`, `pop` (reached `from`), `success`, `t0`,
+/// `t1` (until the last step reached for converters).
 fn spans_sql(db: &str, q: &FunnelQuery, spec: &FunnelSpec, opts: &CorrelationOptions) -> String {
     let (from, to) = transition_for(q, spec.steps.len());
     let equal = u8::from(opts.equal_window);
     format!(
-        "SELECT person, lvl, times, amb, toUInt8(lvl >= {f}) AS pop, toUInt8(lvl >= {t}) AS success, \
-         times[1] AS t0, if(success = 1 AND {equal} = 0, times[lvl], times[1] + {w}) AS t1 \
+        "SELECT person, lvl, times, bits, amb, toUInt8(bitTest(bits, {from})) AS pop, \
+         toUInt8(bitTest(bits, {to})) AS success, times[1] AS t0, \
+         if(success = 1 AND {equal} = 0, times[arrayReduce('max', [{last}])], times[1] + {w}) AS t1 \
          FROM ({actors})",
-        f = from + 1,
-        t = to + 1,
+        last = (0..spec.steps.len())
+            .map(|k| format!("if(bitTest(bits, {k}), {}, 0)", k + 1))
+            .collect::<Vec<_>>()
+            .join(", "),
         w = spec.window_ms,
         actors = actors_sql(db, spec),
     )
@@ -92,9 +114,9 @@ fn span_events_sql(db: &str, spec: &FunnelSpec, spans: &str, cond: &str) -> Stri
     format!(
         "SELECT person, success, event, prop_keys, prop_values FROM \
          (SELECT {PERSON_EXPR} AS person, event, timestamp AS ts, prop_keys, prop_values FROM {db}.events \
-          ANY LEFT JOIN ({ov}) USING distinct_id \
-          WHERE timestamp >= {from} AND timestamp <= {to} AND ({cond})) \
-         ALL INNER JOIN (SELECT person, success, t0, t1 FROM ({spans})) USING person \
+          ANY LEFT JOIN ({ov}) AS ov USING distinct_id \
+          WHERE timestamp >= {from} AND timestamp <= {to} AND ({cond})) AS ev \
+         ALL INNER JOIN (SELECT person, success, t0, t1 FROM ({spans})) AS sp USING person \
          WHERE ts > t0 AND ts < t1",
         ov = overrides_sql(db),
         from = spec.from_ms,
@@ -131,19 +153,67 @@ fn row_names_sql(
                 list_sql(&skip)
             )
         }
-        _ => {
+        CorrelationType::Properties => {
+            person_rows_sql(db, pop, &opts.names.clone().unwrap_or_default(), "")
+        }
+        CorrelationType::Events => {
             let steps = step_event_names(q);
             let cond = if steps.is_empty() {
                 "1".to_string()
             } else {
                 format!("event NOT IN ({})", list_sql(&steps))
             };
-            format!(
+            let events = format!(
                 "SELECT person, success, event AS name FROM ({})",
                 span_events_sql(db, spec, pop, &cond)
-            )
+            );
+            match &opts.with_person_properties {
+                Some(names) => format!(
+                    "{events} UNION ALL {}",
+                    person_rows_sql(db, pop, names, dropscope_core::query::PERSON_ROW_PREFIX)
+                ),
+                None => events,
+            }
         }
     }
+}
+
+/// Person-property rows of the actors of `pop`: columns `person`,
+/// `success`, `name` = `{prefix}key::value` — for `$all` every property
+/// the person has (a JSON null value reads `''`), for named keys the value
+/// or `''`. Current values (`person_props`, latest version).
+fn person_rows_sql(db: &str, pop: &str, names: &[String], prefix: &str) -> String {
+    let props = format!(
+        "SELECT person_id AS person, argMax(keys, version) AS k0, argMax(values, version) AS v0, \
+         argMax(nulls, version) AS z0, argMax(deleted, version) AS del FROM {db}.person_props \
+         GROUP BY person_id"
+    );
+    let joined = format!(
+        "SELECT person, success, if(del = 1, emptyArrayString(), k0) AS K, \
+         if(del = 1, emptyArrayString(), v0) AS V, if(del = 1, emptyArrayUInt8(), z0) AS Z \
+         FROM (SELECT person, success FROM ({pop})) AS pp ANY LEFT JOIN ({props}) AS pr USING person"
+    );
+    let prefix = quote_str(prefix);
+    let mut parts = Vec::new();
+    if names.iter().any(|n| n == "$all") {
+        parts.push(format!(
+            "SELECT person, success, concat({prefix}, k, '::', if(z = 1, '', v)) AS name \
+             FROM ({joined}) ARRAY JOIN K AS k, V AS v, Z AS z"
+        ));
+    }
+    let named: Vec<String> = names.iter().filter(|n| *n != "$all").cloned().collect();
+    if !named.is_empty() {
+        parts.push(format!(
+            "SELECT person, success, concat({prefix}, k, '::', \
+             if(indexOf(K, k) = 0 OR Z[indexOf(K, k)] = 1, '', V[indexOf(K, k)])) AS name \
+             FROM ({joined}) ARRAY JOIN [{}] AS k",
+            list_sql(&named)
+        ));
+    }
+    if parts.is_empty() {
+        return format!("SELECT person, success, '' AS name FROM ({pop}) WHERE 0");
+    }
+    parts.join(" UNION ALL ")
 }
 
 fn list_sql(names: &[String]) -> String {
@@ -215,9 +285,9 @@ pub fn run(
         let r = ch
             .select_json(&format!(
                 "SELECT mask, success, count() AS c FROM \
-                 (SELECT person, success, mask FROM (SELECT person, success FROM ({pop})) \
+                 (SELECT person, success, mask FROM (SELECT person, success FROM ({pop})) AS pp \
                   ANY LEFT JOIN (SELECT person, groupBitOr(bitShiftLeft(toUInt64(1), toUInt64(indexOf([{list}], name) - 1))) AS mask \
-                  FROM ({names}) WHERE name IN ({list}) GROUP BY person) USING person) \
+                  FROM ({names}) WHERE name IN ({list}) GROUP BY person) AS pm USING person) \
                  GROUP BY mask, success FORMAT JSON"
             ))
             .map_err(QueryError::Backend)?;
@@ -237,7 +307,69 @@ pub fn run(
             .collect();
         apply_adjusted(&mut rows, &cand, patterns);
     }
+    if q.breakdown.is_some() {
+        simpson(ch, q, spec, &pop, &names, &mut rows)?;
+    }
     Ok(finish(rows, big_s, big_f, &opts, from_step, to_step))
+}
+
+/// The Simpson check: each actor's segment is its breakdown value in the
+/// steps view (stage B with the breakdown); ClickHouse counts outcomes per
+/// segment and per (segment, row).
+fn simpson(
+    ch: &ClickHouse,
+    q: &FunnelQuery,
+    spec: &FunnelSpec,
+    pop: &str,
+    names: &str,
+    rows: &mut [dropscope_core::result::CorrelationRow],
+) -> Result<(), QueryError> {
+    let bspec = FunnelSpec {
+        from_ms: spec.from_ms,
+        to_ms: spec.to_ms,
+        ..crate::check_supported(&crate::dispatch::funnel_of(q, true))?
+    };
+    let segs = format!(
+        "SELECT person, bd FROM ({})",
+        actors_sql(ch.database(), &bspec)
+    );
+    let r = ch
+        .select_json(&format!(
+            "SELECT bd, countIf(success = 1) AS s, countIf(success = 0) AS f FROM \
+             (SELECT person, success FROM ({pop})) AS pp ANY LEFT JOIN ({segs}) AS sg USING person \
+             GROUP BY bd FORMAT JSON"
+        ))
+        .map_err(QueryError::Backend)?;
+    let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0) as f64;
+    let seg_totals: BTreeMap<String, (f64, f64)> = r["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|row| (row["bd"].to_string(), (num(&row["s"]), num(&row["f"]))))
+        .collect();
+    if seg_totals.len() < 2 {
+        return Ok(());
+    }
+    let index: HashMap<&str, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.event.as_str(), i))
+        .collect();
+    let r = ch
+        .select_json(&format!(
+            "SELECT bd, name, countIf(success = 1) AS s, countIf(success = 0) AS f FROM \
+             (SELECT person, any(success) AS success, name FROM ({names}) GROUP BY person, name) AS pn \
+             ANY LEFT JOIN ({segs}) AS sg USING person GROUP BY bd, name FORMAT JSON"
+        ))
+        .map_err(QueryError::Backend)?;
+    let mut seg_rows: HashMap<(String, usize), (f64, f64)> = HashMap::new();
+    for row in r["data"].as_array().into_iter().flatten() {
+        if let Some(&i) = index.get(row["name"].as_str().unwrap_or_default()) {
+            seg_rows.insert((row["bd"].to_string(), i), (num(&row["s"]), num(&row["f"])));
+        }
+    }
+    simpson_from_counts(rows, &seg_totals, &seg_rows);
+    Ok(())
 }
 
 /// The actors behind one event row: every stage-B actor (converted or not,
@@ -251,26 +383,38 @@ pub fn persons(
     let db = ch.database();
     let opts = q.correlation.clone().unwrap_or_default();
     let pf = q.persons_for.clone().unwrap_or_default();
-    let Some(event) = &pf.event else {
-        return Err(QueryError::invalid(
-            "persons_for",
-            "correlation persons need `event` or `property`",
-        ));
-    };
-    let mut cond = format!("event = {}", quote_str(event));
-    if let Some(f) = crate::sql::filters(pf.properties.as_ref(), "persons_for.properties")? {
-        cond.push_str(&format!(" AND ({f})"));
-    }
-    let all = spans_sql(db, q, spec, &opts);
-    let hits = span_events_sql(db, spec, &all, &cond);
     let outcome = match pf.converted {
         Some(true) => "success = 1",
         Some(false) => "success = 0",
         None => "1",
     };
+    let all = spans_sql(db, q, spec, &opts);
+    let Some(event) = &pf.event else {
+        let Some(prop) = &pf.property else {
+            return Err(QueryError::invalid(
+                "persons_for",
+                "correlation persons need `event` or `property`",
+            ));
+        };
+        // The row's key (before the first `::`), its rows, the one named.
+        let key = prop.split("::").next().unwrap_or("").to_string();
+        let hits = person_rows_sql(db, &all, &[key], "");
+        let rows = format!(
+            "SELECT person, lvl, times, bits, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) AS sp \
+             ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) WHERE name = {p} GROUP BY person) AS h \
+             USING person",
+            p = quote_str(prop)
+        );
+        return crate::persons::page(ch, q, spec.steps.len(), &rows, false);
+    };
+    let mut cond = format!("event = {}", quote_str(event));
+    if let Some(f) = crate::sql::filters(pf.properties.as_ref(), "persons_for.properties")? {
+        cond.push_str(&format!(" AND ({f})"));
+    }
+    let hits = span_events_sql(db, spec, &all, &cond);
     let rows = format!(
-        "SELECT person, lvl, times, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) \
-         ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) GROUP BY person) USING person"
+        "SELECT person, lvl, times, bits, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) AS sp \
+         ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) GROUP BY person) AS h USING person"
     );
     crate::persons::page(ch, q, spec.steps.len(), &rows, false)
 }

@@ -30,9 +30,6 @@ fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
     if q.counting != Counting::Unique {
         return unsupported(&format!("counting `totals` with query kind {kind:?}"));
     }
-    if q.steps.iter().any(|s| s.optional) {
-        return unsupported(&format!("optional steps with query kind {kind:?}"));
-    }
     if let Some(a) = q.aggregation.as_deref().map(str::trim) {
         if !a.is_empty() && a != "person" && a != "person_id" {
             return unsupported(&format!("aggregation {a:?} with query kind {kind:?}"));
@@ -96,7 +93,7 @@ fn own_stage(q: &FunnelQuery) -> bool {
 }
 
 /// The `funnel` query whose stages a query builds on.
-fn funnel_of(q: &FunnelQuery, keep_breakdown: bool) -> FunnelQuery {
+pub(crate) fn funnel_of(q: &FunnelQuery, keep_breakdown: bool) -> FunnelQuery {
     FunnelQuery {
         kind: QueryKind::Funnel,
         breakdown: if keep_breakdown {
@@ -125,6 +122,13 @@ pub(crate) fn spec_of(
     Ok(FunnelSpec {
         from_ms: range.from,
         to_ms: range.to,
+        // As the engine's plan: correlation and paths read every event of
+        // the actor, which also shapes same-instant groups (rule 5).
+        keep_all: spec.keep_all
+            || matches!(
+                q.kind,
+                QueryKind::Correlation | QueryKind::CorrelationPersons | QueryKind::Paths
+            ),
         ..spec
     })
 }
@@ -170,13 +174,14 @@ pub(crate) fn run_kind(
     }
 }
 
-/// Refuses an answer when an actor is flagged `amb` (SEMANTICS rule 5
-/// ties the stage-B chains do not model); `amb` is the max over actors.
+/// Refuses an answer when an actor is flagged `amb` by stage B (an event
+/// matching several steps of an unordered funnel); `amb` is the max over
+/// actors.
 pub(crate) fn refuse_amb(amb: &serde_json::Value) -> Result<(), QueryError> {
     if amb.as_u64().unwrap_or(0) != 0 {
         return Err(QueryError::Unsupported(
-            "events sharing a timestamp that match different steps, one of them several steps \
-             (SEMANTICS rule 5), are not supported by the ClickHouse backend yet"
+            "an event matching several steps of an unordered funnel (SEMANTICS rule 8) is not \
+             supported by the ClickHouse backend yet"
                 .into(),
         ));
     }

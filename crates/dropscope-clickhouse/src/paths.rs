@@ -58,8 +58,8 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsR
         .map_err(QueryError::Backend)?;
     refuse_amb(&r["data"][0]["amb"])?;
     let pop = format!(
-        "SELECT person, times[{k1}] AS tk, toUInt8(lvl >= {k2}) AS conv, times[{k2}] AS tn, \
-         times[1] + {w} AS te FROM ({actors}) WHERE lvl >= {k1}",
+        "SELECT person, times[{k1}] AS tk, toUInt8(bitTest(bits, {k1})) AS conv, times[{k2}] AS tn, \
+         times[1] + {w} AS te FROM ({actors}) WHERE bitTest(bits, {k})",
         k1 = k + 1,
         k2 = k + 2,
         w = spec.window_ms,
@@ -69,9 +69,9 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsR
          arrayMap(x -> x.3, evs) AS E, \
          arrayMap(x -> x.3, arraySort(groupArrayIf((ts, seq, event), ts < tn))) AS EB FROM \
          (SELECT {PERSON_EXPR} AS person, event, timestamp AS ts, seq FROM {db}.events \
-          ANY LEFT JOIN ({ov}) USING distinct_id \
-          WHERE timestamp >= {from} AND timestamp <= {to}) \
-         ALL INNER JOIN ({pop}) USING person WHERE ts > tk AND ts <= te GROUP BY person",
+          ANY LEFT JOIN ({ov}) AS ov USING distinct_id \
+          WHERE timestamp >= {from} AND timestamp <= {to}) AS ev \
+         ALL INNER JOIN ({pop}) AS pp USING person WHERE ts > tk AND ts <= te GROUP BY person",
         ov = overrides_sql(db),
         from = spec.from_ms,
         to = spec.to_ms,
@@ -79,8 +79,8 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsR
     let sql = format!(
         "SELECT conv, nxt, btw, count() AS c FROM \
          (SELECT conv, {next} AS nxt, if(conv = 1, {between}, emptyArrayString()) AS btw FROM \
-          (SELECT conv, E, EB FROM (SELECT person, conv FROM ({pop})) ANY LEFT JOIN \
-           (SELECT person, E, EB FROM ({events})) USING person)) \
+          (SELECT conv, E, EB FROM (SELECT person, conv FROM ({pop})) AS pp ANY LEFT JOIN \
+           (SELECT person, E, EB FROM ({events})) AS pe USING person)) \
          GROUP BY conv, nxt, btw FORMAT JSON",
         next = collapse("E", depth),
         between = collapse("EB", depth),

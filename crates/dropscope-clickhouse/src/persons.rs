@@ -25,12 +25,19 @@ pub fn run(
     let n = spec.steps.len();
     let sel = selector_for(q, n)?;
     let list: Vec<String> = sel.iter().map(|s| s.to_string()).collect();
-    let mut cond = format!("lvl IN ({})", list.join(", "));
+    let pf = q.persons_for.clone().unwrap_or_default();
+    let step = pf.step.unwrap_or(1);
+    // The engine's rule: with optional steps, "reached step N" is bit N−1.
+    let mut cond = if pf.custom_steps.is_none() && q.steps.iter().any(|s| s.optional) && step > 0 {
+        format!("bitTest(bits, {})", step - 1)
+    } else {
+        format!("lvl IN ({})", list.join(", "))
+    };
     if let (Some(w), Some(_)) = (&q.breakdown_value, &spec.breakdown) {
         cond.push_str(&format!(" AND {}", bd_match_sql(w)));
     }
     let rows = format!(
-        "SELECT person, lvl, times, amb, ({cond}) AS sel FROM ({})",
+        "SELECT person, lvl, times, bits, amb, ({cond}) AS sel FROM ({})",
         actors_sql(ch.database(), spec)
     );
     page(ch, q, n, &rows, false)
@@ -65,6 +72,7 @@ pub(crate) fn labels_sql(db: &str) -> String {
 }
 
 /// One page of actors. `rows` has columns `person UInt64`, `lvl UInt32`,
+/// `bits UInt64` (steps of the path),
 /// `times Array(Int64)`, `amb UInt8` and `sel UInt8` (selected); one row
 /// per actor. Refuses when any actor is `amb`.
 pub(crate) fn page(
@@ -93,8 +101,8 @@ pub(crate) fn page(
     let offset = q.offset.unwrap_or(0);
     let r = ch
         .select_json(&format!(
-            "SELECT person, lvl, times, label FROM (SELECT person, lvl, times FROM ({rows}) WHERE sel) \
-             ANY LEFT JOIN ({labels}) USING person ORDER BY label, person LIMIT {limit} OFFSET {offset} FORMAT JSON",
+            "SELECT person, lvl, times, bits, label FROM (SELECT person, lvl, times, bits FROM ({rows}) WHERE sel) AS sr \
+             ANY LEFT JOIN ({labels}) AS lb USING person ORDER BY label, person LIMIT {limit} OFFSET {offset} FORMAT JSON",
             labels = labels_sql(db)
         ))
         .map_err(QueryError::Backend)?;
@@ -109,8 +117,8 @@ pub(crate) fn page(
             .select_json(&format!(
                 "SELECT person, arrayMap(x -> x.2, arraySort(groupArray((own_id, distinct_id)))) AS dids FROM \
                  (SELECT if(ov_pid != 0, ov_pid, own_id) AS person, own_id, distinct_id FROM \
-                 (SELECT distinct_id, any(own_id) AS own_id FROM {db}.distinct_ids GROUP BY distinct_id) \
-                 ANY LEFT JOIN ({ov}) USING distinct_id) WHERE person IN ({list}) GROUP BY person FORMAT JSON",
+                 (SELECT distinct_id, any(own_id) AS own_id FROM {db}.distinct_ids GROUP BY distinct_id) AS di \
+                 ANY LEFT JOIN ({ov}) AS ov USING distinct_id) WHERE person IN ({list}) GROUP BY person FORMAT JSON",
                 ov = overrides_sql(db),
                 list = ids.join(", ")
             ))
@@ -131,6 +139,7 @@ pub(crate) fn page(
         .map(|row| {
             let p = row["person"].as_u64().unwrap_or(0);
             let lvl = row["lvl"].as_u64().unwrap_or(0) as usize;
+            let bits = row["bits"].as_u64().unwrap_or(0);
             let times: Vec<i64> = row["times"]
                 .as_array()
                 .into_iter()
@@ -142,7 +151,10 @@ pub(crate) fn page(
                 distinct_ids: dids.remove(&p).unwrap_or_default(),
                 furthest_step: Some(lvl),
                 matched_times: (0..n)
-                    .map(|s| (s < lvl).then(|| format_ts(times.get(s).copied().unwrap_or(0))))
+                    .map(|s| {
+                        (bits & (1 << s) != 0)
+                            .then(|| format_ts(times.get(s).copied().unwrap_or(0)))
+                    })
                     .collect(),
             }
         })

@@ -241,10 +241,10 @@ pub fn persons(
         cond = "0".into();
     }
     let rows = if c.starts.is_empty() {
-        "SELECT toUInt64(0) AS person, toUInt32(0) AS lvl, emptyArrayInt64() AS times, toUInt8(0) AS amb, toUInt8(0) AS sel WHERE 0".to_string()
+        "SELECT toUInt64(0) AS person, toUInt32(0) AS lvl, emptyArrayInt64() AS times, toUInt64(0) AS bits, toUInt8(0) AS amb, toUInt8(0) AS sel WHERE 0".to_string()
     } else {
         format!(
-            "SELECT person, toUInt32(0) AS lvl, emptyArrayInt64() AS times, amb, hit AS sel FROM \
+            "SELECT person, toUInt32(0) AS lvl, emptyArrayInt64() AS times, toUInt64(0) AS bits, amb, hit AS sel FROM \
              (SELECT person, max(amb) AS amb, max(toUInt8({cond})) AS hit FROM ({b}) GROUP BY person)",
             b = buckets_sql(ch.database(), &c.spec, c.to, &c.starts, c.unordered)
         )

@@ -21,7 +21,7 @@ pub fn run(
     let to = q.to_step.unwrap_or(n - 1);
     let actors = actors_sql(ch.database(), spec);
     let d = format!("(times[{}] - times[{}])", to + 1, from + 1);
-    let conv = format!("lvl >= {}", to + 1);
+    let conv = format!("bitTest(bits, {to}) AND bitTest(bits, {from})");
     let r = ch
         .select_json(&format!(
             "SELECT max(amb) AS amb, countIf({conv}) AS n, minIf({d}, {conv}) AS mn, \

@@ -1,7 +1,7 @@
 //! Correlation: which events and properties go with converting or dropping
 //! (SEMANTICS.md rule 17), with exact p-values, BH q-values and intervals.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use dropscope_core::query::{CorrelationOptions, CorrelationType, FunnelQuery};
 use dropscope_core::result::{CorrelationResult, CorrelationRow, PersonsResult};
@@ -707,19 +707,25 @@ fn actor_patterns(
 /// Simpson's paradox check: the Mantel–Haenszel odds ratio over the
 /// breakdown's segments against the crude direction.
 fn simpson(rows: &mut [CorrelationRow], row_keys: &[Vec<Key>], outcomes: &[Outcome]) {
-    // Per segment: (successes, failures) and, per key, (s, f).
-    let mut seg_totals: HashMap<&str, (f64, f64)> = HashMap::new();
-    let mut seg_key: HashMap<(&str, Key), (f64, f64)> = HashMap::new();
+    let key_row: HashMap<Key, usize> = row_keys
+        .iter()
+        .enumerate()
+        .flat_map(|(r, ks)| ks.iter().map(move |k| (*k, r)))
+        .collect();
+    // Per segment: (successes, failures) and, per row, (s, f).
+    let mut seg_totals: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let mut seg_rows: HashMap<(String, usize), (f64, f64)> = HashMap::new();
     for o in outcomes {
-        let seg = o.segment.as_deref().unwrap_or("");
-        let t = seg_totals.entry(seg).or_default();
+        let seg = o.segment.clone().unwrap_or_default();
+        let t = seg_totals.entry(seg.clone()).or_default();
         if o.success {
             t.0 += 1.0
         } else {
             t.1 += 1.0
         }
         for k in &o.keys {
-            let c = seg_key.entry((seg, *k)).or_default();
+            let Some(&r) = key_row.get(k) else { continue };
+            let c = seg_rows.entry((seg.clone(), r)).or_default();
             if o.success {
                 c.0 += 1.0
             } else {
@@ -727,19 +733,29 @@ fn simpson(rows: &mut [CorrelationRow], row_keys: &[Vec<Key>], outcomes: &[Outco
             }
         }
     }
+    simpson_from_counts(rows, &seg_totals, &seg_rows);
+}
+
+/// Simpson's paradox check from counts (shared with other backends): per
+/// breakdown segment its (successes, failures), and per (segment, row
+/// index) the row's (s, f) there. A row whose Mantel–Haenszel odds ratio
+/// over the segments lies on the other side of 1 than its crude odds ratio
+/// gets a warning. Needs at least 2 segments.
+pub fn simpson_from_counts(
+    rows: &mut [CorrelationRow],
+    seg_totals: &BTreeMap<String, (f64, f64)>,
+    seg_rows: &HashMap<(String, usize), (f64, f64)>,
+) {
     if seg_totals.len() < 2 {
         return;
     }
-    for (r, keys) in rows.iter_mut().zip(row_keys) {
+    for (i, r) in rows.iter_mut().enumerate() {
         let (mut num, mut den) = (0.0, 0.0);
-        for (seg, &(big_s, big_f)) in &seg_totals {
-            let (mut s, mut f) = (0.0, 0.0);
-            for k in keys {
-                if let Some(&(a, b)) = seg_key.get(&(*seg, *k)) {
-                    s += a;
-                    f += b;
-                }
-            }
+        for (seg, &(big_s, big_f)) in seg_totals {
+            let (s, f) = seg_rows
+                .get(&(seg.clone(), i))
+                .copied()
+                .unwrap_or((0.0, 0.0));
             let n = big_s + big_f;
             if n == 0.0 {
                 continue;
