@@ -23,6 +23,7 @@ pub mod ttc;
 
 use std::collections::{HashMap, HashSet};
 
+use dropscope_core::event::{value_string_form, CohortRecord, Event};
 use dropscope_core::query::{
     Attribution, BreakdownType, Counting, FunnelOrder, FunnelQuery, QueryKind, StepMath, Window,
 };
@@ -35,7 +36,7 @@ use serde_json::{json, Value};
 
 use funnel::{FunnelSpec, Touch};
 pub use http::Http;
-use identity::Identity;
+use identity::{GroupTypes, Identity};
 use sql::{check_ident, quote_str};
 
 /// Rows per INSERT request.
@@ -73,6 +74,68 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
            own_id UInt64\
          ) ENGINE = ReplacingMergeTree() ORDER BY distinct_id",
     ),
+    (
+        4,
+        "ALTER TABLE {db}.events \
+           ADD COLUMN prop_lower Array(String), \
+           ADD COLUMN prop_nums Array(UInt64), \
+           ADD COLUMN el_chain UInt8, \
+           ADD COLUMN el_attrs Array(String), \
+           ADD COLUMN el_values Array(String), \
+           ADD COLUMN el_nulls Array(UInt8), \
+           ADD COLUMN el_lower Array(String), \
+           ADD COLUMN el_nums Array(UInt64)",
+    ),
+    (
+        5,
+        "CREATE TABLE IF NOT EXISTS {db}.person_props (\
+           person_id UInt64, \
+           keys Array(String), \
+           values Array(String), \
+           nulls Array(UInt8), \
+           lowers Array(String), \
+           nums Array(UInt64), \
+           label String, \
+           has_label UInt8, \
+           deleted UInt8, \
+           version UInt64\
+         ) ENGINE = ReplacingMergeTree(version) ORDER BY person_id",
+    ),
+    (
+        6,
+        "CREATE TABLE IF NOT EXISTS {db}.person_history (\
+           distinct_id String, \
+           timestamp Int64, \
+           seq UInt64, \
+           kind UInt8, \
+           keys Array(String), \
+           values Array(String), \
+           nulls Array(UInt8)\
+         ) ENGINE = MergeTree() ORDER BY (distinct_id, timestamp, seq)",
+    ),
+    (
+        7,
+        "CREATE TABLE IF NOT EXISTS {db}.group_props (\
+           group_type_index UInt8, \
+           group_key String, \
+           key String, \
+           value String, \
+           is_null UInt8, \
+           lower String, \
+           num UInt64, \
+           seq UInt64\
+         ) ENGINE = MergeTree() ORDER BY (group_type_index, group_key, key, seq)",
+    ),
+    (
+        8,
+        "CREATE TABLE IF NOT EXISTS {db}.group_types (types Array(String), version UInt64) \
+         ENGINE = MergeTree() ORDER BY version",
+    ),
+    (
+        9,
+        "CREATE TABLE IF NOT EXISTS {db}.cohorts (id UInt64, record String, version UInt64) \
+         ENGINE = ReplacingMergeTree(version) ORDER BY id",
+    ),
 ];
 
 /// A ClickHouse database holding one dropscope project.
@@ -86,6 +149,12 @@ pub struct ClickHouse {
     version: u64,
     /// Event uuids stored by this process (duplicates are skipped).
     uuids: HashSet<u128>,
+    /// Group type slots (as the store assigns them).
+    groups: GroupTypes,
+    /// Next `group_props` sequence number (last write wins).
+    gseq: u64,
+    /// Cohorts by id (small; their SQL is compiled per query).
+    cohorts: Vec<CohortRecord>,
 }
 
 impl ClickHouse {
@@ -101,6 +170,9 @@ impl ClickHouse {
             seq: 0,
             version: 0,
             uuids: HashSet::new(),
+            groups: GroupTypes::default(),
+            gseq: 0,
+            cohorts: Vec::new(),
         };
         ch.migrate()?;
         ch.restore()?;
@@ -180,9 +252,69 @@ impl ClickHouse {
             self.seq = r["data"][0]["s"].as_u64().unwrap_or(0) + 1;
         }
         let r = self.select_json(&format!(
-            "SELECT max(version) AS v FROM {db}.person_overrides FORMAT JSON"
+            "SELECT person_id AS p, argMax(keys, version) AS k, argMax(values, version) AS v, \
+             argMax(nulls, version) AS z, argMax(label, version) AS l, argMax(has_label, version) AS hl, \
+             argMax(deleted, version) AS d FROM {db}.person_props GROUP BY person_id HAVING d = 0 FORMAT JSON"
         ))?;
-        self.version = r["data"][0]["v"].as_u64().unwrap_or(0);
+        for row in r["data"].as_array().into_iter().flatten() {
+            let strs = |k: &str| -> Vec<String> {
+                row[k]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| x.as_str().unwrap_or_default().to_string())
+                    .collect()
+            };
+            let nulls: Vec<u64> = row["z"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| x.as_u64().unwrap_or(0))
+                .collect();
+            let props = strs("k")
+                .into_iter()
+                .zip(strs("v"))
+                .zip(nulls)
+                .map(|((k, v), z)| (k, (z == 0).then_some(v)))
+                .collect();
+            let label = (row["hl"].as_u64() == Some(1))
+                .then(|| row["l"].as_str().unwrap_or_default().to_string());
+            self.identity
+                .restore_person(row["p"].as_u64().unwrap_or(0), props, label);
+        }
+        let r = self.select_json(&format!(
+            "SELECT argMax(types, version) AS t, count() AS c FROM {db}.group_types FORMAT JSON"
+        ))?;
+        if r["data"][0]["c"].as_u64().unwrap_or(0) > 0 {
+            self.groups.types = r["data"][0]["t"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect();
+        }
+        let r = self.select_json(&format!(
+            "SELECT max(seq) AS s, count() AS c FROM {db}.group_props FORMAT JSON"
+        ))?;
+        if r["data"][0]["c"].as_u64().unwrap_or(0) > 0 {
+            self.gseq = r["data"][0]["s"].as_u64().unwrap_or(0) + 1;
+        }
+        let r = self.select_json(&format!(
+            "SELECT argMax(record, version) AS r FROM {db}.cohorts GROUP BY id ORDER BY id FORMAT JSON"
+        ))?;
+        for row in r["data"].as_array().into_iter().flatten() {
+            if let Ok(c) = serde_json::from_str::<CohortRecord>(row["r"].as_str().unwrap_or("")) {
+                self.cohorts.push(c);
+            }
+        }
+        let mut version = 0;
+        for t in ["person_overrides", "person_props", "group_types", "cohorts"] {
+            let r = self.select_json(&format!(
+                "SELECT max(version) AS v FROM {db}.{t} FORMAT JSON"
+            ))?;
+            version = version.max(r["data"][0]["v"].as_u64().unwrap_or(0));
+        }
+        self.version = version;
         Ok(())
     }
 
@@ -206,50 +338,62 @@ impl ClickHouse {
         Ok(())
     }
 
-    /// Stores records: identity joins are resolved here (union-find over
-    /// distinct ids, as the embedded store does); events are inserted in
-    /// batches with their distinct id's own person id, and distinct ids
-    /// whose person changed get an override row.
+    /// Stores records: identity joins and person properties are resolved
+    /// here exactly as the embedded store resolves them (union-find over
+    /// distinct ids, `$set`/`$set_once`, group slots); events are inserted
+    /// in batches with their distinct id's own person id, distinct ids whose
+    /// person changed get an override row, persons whose properties changed
+    /// get a `person_props` row.
     pub fn append(&mut self, records: &[Record]) -> Result<(), String> {
         let mut events = Vec::new();
+        let mut history = Vec::new();
+        let mut group_rows = Vec::new();
+        let mut cohort_rows = Vec::new();
+        let groups_before = self.groups.clone();
         let mut new_dids: Vec<String> = Vec::new();
         for r in records {
             match r {
                 Record::Person(p) => {
-                    new_dids.extend(self.identity.person(&p.distinct_ids));
+                    new_dids.extend(self.identity.person(p));
+                    if let Some(d) = p.distinct_ids.first() {
+                        if !p.properties.is_empty() {
+                            history.push(history_row(d, 0, self.seq, 3, &p.properties));
+                        }
+                    }
+                }
+                Record::Group(g) => {
+                    self.groups.set_type(g.group_type_index, &g.group_type);
+                    for (k, v) in &g.properties {
+                        group_rows.push(group_row(g.group_type_index, &g.key, k, v, self.gseq));
+                        self.gseq += 1;
+                    }
+                }
+                Record::Cohort(c) => {
+                    self.cohorts.retain(|x| x.id != c.id);
+                    self.cohorts.push(c.clone());
+                    cohort_rows.push(c.clone());
                 }
                 Record::Event(e) => {
                     if !self.uuids.insert(e.uuid) {
                         continue;
                     }
                     new_dids.extend(self.identity.event(e));
-                    let own = self.identity.own_id(&e.distinct_id);
-                    let mut keys = Vec::new();
-                    let mut values = Vec::new();
-                    for (k, v) in &e.properties {
-                        if v.is_null() {
-                            continue;
+                    for (kind, key) in [(1u8, "$set"), (2, "$set_once")] {
+                        if let Some(Value::Object(set)) = e.properties.get(key) {
+                            history.push(history_row(
+                                &e.distinct_id,
+                                e.timestamp,
+                                self.seq,
+                                kind,
+                                set,
+                            ));
                         }
-                        keys.push(k.as_str());
-                        values.push(dropscope_core::event::value_string_form(v));
                     }
-                    events.push(
-                        json!({
-                            "uuid": dropscope_core::event::format_uuid(e.uuid),
-                            "event": e.event,
-                            "distinct_id": e.distinct_id,
-                            "person_id": own,
-                            "timestamp": e.timestamp,
-                            "seq": self.seq,
-                            "prop_keys": keys,
-                            "prop_values": values,
-                        })
-                        .to_string(),
-                    );
+                    let extra = self.group_effects(e, &mut group_rows);
+                    let own = self.identity.own_id(&e.distinct_id);
+                    events.push(self.event_row(e, own, &extra));
                     self.seq += 1;
                 }
-                // Groups and cohorts are not used by the supported queries.
-                Record::Group(_) | Record::Cohort(_) => {}
             }
         }
         let dids: Vec<String> = new_dids
@@ -258,18 +402,135 @@ impl ClickHouse {
             .collect();
         self.insert("distinct_ids", &dids)?;
         self.insert("events", &events)?;
+        self.insert("person_history", &history)?;
+        self.insert("group_props", &group_rows)?;
         let changed = self.identity.take_changed();
-        if !changed.is_empty() {
-            self.version += 1;
-            let rows: Vec<String> = changed
-                .iter()
-                .map(|(d, p)| {
-                    json!({"distinct_id": d, "person_id": p, "version": self.version}).to_string()
-                })
-                .collect();
-            self.insert("person_overrides", &rows)?;
+        let persons = self.identity.take_person_rows();
+        let types_changed = self.groups != groups_before;
+        if changed.is_empty() && persons.is_empty() && !types_changed && cohort_rows.is_empty() {
+            return Ok(());
         }
+        self.version += 1;
+        let version = self.version;
+        let rows: Vec<String> = changed
+            .iter()
+            .map(|(d, p)| json!({"distinct_id": d, "person_id": p, "version": version}).to_string())
+            .collect();
+        self.insert("person_overrides", &rows)?;
+        let rows: Vec<String> = persons
+            .iter()
+            .map(|(id, props, label, deleted)| {
+                let keys: Vec<&String> = props.keys().collect();
+                let values: Vec<&str> =
+                    props.values().map(|v| v.as_deref().unwrap_or("")).collect();
+                let nulls: Vec<u8> = props.values().map(|v| u8::from(v.is_none())).collect();
+                json!({
+                    "person_id": id,
+                    "keys": keys,
+                    "values": values,
+                    "nulls": nulls,
+                    "lowers": values.iter().map(|v| sql::lower_form(v)).collect::<Vec<_>>(),
+                    "nums": values.iter().map(|v| sql::num_key(v)).collect::<Vec<_>>(),
+                    "label": label.as_deref().unwrap_or(""),
+                    "has_label": u8::from(label.is_some()),
+                    "deleted": u8::from(*deleted),
+                    "version": version,
+                })
+                .to_string()
+            })
+            .collect();
+        self.insert("person_props", &rows)?;
+        if types_changed {
+            let row = json!({"types": self.groups.types, "version": version}).to_string();
+            self.insert("group_types", &[row])?;
+        }
+        let rows: Vec<String> = cohort_rows
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "record": serde_json::to_string(c).unwrap_or_default(),
+                    "version": version,
+                })
+                .to_string()
+            })
+            .collect();
+        self.insert("cohorts", &rows)?;
         Ok(())
+    }
+
+    /// `$groups` and `$groupidentify` of an event, as the store applies
+    /// them: returns the `$group_N` properties the event gains, and records
+    /// group property writes.
+    fn group_effects(&mut self, e: &Event, rows: &mut Vec<String>) -> Vec<(String, Value)> {
+        let mut extra = Vec::new();
+        if let Some(Value::Object(gs)) = e.properties.get("$groups") {
+            for (gtype, key) in gs {
+                if let Some(idx) = self.groups.index_for(gtype) {
+                    let name = format!("$group_{idx}");
+                    if !e.properties.contains_key(&name) {
+                        extra.push((name, key.clone()));
+                    }
+                }
+            }
+        }
+        if e.event == "$groupidentify" {
+            let gtype = e.properties.get("$group_type").and_then(Value::as_str);
+            let gkey = e.properties.get("$group_key").map(value_string_form);
+            if let (Some(gtype), Some(gkey)) = (gtype, gkey) {
+                if let Some(idx) = self.groups.index_for(gtype) {
+                    if let Some(Value::Object(set)) = e.properties.get("$group_set") {
+                        for (k, v) in set {
+                            rows.push(group_row(idx, &gkey, k, v, self.gseq));
+                            self.gseq += 1;
+                        }
+                    }
+                }
+            }
+        }
+        extra
+    }
+
+    /// The `events` row of an event (JSON null properties are not stored:
+    /// every filter and breakdown treats them as missing).
+    fn event_row(&self, e: &Event, own: u64, extra: &[(String, Value)]) -> String {
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for (k, v) in e.properties.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
+            if v.is_null() {
+                continue;
+            }
+            keys.push(k.as_str());
+            values.push(value_string_form(v));
+        }
+        let (mut attrs, mut evals, mut enulls) = (Vec::new(), Vec::new(), Vec::new());
+        let chain = e.properties.get(dropscope_core::event::ELEMENTS_KEY);
+        for el in chain.and_then(Value::as_array).into_iter().flatten() {
+            for (k, v) in el.as_object().into_iter().flatten() {
+                attrs.push(k.as_str());
+                evals.push(value_string_form(v));
+                enulls.push(u8::from(v.is_null()));
+            }
+        }
+        json!({
+            "uuid": dropscope_core::event::format_uuid(e.uuid),
+            "event": e.event,
+            "distinct_id": e.distinct_id,
+            "person_id": own,
+            "timestamp": e.timestamp,
+            "seq": self.seq,
+            "prop_keys": keys,
+            "prop_lower": values.iter().map(|v| sql::lower_form(v)).collect::<Vec<_>>(),
+            "prop_nums": values.iter().map(|v| sql::num_key(v)).collect::<Vec<_>>(),
+            "prop_values": values,
+            "el_chain": u8::from(chain.is_some()),
+            "el_attrs": attrs,
+            "el_lower": evals.iter().map(|v| sql::lower_form(v)).collect::<Vec<_>>(),
+            "el_nums": evals.iter().map(|v| sql::num_key(v)).collect::<Vec<_>>(),
+            "el_values": evals,
+            "el_nulls": enulls,
+        })
+        .to_string()
     }
 
     fn earliest(&self) -> Result<Option<i64>, QueryError> {
@@ -384,6 +645,39 @@ impl ClickHouse {
             date_to_ms: range.to,
         }))
     }
+}
+
+/// A `person_history` row: one `$set` (kind 1), `$set_once` (2) or person
+/// record (3) write, for properties as of a time.
+fn history_row(
+    did: &str,
+    ts: i64,
+    seq: u64,
+    kind: u8,
+    set: &serde_json::Map<String, Value>,
+) -> String {
+    let keys: Vec<&String> = set.keys().collect();
+    let values: Vec<String> = set.values().map(value_string_form).collect();
+    let nulls: Vec<u8> = set.values().map(|v| u8::from(v.is_null())).collect();
+    json!({"distinct_id": did, "timestamp": ts, "seq": seq, "kind": kind,
+           "keys": keys, "values": values, "nulls": nulls})
+    .to_string()
+}
+
+/// A `group_props` row: one property write (last write by `seq` wins).
+fn group_row(idx: u8, gkey: &str, k: &str, v: &Value, seq: u64) -> String {
+    let s = value_string_form(v);
+    json!({
+        "group_type_index": idx,
+        "group_key": gkey,
+        "key": k,
+        "is_null": u8::from(v.is_null()),
+        "lower": sql::lower_form(&s),
+        "num": sql::num_key(&s),
+        "value": s,
+        "seq": seq,
+    })
+    .to_string()
 }
 
 /// Refuses answers that depend on how the unordered engine assigns an

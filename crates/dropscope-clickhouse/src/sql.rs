@@ -50,6 +50,35 @@ pub fn check_ident(s: &str) -> Result<&str, String> {
     }
 }
 
+/// What `lower_form` stores: `''` for ASCII text (ClickHouse's `lower`
+/// gives Rust's lowercase there), else Rust's `to_lowercase` (which
+/// ClickHouse's `lowerUTF8` does not match on every script).
+pub fn lower_form(s: &str) -> String {
+    if s.is_ascii() {
+        String::new()
+    } else {
+        s.to_lowercase()
+    }
+}
+
+/// An order-preserving key of a value's number (Rust's `f64` parse, as the
+/// engine compares with `gt`/`lt`): 0 = not a number (or NaN, which never
+/// compares); −0 is 0.
+pub fn num_key(s: &str) -> u64 {
+    match s.parse::<f64>() {
+        Ok(f) if !f.is_nan() => {
+            let f = if f == 0.0 { 0.0 } else { f };
+            let b = f.to_bits();
+            if b >> 63 == 0 {
+                b | (1 << 63)
+            } else {
+                !b
+            }
+        }
+        _ => 0,
+    }
+}
+
 /// The value of event property `key` (`''` when missing).
 pub fn prop_value(key: &str) -> String {
     format!("prop_values[indexOf(prop_keys, {})]", quote_str(key))
