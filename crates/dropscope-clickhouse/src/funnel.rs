@@ -31,6 +31,8 @@ use crate::sql::quote_str;
 pub enum Touch {
     First,
     Last,
+    /// The value is the partition (`part`, see `events::Part`).
+    Part,
 }
 
 /// Everything the funnel SQL needs, already validated.
@@ -62,6 +64,9 @@ pub struct FunnelSpec {
     /// Per step: max / min gap from the previous done step (ms).
     pub within: Vec<Option<i64>>,
     pub min_gap: Vec<Option<i64>>,
+    /// Stage A's data side: actors, breakdown values, partitions,
+    /// first-time-for-user (`events.rs`).
+    pub data: crate::events::DataSpec,
 }
 
 impl FunnelSpec {
@@ -88,11 +93,13 @@ pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
     let attributed = match &s.breakdown {
         Some((_, Touch::First)) => "arrayFirst(b -> arrayExists(x -> x != '', b), B)",
         Some((_, Touch::Last)) => "arrayFirst(b -> arrayExists(x -> x != '', b), arrayReverse(B))",
-        None => "emptyArrayString()",
+        Some((_, Touch::Part)) | None => "emptyArrayString()",
     };
     let empty_bd = match &s.breakdown {
-        Some((keys, _)) => format!("[{}]", vec!["''"; keys.len()].join(", ")),
-        None => "emptyArrayString()".into(),
+        Some((keys, Touch::First | Touch::Last)) => {
+            format!("[{}]", vec!["''"; keys.len()].join(", "))
+        }
+        _ => "emptyArrayString()".into(),
     };
     let attributed = format!("if(length({attributed} AS bd_raw) = 0, {empty_bd}, bd_raw)");
     let persons = format!(
@@ -112,7 +119,13 @@ pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
         ordered_layers(s)
     };
     sql = layered(sql, &["T", "M", "X", "B", "I"], layers);
-    let bd = if s.breakdown.is_some() { "bdv" } else { "part" };
+    // Partition values are tagged (see `events::Part`): the shown value
+    // drops the tag.
+    let bd = if matches!(s.breakdown, Some((_, Touch::First | Touch::Last))) {
+        "bdv"
+    } else {
+        "arrayMap(x -> substring(x, 2), part)"
+    };
     format!(
         "SELECT actor, person, {bd} AS bd, amb, lvl, times, times[1] AS start, bits \
          FROM ({sql}) WHERE lvl > 0"

@@ -34,6 +34,7 @@ use dropscope_store::Record;
 use dropscope_testkit::Backend;
 use serde_json::{json, Value};
 
+use events::{ActorKind, DataSpec, Part};
 use funnel::{FunnelSpec, Touch};
 pub use http::Http;
 use identity::{GroupTypes, Identity};
@@ -547,7 +548,7 @@ impl ClickHouse {
 
     /// Answers a query. Only the supported subset (see [`check_supported`]).
     pub fn run(&self, q: &FunnelQuery) -> Result<QueryResult, QueryError> {
-        let spec0 = check_supported(q)?;
+        let spec0 = self.funnel_spec(q)?;
         let earliest = if q.date_from.as_deref().map(str::trim) == Some("all") {
             self.earliest()?
         } else {
@@ -590,15 +591,16 @@ impl ClickHouse {
             .as_ref()
             .and_then(|b| b.limit)
             .filter(|l| *l > 0);
-        let mut rows = breakdown_rows(&r, n);
+        let mut rows = breakdown_rows(q, &r, n);
         let mut r = r;
         if let Some(limit) = limit.filter(|l| rows.len() > *l) {
             // Keep the `limit` strongest values; count the rest as "Other"
             // in a second aggregation (medians cannot be merged afterwards).
             let keep: Vec<Vec<String>> = rows[..limit]
                 .iter()
-                .map(|(v, _)| {
-                    v.as_array()
+                .map(|(_, (_, row))| {
+                    row["bd"]
+                        .as_array()
                         .into_iter()
                         .flatten()
                         .map(|x| x.as_str().unwrap_or_default().to_string())
@@ -613,8 +615,8 @@ impl ClickHouse {
                 .select_json(&funnel::steps_sql(&self.db, &spec))
                 .map_err(QueryError::Backend)?;
             refuse_ambiguous_ties(&r)?;
-            let all = breakdown_rows(&r, n);
-            let other = json!(["Other"]);
+            let all = breakdown_rows(q, &r, n);
+            let other = bd_output(q, &json!(["Other"]));
             let (mut kept, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(|(v, _)| {
                 v != &other || keep.iter().any(|k| k.len() == 1 && k[0] == "Other")
             });
@@ -625,13 +627,7 @@ impl ClickHouse {
         let breakdowns = rows
             .into_iter()
             .map(|(v, (_, row))| BreakdownRow {
-                breakdown_display: v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|x| x.as_str().unwrap_or_default())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                breakdown_display: bd_display(&v),
                 breakdown_value: v,
                 steps: step_results(Some(&row), n, &names),
             })
@@ -700,7 +696,7 @@ fn refuse_ambiguous_ties(r: &Value) -> Result<(), QueryError> {
 
 /// Breakdown rows of an aggregation answer: (value, (step counts, row)),
 /// ordered as the engine orders them.
-fn breakdown_rows(r: &Value, n: usize) -> Vec<(Value, (Vec<u64>, Value))> {
+fn breakdown_rows(q: &FunnelQuery, r: &Value, n: usize) -> Vec<(Value, (Vec<u64>, Value))> {
     let mut rows: Vec<(Value, (Vec<u64>, Value))> = r["data"]
         .as_array()
         .into_iter()
@@ -709,7 +705,7 @@ fn breakdown_rows(r: &Value, n: usize) -> Vec<(Value, (Vec<u64>, Value))> {
             let counts = (0..n)
                 .map(|k| row[format!("c{k}")].as_u64().unwrap_or(0))
                 .collect();
-            (row["bd"].clone(), (counts, row.clone()))
+            (bd_output(q, &row["bd"]), (counts, row.clone()))
         })
         .collect();
     dropscope_engine::funnel::sort_rows(&mut rows, |(c, _)| c);
@@ -769,17 +765,235 @@ fn step_results(row: Option<&Value>, n: usize, names: &[String]) -> Vec<StepResu
 /// Checks that a query is in the supported subset and compiles its SQL
 /// pieces (the date range is filled in later). Invalid queries are refused
 /// as [`QueryError::Invalid`] (the engine's validation), unsupported ones as
-/// [`QueryError::Unsupported`].
+/// [`QueryError::Unsupported`]. Cohorts are not resolved here (that needs
+/// the database's state): use [`ClickHouse::funnel_spec`] for SQL that runs.
 pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
     if q.kind != QueryKind::Funnel {
         return dispatch::check(q);
     }
-    dropscope_engine::plan::validate(q)?;
-    let unsupported = |what: &str| {
-        Err(QueryError::Unsupported(format!(
-            "{what} is not supported by the ClickHouse backend yet"
-        )))
+    compile(q, None)
+}
+
+impl ClickHouse {
+    /// [`check_supported`] with this database's cohorts resolved: the spec
+    /// every query kind's SQL is built from.
+    pub fn funnel_spec(&self, q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
+        if q.kind != QueryKind::Funnel {
+            return dispatch::check(q);
+        }
+        let data = sql::CohortData {
+            cohorts: &self.cohorts,
+            identity: &self.identity,
+        };
+        compile(q, Some(&data))
+    }
+}
+
+fn unsupported<T>(what: &str) -> Result<T, QueryError> {
+    Err(QueryError::Unsupported(format!(
+        "{what} is not supported by the ClickHouse backend yet"
+    )))
+}
+
+/// The actor expression of an aggregation (the engine's
+/// `parse_aggregation`; SEMANTICS rule 13).
+fn actor_kind(a: Option<&str>) -> Result<ActorKind, QueryError> {
+    let Some(a) = a.map(str::trim).filter(|a| !a.is_empty()) else {
+        return Ok(ActorKind::Person);
     };
+    if a == "person" || a == "person_id" {
+        return Ok(ActorKind::Person);
+    }
+    if a == "distinct_id" {
+        return Ok(ActorKind::Expr("distinct_id".into()));
+    }
+    if let Some(g) = a.strip_prefix("group:") {
+        let g: u8 = g.parse().ok().filter(|g| *g < 5).ok_or_else(|| {
+            QueryError::invalid(
+                "aggregation",
+                format!("group index must be 0..4, got {g:?}"),
+            )
+        })?;
+        return Ok(ActorKind::Expr(sql::prop_value(&format!("$group_{g}"))));
+    }
+    if let Some(k) = a
+        .strip_prefix("event_property:")
+        .or_else(|| a.strip_prefix("properties."))
+    {
+        return Ok(ActorKind::Expr(sql::prop_value(k)));
+    }
+    if let Some(k) = a
+        .strip_prefix("person_property:")
+        .or_else(|| a.strip_prefix("person.properties."))
+    {
+        return Ok(ActorKind::Expr(sql::person_value(k)));
+    }
+    Err(QueryError::invalid(
+        "aggregation",
+        format!("unknown aggregation {a:?}: use person, group:N, event_property:<key>, distinct_id or person_property:<key>"),
+    ))
+}
+
+/// The breakdown: (keys, attribution) for stage B, and stage A's value
+/// expression and partitioning (the engine's `compile_breakdown`).
+type CompiledBreakdown = (Option<(Vec<String>, Touch)>, Option<String>, Part);
+
+fn compile_breakdown(
+    q: &FunnelQuery,
+    sc: sql::Scope<'_>,
+    actor: &ActorKind,
+) -> Result<CompiledBreakdown, QueryError> {
+    let Some(b) = &q.breakdown else {
+        return Ok((None, None, Part::None));
+    };
+    let kind = b.kind.unwrap_or_default();
+    let keys: Vec<String> = match (&b.properties, &b.property) {
+        (Some(ps), _) if !ps.is_empty() => ps.clone(),
+        (_, Some(p)) => vec![p.clone()],
+        _ if kind == BreakdownType::Cohort => vec![],
+        _ => {
+            return Err(QueryError::invalid(
+                "breakdown.property",
+                "a breakdown needs `property` or `properties`",
+            ))
+        }
+    };
+    let attribution = b.attribution.unwrap_or_default();
+    let step = match attribution {
+        Attribution::Step => b.attribution_step.ok_or_else(|| {
+            QueryError::invalid(
+                "breakdown.attribution_step",
+                "attribution `step` needs attribution_step",
+            )
+        })?,
+        _ => 0,
+    };
+    if attribution == Attribution::Step && step >= q.steps.len() {
+        return Err(QueryError::invalid(
+            "breakdown.attribution_step",
+            format!("step {step} does not exist"),
+        ));
+    }
+    if attribution == Attribution::Step && q.order == FunnelOrder::Unordered && step != 0 {
+        return Err(QueryError::invalid(
+            "breakdown.attribution_step",
+            "unordered funnels only support step attribution on step 0",
+        ));
+    }
+    if kind == BreakdownType::Group && b.group_type_index.is_none() {
+        return Err(QueryError::invalid(
+            "breakdown.group_type_index",
+            "group breakdowns need group_type_index",
+        ));
+    }
+    if kind == BreakdownType::Cohort {
+        let ids = b.cohorts.clone().unwrap_or_default();
+        if ids.is_empty() {
+            return Err(QueryError::invalid(
+                "breakdown.cohorts",
+                "a cohort breakdown needs cohort ids or \"all\"",
+            ));
+        }
+        let mut parts: Vec<(String, String)> = Vec::new();
+        for (i, c) in ids.iter().enumerate() {
+            let (id, cond) = if c.as_str() == Some("all") || c.as_u64() == Some(0) {
+                (0, "1".to_string())
+            } else {
+                let id = c
+                    .as_u64()
+                    .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+                    .ok_or_else(|| {
+                        QueryError::invalid(format!("breakdown.cohorts[{i}]"), "not a cohort id")
+                    })?;
+                (
+                    id,
+                    sql::cohort_sql(sc, id, &format!("breakdown.cohorts[{i}]"))?,
+                )
+            };
+            if parts.iter().any(|(v, _)| *v == id.to_string()) {
+                return unsupported("a cohort listed twice in a cohort breakdown");
+            }
+            parts.push((id.to_string(), cond));
+        }
+        if *actor != ActorKind::Person {
+            return unsupported("a cohort breakdown with non-person aggregation");
+        }
+        return Ok((Some((vec![], Touch::Part)), None, Part::Cohorts(parts)));
+    }
+    let values: Vec<String> = match kind {
+        BreakdownType::Event | BreakdownType::EventMetadata => {
+            keys.iter().map(|k| sql::prop_value(k)).collect()
+        }
+        BreakdownType::Person => keys.iter().map(|k| sql::person_value(k)).collect(),
+        BreakdownType::Group => vec![sql::group_value(b.group_type_index.unwrap_or(0), &keys[0])],
+        BreakdownType::Cohort => unreachable!("handled above"),
+    };
+    let bd = format!("[{}]", values.join(", "));
+    let (touch, part) = match attribution {
+        Attribution::FirstTouch => (Touch::First, Part::None),
+        Attribution::LastTouch => (Touch::Last, Part::None),
+        Attribution::AllEvents => (Touch::Part, Part::Value),
+        Attribution::Step => {
+            if q.order != FunnelOrder::Ordered {
+                return unsupported("breakdown attribution `step` outside ordered funnels");
+            }
+            (Touch::Part, Part::Step(step))
+        }
+    };
+    let n = values.len();
+    let keys = if keys.len() == n {
+        keys
+    } else {
+        keys[..n].to_vec()
+    };
+    Ok((Some((keys, touch)), Some(bd), part))
+}
+
+/// The output value of a breakdown row from its raw `Array(String)` value
+/// (the engine's `bd_value`): cohort ids as numbers, group values as plain
+/// strings, everything else boxed as a list (`["Other"]` for the rest).
+fn bd_output(q: &FunnelQuery, raw: &Value) -> Value {
+    let kind = q
+        .breakdown
+        .as_ref()
+        .and_then(|b| b.kind)
+        .unwrap_or_default();
+    let first = raw
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    match kind {
+        BreakdownType::Group => Value::String(first),
+        BreakdownType::Cohort => match first.parse::<u64>() {
+            Ok(id) if raw.as_array().is_some_and(|a| a.len() == 1) => Value::from(id),
+            _ => raw.clone(),
+        },
+        _ => raw.clone(),
+    }
+}
+
+/// The engine's display label of a breakdown value.
+fn bd_display(v: &Value) -> String {
+    match v {
+        Value::Number(n) if n.as_u64() == Some(0) => "all users".into(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn compile(q: &FunnelQuery, data: Option<&sql::CohortData<'_>>) -> Result<FunnelSpec, QueryError> {
+    dropscope_engine::plan::validate(q)?;
+    let sc = sql::Scope::new(data);
+    if q.kind != QueryKind::Funnel {
+        return unsupported(&format!("query kind {:?}", q.kind));
+    }
     if q.counting == Counting::Totals && q.order == FunnelOrder::Unordered {
         return Err(QueryError::invalid(
             "counting",
@@ -794,62 +1008,45 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
     }
     let mut exclusions = Vec::new();
     for (i, x) in q.exclusions.iter().enumerate() {
-        exclusions.push(sql::step_condition(
+        exclusions.push(sql::step_condition_in(
+            sc,
             x.event.as_deref(),
             x.action.as_ref(),
             x.properties.as_ref(),
             &format!("exclusions[{i}]"),
+            true,
         )?);
-    }
-    if let Some(a) = q.aggregation.as_deref().map(str::trim) {
-        if !a.is_empty() && a != "person" && a != "person_id" {
-            return unsupported(&format!("aggregation {a:?}"));
-        }
     }
     dropscope_core::time::parse_tz(q.timezone.as_deref())?;
     let mut steps = Vec::new();
+    let mut first_time = Vec::new();
     for (i, s) in q.steps.iter().enumerate() {
-        if matches!(
-            s.math,
-            Some(StepMath::FirstTimeForUser) | Some(StepMath::FirstTimeForUserWithFilters)
-        ) {
-            return unsupported("first-time-for-user steps");
-        }
-        steps.push(sql::step_condition(
+        let field = format!("steps[{i}]");
+        let cond = sql::step_condition_in(
+            sc,
             s.event.as_deref(),
             s.action.as_ref(),
             s.properties.as_ref(),
-            &format!("steps[{i}]"),
-        )?);
+            &field,
+            true,
+        )?;
+        first_time.push(match s.math {
+            Some(StepMath::FirstTimeForUser) => Some(sql::step_condition_in(
+                sc,
+                s.event.as_deref(),
+                s.action.as_ref(),
+                s.properties.as_ref(),
+                &field,
+                false,
+            )?),
+            Some(StepMath::FirstTimeForUserWithFilters) => Some(cond.clone()),
+            _ => None,
+        });
+        steps.push(cond);
     }
-    let global = sql::filters(q.properties.as_ref(), "properties")?;
-    let breakdown = match &q.breakdown {
-        None => None,
-        Some(b) => {
-            if !matches!(b.kind, None | Some(BreakdownType::Event)) {
-                return unsupported(&format!("breakdown type {:?}", b.kind.unwrap_or_default()));
-            }
-            let keys: Vec<String> = match (&b.properties, &b.property) {
-                (Some(ps), _) if !ps.is_empty() => ps.clone(),
-                (_, Some(p)) => vec![p.clone()],
-                _ => {
-                    return Err(QueryError::invalid(
-                        "breakdown.property",
-                        "a breakdown needs `property` or `properties`",
-                    ))
-                }
-            };
-            let touch = match b.attribution.unwrap_or_default() {
-                Attribution::FirstTouch => Touch::First,
-                Attribution::LastTouch => Touch::Last,
-                other => return unsupported(&format!("breakdown attribution {other:?}")),
-            };
-            if b.cohorts.is_some() {
-                return unsupported("breakdown cohorts");
-            }
-            Some((keys, touch))
-        }
-    };
+    let global = sql::filters_in(sc, q.properties.as_ref(), "properties")?;
+    let actor = actor_kind(q.aggregation.as_deref())?;
+    let (breakdown, bd, part) = compile_breakdown(q, sc, &actor)?;
     Ok(FunnelSpec {
         steps,
         global,
@@ -877,6 +1074,12 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
             .iter()
             .map(|s| s.min_gap.as_ref().and_then(Window::ms))
             .collect(),
+        data: DataSpec {
+            actor,
+            bd,
+            part,
+            first_time,
+        },
     })
 }
 
