@@ -22,7 +22,8 @@ pub fn overrides_sql(db: &str) -> String {
 /// Current properties per canonical person (SEMANTICS: a person property
 /// filter or breakdown uses the person's current value): columns
 /// `person UInt64, keys Array(String), values Array(String)` (string forms;
-/// JSON nulls left out), plus `lowers Array(String)` (see
+/// JSON nulls left out), plus `null_keys Array(String)` (keys set to
+/// JSON null), plus `lowers Array(String)` (see
 /// [`crate::sql::lower_form`]) and `nums Array(UInt64)` (see
 /// [`crate::sql::num_key`]). Persons without properties have no row.
 pub fn person_properties_sql(db: &str) -> String {
@@ -30,7 +31,8 @@ pub fn person_properties_sql(db: &str) -> String {
         "SELECT person, arrayFilter((k, z) -> z = 0, k0, z0) AS keys, \
          arrayFilter((v, z) -> z = 0, v0, z0) AS values, \
          arrayFilter((v, z) -> z = 0, l0, z0) AS lowers, \
-         arrayFilter((v, z) -> z = 0, n0, z0) AS nums \
+         arrayFilter((v, z) -> z = 0, n0, z0) AS nums, \
+         arrayFilter((k, z) -> z != 0, k0, z0) AS null_keys \
          FROM (SELECT person_id AS person, argMax(keys, version) AS k0, argMax(values, version) AS v0, \
          argMax(nulls, version) AS z0, argMax(lowers, version) AS l0, argMax(nums, version) AS n0, \
          argMax(deleted, version) AS del FROM {db}.person_props GROUP BY person_id) WHERE del = 0"
@@ -43,11 +45,12 @@ pub fn person_properties_sql(db: &str) -> String {
 /// `$groupidentify`'s `$group_set`, in ingest order); a JSON null removes.
 pub fn group_properties_sql(db: &str, group_type_index: u8) -> String {
     format!(
-        "SELECT group_key, groupArray(key) AS keys, groupArray(value) AS values, \
-         groupArray(lower) AS lowers, groupArray(num) AS nums \
+        "SELECT group_key, groupArrayIf(key, z = 0) AS keys, groupArrayIf(value, z = 0) AS values, \
+         groupArrayIf(lower, z = 0) AS lowers, groupArrayIf(num, z = 0) AS nums, \
+         groupArrayIf(key, z != 0) AS null_keys \
          FROM (SELECT group_key, key, argMax(value, seq) AS value, argMax(is_null, seq) AS z, \
          argMax(lower, seq) AS lower, argMax(num, seq) AS num FROM {db}.group_props \
-         WHERE group_type_index = {group_type_index} GROUP BY group_key, key HAVING z = 0) \
+         WHERE group_type_index = {group_type_index} GROUP BY group_key, key) \
          GROUP BY group_key"
     )
 }
@@ -65,7 +68,12 @@ pub enum ActorKind {
 }
 
 /// How events are partitioned (`part`) for breakdown attributions that run
-/// the funnel once per value (rule 12).
+/// the funnel once per value (rule 12). Partition values are TAGGED like the
+/// embedded store's values, each element `s<value>`, or `m` (missing) / `z`
+/// (JSON null) for person and group properties: the engine runs one funnel
+/// per distinct stored value, so an actor whose events carry both a missing
+/// and an empty value is counted twice under `""`. The shown breakdown value
+/// drops the first byte (stage B).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Part {
     /// One partition (first/last touch, or no breakdown).
@@ -86,7 +94,7 @@ pub enum Part {
 pub struct DataSpec {
     pub actor: ActorKind,
     /// `Array(String)` SQL: the event's breakdown value (`None` without a
-    /// breakdown or with cohorts).
+    /// breakdown or with cohorts); tagged in the partition modes.
     pub bd: Option<String>,
     pub part: Part,
     /// Per step: `Some(c)` when the step is first-time-for-user: only the
@@ -113,7 +121,7 @@ const BASE_COLS: &[&str] = &[
     "el_nums",
 ];
 
-const KV: [&str; 4] = ["keys", "values", "lowers", "nums"];
+const KV: [&str; 5] = ["keys", "values", "lowers", "nums", "null_keys"];
 
 /// Whether SQL text reads the columns with this prefix (`pkeys`, `g0values`…).
 fn reads(sql: &str, prefix: &str) -> bool {
@@ -234,10 +242,13 @@ pub fn events_sql(db: &str, s: &FunnelSpec) -> String {
     let part = match &d.part {
         Part::None | Part::Step(_) => "emptyArrayString()".to_string(),
         Part::Value => bd.clone(),
+        // The cohorts of the row's person; the actor's partitions are those
+        // of its first event (the engine's `evs.first()`; for persons the
+        // same on every row).
         Part::Cohorts(cs) => format!(
-            "[arrayJoin(arrayFilter(x -> x != '', [{}]))]",
+            "arrayFilter(x -> x != '', [{}])",
             cs.iter()
-                .map(|(v, c)| format!("if({c}, {}, '')", crate::sql::quote_str(v)))
+                .map(|(v, c)| format!("if({c}, {}, '')", crate::sql::quote_str(&format!("s{v}"))))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -292,6 +303,12 @@ pub fn events_sql(db: &str, s: &FunnelSpec) -> String {
          ({xmask}) AS xmask, {bd} AS bd FROM {from} WHERE 1{global}{keep}"
     );
     match &d.part {
+        Part::Cohorts(_) => format!(
+            "SELECT actor, person, [c] AS part, ts, seq, mask, xmask, bd \
+             FROM (SELECT actor, person, ts, seq, mask, xmask, bd, cands FROM ({sql}) \
+             ANY LEFT JOIN (SELECT actor, argMin(part, (ts, seq)) AS cands FROM ({sql}) GROUP BY actor) \
+             USING actor) ARRAY JOIN cands AS c"
+        ),
         Part::Step(n) => {
             let bit = 1u64 << n;
             format!(

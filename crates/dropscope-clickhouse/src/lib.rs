@@ -841,7 +841,6 @@ type CompiledBreakdown = (Option<(Vec<String>, Touch)>, Option<String>, Part);
 fn compile_breakdown(
     q: &FunnelQuery,
     sc: sql::Scope<'_>,
-    actor: &ActorKind,
 ) -> Result<CompiledBreakdown, QueryError> {
     let Some(b) = &q.breakdown else {
         return Ok((None, None, Part::None));
@@ -915,18 +914,22 @@ fn compile_breakdown(
             }
             parts.push((id.to_string(), cond));
         }
-        if *actor != ActorKind::Person {
-            return unsupported("a cohort breakdown with non-person aggregation");
-        }
         return Ok((Some((vec![], Touch::Part)), None, Part::Cohorts(parts)));
     }
-    let values: Vec<String> = match kind {
-        BreakdownType::Event | BreakdownType::EventMetadata => {
+    let tagged = matches!(attribution, Attribution::AllEvents | Attribution::Step);
+    let gi = b.group_type_index.unwrap_or(0);
+    let values: Vec<String> = match (kind, tagged) {
+        (BreakdownType::Event | BreakdownType::EventMetadata, false) => {
             keys.iter().map(|k| sql::prop_value(k)).collect()
         }
-        BreakdownType::Person => keys.iter().map(|k| sql::person_value(k)).collect(),
-        BreakdownType::Group => vec![sql::group_value(b.group_type_index.unwrap_or(0), &keys[0])],
-        BreakdownType::Cohort => unreachable!("handled above"),
+        (BreakdownType::Event | BreakdownType::EventMetadata, true) => {
+            keys.iter().map(|k| sql::prop_tagged(k)).collect()
+        }
+        (BreakdownType::Person, false) => keys.iter().map(|k| sql::person_value(k)).collect(),
+        (BreakdownType::Person, true) => keys.iter().map(|k| sql::person_tagged(k)).collect(),
+        (BreakdownType::Group, false) => vec![sql::group_value(gi, &keys[0])],
+        (BreakdownType::Group, true) => vec![sql::group_tagged(gi, &keys[0])],
+        (BreakdownType::Cohort, _) => unreachable!("handled above"),
     };
     let bd = format!("[{}]", values.join(", "));
     let (touch, part) = match attribution {
@@ -1046,7 +1049,7 @@ fn compile(q: &FunnelQuery, data: Option<&sql::CohortData<'_>>) -> Result<Funnel
     }
     let global = sql::filters_in(sc, q.properties.as_ref(), "properties")?;
     let actor = actor_kind(q.aggregation.as_deref())?;
-    let (breakdown, bd, part) = compile_breakdown(q, sc, &actor)?;
+    let (breakdown, bd, part) = compile_breakdown(q, sc)?;
     Ok(FunnelSpec {
         steps,
         global,

@@ -104,6 +104,30 @@ pub fn group_value(g: u8, key: &str) -> String {
     kv_value(&group_cols(g), key)
 }
 
+/// Tagged values for partitions (see `events::Part`): `s<value>` of event
+/// property `key`.
+pub fn prop_tagged(key: &str) -> String {
+    format!("concat('s', {})", prop_value(key))
+}
+
+/// Tagged person property: `m` missing, `z` JSON null, else `s<value>`.
+pub fn person_tagged(key: &str) -> String {
+    kv_tagged(PERSON_COLS, key)
+}
+
+/// Tagged group property (as [`person_tagged`]).
+pub fn group_tagged(g: u8, key: &str) -> String {
+    kv_tagged(&group_cols(g), key)
+}
+
+fn kv_tagged(prefix: &str, key: &str) -> String {
+    let k = quote_str(key);
+    format!(
+        "if(has({prefix}null_keys, {k}), 'z', if(indexOf({prefix}keys, {k}) = 0, 'm', concat('s', {})))",
+        kv_value(prefix, key)
+    )
+}
+
 fn kv_value(prefix: &str, key: &str) -> String {
     format!("{prefix}values[indexOf({prefix}keys, {})]", quote_str(key))
 }
