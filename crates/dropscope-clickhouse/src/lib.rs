@@ -838,10 +838,7 @@ fn actor_kind(a: Option<&str>) -> Result<ActorKind, QueryError> {
 /// expression and partitioning (the engine's `compile_breakdown`).
 type CompiledBreakdown = (Option<(Vec<String>, Touch)>, Option<String>, Part);
 
-fn compile_breakdown(
-    q: &FunnelQuery,
-    sc: sql::Scope<'_>,
-) -> Result<CompiledBreakdown, QueryError> {
+fn compile_breakdown(q: &FunnelQuery, sc: sql::Scope<'_>) -> Result<CompiledBreakdown, QueryError> {
     let Some(b) = &q.breakdown else {
         return Ok((None, None, Part::None));
     };

@@ -480,77 +480,99 @@ fn query_strategy() -> impl Strategy<Value = Value> {
         any::<bool>(),
         0..8usize,
         (0..10usize, 0..4usize, prop::option::of(1..3usize)),
+        (
+            0..5usize,
+            prop::option::weighted(
+                0.3,
+                (
+                    0..4usize,
+                    prop::option::of((0..5usize, 0..3usize, 0..12usize, 0..12usize)),
+                ),
+            ),
+        ),
     )
-        .prop_map(|(steps, step_filter, global, or, agg, (bd, attr, limit))| {
-            let mut steps: Vec<Value> = steps
-                .iter()
-                .map(|&(s, math)| {
-                    let mut st = json!({"event": NAMES[s]});
-                    if math == 1 {
-                        st["math"] = json!("first_time_for_user");
-                    } else if math == 2 {
-                        st["math"] = json!("first_time_for_user_with_filters");
+        .prop_map(
+            |(steps, step_filter, global, or, agg, (bd, attr, limit), (order, excl))| {
+                let mut steps: Vec<Value> = steps
+                    .iter()
+                    .map(|&(s, math)| {
+                        let mut st = json!({"event": NAMES[s]});
+                        if math == 1 {
+                            st["math"] = json!("first_time_for_user");
+                        } else if math == 2 {
+                            st["math"] = json!("first_time_for_user_with_filters");
+                        }
+                        st
+                    })
+                    .collect();
+                if let Some((t, k, op, v)) = step_filter {
+                    let i = (t + k) % steps.len();
+                    steps[i]["properties"] = json!([filter(t, k, op, v)]);
+                }
+                let mut q = json!({
+                    "kind": "funnel",
+                    "steps": steps,
+                    "date_from": "2021-04-30",
+                    "date_to": "2021-05-01",
+                    "window": {"value": 1, "unit": "hour"},
+                });
+                q["order"] = json!(["ordered", "ordered", "ordered", "strict", "unordered"][order]);
+                if let Some((e, f)) = excl {
+                    let n = q["steps"].as_array().map_or(2, Vec::len);
+                    let mut x = json!({"event": NAMES[e], "from_step": 0, "to_step": n - 1});
+                    if let Some((t, k, op, v)) = f {
+                        x["properties"] = json!([filter(t, k, op, v)]);
                     }
-                    st
-                })
-                .collect();
-            if let Some((t, k, op, v)) = step_filter {
-                let i = (t + k) % steps.len();
-                steps[i]["properties"] = json!([filter(t, k, op, v)]);
-            }
-            let mut q = json!({
-                "kind": "funnel",
-                "steps": steps,
-                "date_from": "2021-04-30",
-                "date_to": "2021-05-01",
-                "window": {"value": 1, "unit": "hour"},
-            });
-            if let Some(g) = global {
-                let fs: Vec<Value> = g.iter().map(|&(t, k, op, v)| filter(t, k, op, v)).collect();
-                q["properties"] = if or {
-                    json!({"type": "OR", "values": fs})
-                } else {
-                    Value::Array(fs)
+                    q["exclusions"] = json!([x]);
+                }
+                if let Some(g) = global {
+                    let fs: Vec<Value> =
+                        g.iter().map(|&(t, k, op, v)| filter(t, k, op, v)).collect();
+                    q["properties"] = if or {
+                        json!({"type": "OR", "values": fs})
+                    } else {
+                        Value::Array(fs)
+                    };
+                }
+                let aggs = [
+                    None,
+                    None,
+                    None,
+                    Some("distinct_id"),
+                    Some("group:0"),
+                    Some("group:1"),
+                    Some("event_property:plan"),
+                    Some("person_property:plan"),
+                ];
+                if let Some(a) = aggs[agg] {
+                    q["aggregation"] = json!(a);
+                }
+                let attribution = ["first_touch", "last_touch", "all_events", "step"][attr];
+                let mut b = match bd {
+                    0..=2 => None,
+                    3 => Some(json!({"property": "$browser"})),
+                    4 => Some(json!({"properties": ["$browser", "plan"]})),
+                    5 => Some(json!({"type": "person", "property": "plan"})),
+                    6 => Some(json!({"type": "person", "properties": ["plan", "it's"]})),
+                    7 => Some(json!({"type": "group", "group_type_index": 0, "property": "plan"})),
+                    8 => Some(json!({"type": "cohort", "cohorts": ["all", 1, 2, 3, 4]})),
+                    _ => Some(json!({"type": "event_metadata", "property": "plan"})),
                 };
-            }
-            let aggs = [
-                None,
-                None,
-                None,
-                Some("distinct_id"),
-                Some("group:0"),
-                Some("group:1"),
-                Some("event_property:plan"),
-                Some("person_property:plan"),
-            ];
-            if let Some(a) = aggs[agg] {
-                q["aggregation"] = json!(a);
-            }
-            let attribution = ["first_touch", "last_touch", "all_events", "step"][attr];
-            let mut b = match bd {
-                0..=2 => None,
-                3 => Some(json!({"property": "$browser"})),
-                4 => Some(json!({"properties": ["$browser", "plan"]})),
-                5 => Some(json!({"type": "person", "property": "plan"})),
-                6 => Some(json!({"type": "person", "properties": ["plan", "it's"]})),
-                7 => Some(json!({"type": "group", "group_type_index": 0, "property": "plan"})),
-                8 => Some(json!({"type": "cohort", "cohorts": ["all", 1, 2, 3, 4]})),
-                _ => Some(json!({"type": "event_metadata", "property": "plan"})),
-            };
-            if let Some(b) = b.as_mut() {
-                b["attribution"] = json!(attribution);
-                if attribution == "step" {
-                    b["attribution_step"] = json!(attr % 2);
+                if let Some(b) = b.as_mut() {
+                    b["attribution"] = json!(attribution);
+                    if attribution == "step" {
+                        b["attribution_step"] = json!(attr % 2);
+                    }
+                    if let Some(l) = limit {
+                        b["limit"] = json!(l);
+                    }
                 }
-                if let Some(l) = limit {
-                    b["limit"] = json!(l);
+                if let Some(b) = b {
+                    q["breakdown"] = b;
                 }
-            }
-            if let Some(b) = b {
-                q["breakdown"] = b;
-            }
-            q
-        })
+                q
+            },
+        )
 }
 
 fn close(a: Option<f64>, b: Option<f64>) -> bool {
