@@ -45,7 +45,7 @@ impl Parts for ChParts<'_> {
     }
 
     fn segment_keys(&self, q: &FunnelQuery) -> Result<Vec<String>, QueryError> {
-        let spec = spec_of(q, self.range, false)?;
+        let spec = spec_of(self.ch, q, self.range, false)?;
         let db = self.ch.database();
         let firsts = format!(
             "SELECT arraySort(groupArray((ts, seq)))[1].2 AS fs FROM ({}) \

@@ -114,11 +114,13 @@ pub(crate) fn funnel_of(q: &FunnelQuery, keep_breakdown: bool) -> FunnelQuery {
 /// The stage specs of a query: the funnel definition with the resolved
 /// range; without its breakdown when the kind ignores it.
 pub(crate) fn spec_of(
+    ch: &ClickHouse,
     q: &FunnelQuery,
     range: DateRange,
     keep_breakdown: bool,
 ) -> Result<FunnelSpec, QueryError> {
-    let spec = check_supported(&funnel_of(q, keep_breakdown))?;
+    // With this database's cohorts resolved (`check_supported` cannot).
+    let spec = ch.funnel_spec(&funnel_of(q, keep_breakdown))?;
     Ok(FunnelSpec {
         from_ms: range.from,
         to_ms: range.to,
@@ -143,7 +145,7 @@ pub(crate) fn run_kind(
         QueryKind::TimeToConvert => Ok(QueryResult::TimeToConvert(crate::ttc::run(
             ch,
             q,
-            &spec_of(q, range, false)?,
+            &spec_of(ch, q, range, false)?,
         )?)),
         QueryKind::FunnelPersons if q.entrance_period_start.is_some() => Ok(
             QueryResult::FunnelPersons(crate::trends::persons(ch, q, range)?),
@@ -151,21 +153,21 @@ pub(crate) fn run_kind(
         QueryKind::FunnelPersons => Ok(QueryResult::FunnelPersons(crate::persons::run(
             ch,
             q,
-            &spec_of(q, range, true)?,
+            &spec_of(ch, q, range, true)?,
         )?)),
         QueryKind::FunnelTrends => Ok(QueryResult::FunnelTrends(crate::trends::run(ch, q, range)?)),
         QueryKind::Correlation => Ok(QueryResult::Correlation(crate::correlation::run(
             ch,
             q,
-            &spec_of(q, range, false)?,
+            &spec_of(ch, q, range, false)?,
         )?)),
         QueryKind::CorrelationPersons => Ok(QueryResult::CorrelationPersons(
-            crate::correlation::persons(ch, q, &spec_of(q, range, false)?)?,
+            crate::correlation::persons(ch, q, &spec_of(ch, q, range, false)?)?,
         )),
         QueryKind::Paths => Ok(QueryResult::Paths(crate::paths::run(
             ch,
             q,
-            &spec_of(q, range, false)?,
+            &spec_of(ch, q, range, false)?,
         )?)),
         QueryKind::Diagnosis => Ok(QueryResult::Diagnosis(Box::new(crate::diagnosis::run(
             ch, q, range,

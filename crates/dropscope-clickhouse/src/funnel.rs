@@ -37,6 +37,8 @@ use crate::sql::quote_str;
 pub enum Touch {
     First,
     Last,
+    /// The value is the partition (`part`, see `events::Part`).
+    Part,
 }
 
 /// Everything the funnel SQL needs, already validated.
@@ -70,6 +72,9 @@ pub struct FunnelSpec {
     pub min_gap: Vec<Option<i64>>,
     /// `counting: totals`: one row per attempt (stage B).
     pub totals: bool,
+    /// Stage A's data side: actors, breakdown values, partitions,
+    /// first-time-for-user (`events.rs`).
+    pub data: crate::events::DataSpec,
 }
 
 impl FunnelSpec {
@@ -96,11 +101,13 @@ pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
     let attributed = match &s.breakdown {
         Some((_, Touch::First)) => "arrayFirst(b -> arrayExists(x -> x != '', b), B)",
         Some((_, Touch::Last)) => "arrayFirst(b -> arrayExists(x -> x != '', b), arrayReverse(B))",
-        None => "emptyArrayString()",
+        Some((_, Touch::Part)) | None => "emptyArrayString()",
     };
     let empty_bd = match &s.breakdown {
-        Some((keys, _)) => format!("[{}]", vec!["''"; keys.len()].join(", ")),
-        None => "emptyArrayString()".into(),
+        Some((keys, Touch::First | Touch::Last)) => {
+            format!("[{}]", vec!["''"; keys.len()].join(", "))
+        }
+        _ => "emptyArrayString()".into(),
     };
     let attributed = format!("if(length({attributed} AS bd_raw) = 0, {empty_bd}, bd_raw)");
     let persons = format!(
@@ -114,13 +121,15 @@ pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
     );
     // One subquery per layer: ClickHouse expands aliases in place, so
     // each layer only refers to the previous layers' columns.
+    // Partition values are tagged (see `events::Part`): the shown value
+    // drops the tag.
     let bd = if s.totals {
         // The engine tallies every attempt under one key (no breakdown).
         "emptyArrayString()"
-    } else if s.breakdown.is_some() {
+    } else if matches!(s.breakdown, Some((_, Touch::First | Touch::Last))) {
         "bdv"
     } else {
-        "part"
+        "arrayMap(x -> substring(x, 2), part)"
     };
     if s.totals {
         sql = layered(sql, &["T", "M", "X", "B", "I"], totals_layers(s));

@@ -8,10 +8,19 @@
 //! canonical id differs from their own id get a row in `person_overrides`,
 //! which queries apply at read time.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use dropscope_core::event::Event;
-use serde_json::Value;
+use dropscope_core::event::{value_string_form, Event, PersonRecord};
+use serde_json::{Map, Value};
+
+/// Current properties of one person: key → string form (`None` = JSON null,
+/// which filters and breakdowns treat as missing but which still blocks a
+/// later `$set_once`).
+pub type Props = BTreeMap<String, Option<String>>;
+
+/// A person's state row for `person_props`: (canonical id, properties,
+/// person-record label, deleted).
+pub type PersonRow = (u64, Props, Option<String>, bool);
 
 #[derive(Debug, Default)]
 pub struct Identity {
@@ -21,6 +30,18 @@ pub struct Identity {
     parent: Vec<u64>,
     /// Override last written for a distinct id (0 = none).
     written: HashMap<String, u64>,
+    /// Person properties per canonical id, maintained exactly as the
+    /// embedded store does (SEMANTICS: `$set` overwrites, `$set_once` only
+    /// fills; on a join the joining person's values win and the other's
+    /// only fill keys it lacks).
+    props: HashMap<u64, Props>,
+    /// Person-record labels (`PersonRecord::id`) per canonical id, following
+    /// the store's rule (a join keeps the joining person's label).
+    labels: HashMap<u64, String>,
+    /// Canonical ids whose row must be (re)written.
+    dirty: BTreeSet<u64>,
+    /// Ids with a live row in `person_props`.
+    rowed: HashSet<u64>,
 }
 
 impl Identity {
@@ -51,12 +72,117 @@ impl Identity {
         r
     }
 
-    fn union(&mut self, a: u64, b: u64) {
-        let (ra, rb) = (self.find(a), self.find(b));
-        if ra != rb {
-            let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
-            self.parent[(hi - 1) as usize] = lo;
+    /// Joins the person of `from` into the person of `into` (the store's
+    /// `merge(into, from)`): the canonical id is the smaller root; the
+    /// properties and label follow `into`.
+    fn union(&mut self, into: u64, from: u64) {
+        let (ri, rf) = (self.find(into), self.find(from));
+        if ri == rf {
+            return;
         }
+        let (lo, hi) = if ri < rf { (ri, rf) } else { (rf, ri) };
+        self.parent[(hi - 1) as usize] = lo;
+        let pi = self.props.remove(&ri);
+        let pf = self.props.remove(&rf);
+        if pi.is_some() || pf.is_some() {
+            let mut merged = pi.unwrap_or_default();
+            for (k, v) in pf.unwrap_or_default() {
+                merged.entry(k).or_insert(v);
+            }
+            self.props.insert(lo, merged);
+        }
+        let li = self.labels.remove(&ri);
+        self.labels.remove(&rf);
+        if let Some(l) = li {
+            self.labels.insert(lo, l);
+        }
+        self.dirty.insert(lo);
+        self.dirty.insert(hi);
+    }
+
+    /// Canonical id without path compression (read-only callers).
+    pub fn root(&self, id: u64) -> u64 {
+        let mut r = id;
+        while r != 0 && self.parent[(r - 1) as usize] != r {
+            r = self.parent[(r - 1) as usize];
+        }
+        r
+    }
+
+    /// The canonical person of a distinct id, if known.
+    pub fn person_of(&self, did: &str) -> Option<u64> {
+        self.ids.get(did).map(|&id| self.root(id))
+    }
+
+    /// Canonical persons whose person-record label is `label`.
+    pub fn persons_labelled(&self, label: &str) -> Vec<u64> {
+        let mut out: Vec<u64> = self
+            .labels
+            .iter()
+            .filter(|(id, l)| l.as_str() == label && self.root(**id) == **id)
+            .map(|(id, _)| *id)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Applies `$set` (`once == false`) or `$set_once` to a person.
+    pub fn set_props(&mut self, id: u64, set: &Map<String, Value>, once: bool) {
+        if set.is_empty() {
+            return;
+        }
+        let r = self.find(id);
+        let p = self.props.entry(r).or_default();
+        for (k, v) in set {
+            let v = (!v.is_null()).then(|| value_string_form(v));
+            if once {
+                p.entry(k.clone()).or_insert(v);
+            } else {
+                p.insert(k.clone(), v);
+            }
+        }
+        self.dirty.insert(r);
+    }
+
+    /// Rows for `person_props` of the persons changed since the last call.
+    pub fn take_person_rows(&mut self) -> Vec<PersonRow> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut out = Vec::new();
+        for id in dirty {
+            if self.find(id) != id {
+                if self.rowed.remove(&id) {
+                    out.push((id, Props::new(), None, true));
+                }
+                continue;
+            }
+            let props = self.props.get(&id).cloned().unwrap_or_default();
+            let label = self.labels.get(&id).cloned();
+            if props.is_empty() && label.is_none() && !self.rowed.contains(&id) {
+                continue;
+            }
+            self.rowed.insert(id);
+            out.push((id, props, label, false));
+        }
+        out
+    }
+
+    /// Restores a person's row from the database.
+    pub fn restore_person(&mut self, id: u64, props: Props, label: Option<String>) {
+        if id == 0 {
+            return;
+        }
+        while (self.parent.len() as u64) < id {
+            let n = self.parent.len() as u64 + 1;
+            self.parent.push(n);
+            self.names.push(String::new());
+        }
+        if !props.is_empty() {
+            self.props.insert(id, props);
+        }
+        if let Some(l) = label {
+            self.labels.insert(id, l);
+        }
+        self.rowed.insert(id);
     }
 
     /// The own id of a known distinct id (0 if unknown).
@@ -64,11 +190,13 @@ impl Identity {
         self.ids.get(did).copied().unwrap_or(0)
     }
 
-    /// A person record: joins its distinct ids. Returns the new ones.
-    pub fn person(&mut self, dids: &[String]) -> Vec<String> {
+    /// A person record: joins its distinct ids (the first one's person
+    /// absorbs the others), sets its label and properties. Returns the new
+    /// distinct ids.
+    pub fn person(&mut self, p: &PersonRecord) -> Vec<String> {
         let mut new = Vec::new();
         let mut first = None;
-        for d in dids {
+        for d in &p.distinct_ids {
             let (id, is_new) = self.ensure(d);
             if is_new {
                 new.push(d.clone());
@@ -77,6 +205,21 @@ impl Identity {
                 None => first = Some(id),
                 Some(f) => self.union(f, id),
             }
+        }
+        if let Some(f) = first {
+            let r = self.find(f);
+            // The label is the record's id, or its first distinct id (then
+            // it names a distinct id and is found as one).
+            let had = self.labels.contains_key(&r);
+            if p.id.is_empty() {
+                self.labels.remove(&r);
+            } else {
+                self.labels.insert(r, p.id.clone());
+            }
+            if had || !p.id.is_empty() {
+                self.dirty.insert(r);
+            }
+            self.set_props(r, &p.properties, false);
         }
         new
     }
@@ -102,6 +245,13 @@ impl Identity {
                 }
                 self.union(id, oid);
             }
+        }
+        // Person properties, after the join (as the store applies them).
+        if let Some(Value::Object(set)) = e.properties.get("$set") {
+            self.set_props(id, set, false);
+        }
+        if let Some(Value::Object(set)) = e.properties.get("$set_once") {
+            self.set_props(id, set, true);
         }
         new
     }
@@ -144,23 +294,54 @@ impl Identity {
                 self.parent.push(id);
                 self.names.push(String::new());
             }
-            self.union(own, pid);
+            let (ra, rb) = (self.find(own), self.find(pid));
+            if ra != rb {
+                let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+                self.parent[(hi - 1) as usize] = lo;
+            }
             self.written.insert(did.to_string(), pid);
         }
     }
 
     /// Canonical person id of every distinct id.
     pub fn snapshot(&self) -> HashMap<String, u64> {
-        let mut me = Identity {
-            ids: self.ids.clone(),
-            names: self.names.clone(),
-            parent: self.parent.clone(),
-            written: HashMap::new(),
-        };
         self.ids
             .iter()
-            .map(|(d, &id)| (d.clone(), me.find(id)))
+            .map(|(d, &id)| (d.clone(), self.root(id)))
             .collect()
+    }
+}
+
+/// Group type slots (`$group_0` .. `$group_4`), assigned as the embedded
+/// store assigns them: a group record names its slot; `$groups` on an event
+/// and `$groupidentify` take the slot of their type, or the first free one.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct GroupTypes {
+    pub types: Vec<String>,
+}
+
+impl GroupTypes {
+    pub fn set_type(&mut self, idx: u8, name: &str) {
+        let i = idx as usize;
+        if self.types.len() <= i {
+            self.types.resize(i + 1, String::new());
+        }
+        self.types[i] = name.to_string();
+    }
+
+    pub fn index_for(&mut self, name: &str) -> Option<u8> {
+        if let Some(i) = self.types.iter().position(|t| t == name) {
+            return Some(i as u8);
+        }
+        if let Some(i) = self.types.iter().position(|t| t.is_empty()) {
+            self.types[i] = name.to_string();
+            return Some(i as u8);
+        }
+        if self.types.len() < 5 {
+            self.types.push(name.to_string());
+            return Some((self.types.len() - 1) as u8);
+        }
+        None
     }
 }
 
@@ -191,7 +372,11 @@ mod tests {
         ));
         assert_eq!(id.take_changed(), vec![("user".to_string(), 1)]);
         assert!(id.take_changed().is_empty());
-        id.person(&["x".into(), "user".into()]);
+        id.person(&PersonRecord {
+            id: String::new(),
+            distinct_ids: vec!["x".into(), "user".into()],
+            properties: Map::new(),
+        });
         let s = id.snapshot();
         assert_eq!(s["x"], 1);
         assert_eq!(id.take_changed(), vec![("x".to_string(), 1)]);

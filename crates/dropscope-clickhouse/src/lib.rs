@@ -23,6 +23,7 @@ pub mod ttc;
 
 use std::collections::{HashMap, HashSet};
 
+use dropscope_core::event::{value_string_form, CohortRecord, Event};
 use dropscope_core::query::{
     Attribution, BreakdownType, Counting, FunnelOrder, FunnelQuery, QueryKind, StepMath, Window,
 };
@@ -33,9 +34,10 @@ use dropscope_store::Record;
 use dropscope_testkit::Backend;
 use serde_json::{json, Value};
 
+use events::{ActorKind, DataSpec, Part};
 use funnel::{FunnelSpec, Touch};
 pub use http::Http;
-use identity::Identity;
+use identity::{GroupTypes, Identity};
 use sql::{check_ident, quote_str};
 
 /// Rows per INSERT request.
@@ -73,6 +75,68 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
            own_id UInt64\
          ) ENGINE = ReplacingMergeTree() ORDER BY distinct_id",
     ),
+    (
+        4,
+        "ALTER TABLE {db}.events \
+           ADD COLUMN prop_lower Array(String), \
+           ADD COLUMN prop_nums Array(UInt64), \
+           ADD COLUMN el_chain UInt8, \
+           ADD COLUMN el_attrs Array(String), \
+           ADD COLUMN el_values Array(String), \
+           ADD COLUMN el_nulls Array(UInt8), \
+           ADD COLUMN el_lower Array(String), \
+           ADD COLUMN el_nums Array(UInt64)",
+    ),
+    (
+        5,
+        "CREATE TABLE IF NOT EXISTS {db}.person_props (\
+           person_id UInt64, \
+           keys Array(String), \
+           values Array(String), \
+           nulls Array(UInt8), \
+           lowers Array(String), \
+           nums Array(UInt64), \
+           label String, \
+           has_label UInt8, \
+           deleted UInt8, \
+           version UInt64\
+         ) ENGINE = ReplacingMergeTree(version) ORDER BY person_id",
+    ),
+    (
+        6,
+        "CREATE TABLE IF NOT EXISTS {db}.person_history (\
+           distinct_id String, \
+           timestamp Int64, \
+           seq UInt64, \
+           kind UInt8, \
+           keys Array(String), \
+           values Array(String), \
+           nulls Array(UInt8)\
+         ) ENGINE = MergeTree() ORDER BY (distinct_id, timestamp, seq)",
+    ),
+    (
+        7,
+        "CREATE TABLE IF NOT EXISTS {db}.group_props (\
+           group_type_index UInt8, \
+           group_key String, \
+           key String, \
+           value String, \
+           is_null UInt8, \
+           lower String, \
+           num UInt64, \
+           seq UInt64\
+         ) ENGINE = MergeTree() ORDER BY (group_type_index, group_key, key, seq)",
+    ),
+    (
+        8,
+        "CREATE TABLE IF NOT EXISTS {db}.group_types (types Array(String), version UInt64) \
+         ENGINE = MergeTree() ORDER BY version",
+    ),
+    (
+        9,
+        "CREATE TABLE IF NOT EXISTS {db}.cohorts (id UInt64, record String, version UInt64) \
+         ENGINE = ReplacingMergeTree(version) ORDER BY id",
+    ),
 ];
 
 /// A ClickHouse database holding one dropscope project.
@@ -86,6 +150,12 @@ pub struct ClickHouse {
     version: u64,
     /// Event uuids stored by this process (duplicates are skipped).
     uuids: HashSet<u128>,
+    /// Group type slots (as the store assigns them).
+    groups: GroupTypes,
+    /// Next `group_props` sequence number (last write wins).
+    gseq: u64,
+    /// Cohorts by id (small; their SQL is compiled per query).
+    cohorts: Vec<CohortRecord>,
 }
 
 impl ClickHouse {
@@ -101,6 +171,9 @@ impl ClickHouse {
             seq: 0,
             version: 0,
             uuids: HashSet::new(),
+            groups: GroupTypes::default(),
+            gseq: 0,
+            cohorts: Vec::new(),
         };
         ch.migrate()?;
         ch.restore()?;
@@ -180,9 +253,69 @@ impl ClickHouse {
             self.seq = r["data"][0]["s"].as_u64().unwrap_or(0) + 1;
         }
         let r = self.select_json(&format!(
-            "SELECT max(version) AS v FROM {db}.person_overrides FORMAT JSON"
+            "SELECT person_id AS p, argMax(keys, version) AS k, argMax(values, version) AS v, \
+             argMax(nulls, version) AS z, argMax(label, version) AS l, argMax(has_label, version) AS hl, \
+             argMax(deleted, version) AS d FROM {db}.person_props GROUP BY person_id HAVING d = 0 FORMAT JSON"
         ))?;
-        self.version = r["data"][0]["v"].as_u64().unwrap_or(0);
+        for row in r["data"].as_array().into_iter().flatten() {
+            let strs = |k: &str| -> Vec<String> {
+                row[k]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| x.as_str().unwrap_or_default().to_string())
+                    .collect()
+            };
+            let nulls: Vec<u64> = row["z"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| x.as_u64().unwrap_or(0))
+                .collect();
+            let props = strs("k")
+                .into_iter()
+                .zip(strs("v"))
+                .zip(nulls)
+                .map(|((k, v), z)| (k, (z == 0).then_some(v)))
+                .collect();
+            let label = (row["hl"].as_u64() == Some(1))
+                .then(|| row["l"].as_str().unwrap_or_default().to_string());
+            self.identity
+                .restore_person(row["p"].as_u64().unwrap_or(0), props, label);
+        }
+        let r = self.select_json(&format!(
+            "SELECT argMax(types, version) AS t, count() AS c FROM {db}.group_types FORMAT JSON"
+        ))?;
+        if r["data"][0]["c"].as_u64().unwrap_or(0) > 0 {
+            self.groups.types = r["data"][0]["t"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect();
+        }
+        let r = self.select_json(&format!(
+            "SELECT max(seq) AS s, count() AS c FROM {db}.group_props FORMAT JSON"
+        ))?;
+        if r["data"][0]["c"].as_u64().unwrap_or(0) > 0 {
+            self.gseq = r["data"][0]["s"].as_u64().unwrap_or(0) + 1;
+        }
+        let r = self.select_json(&format!(
+            "SELECT argMax(record, version) AS r FROM {db}.cohorts GROUP BY id ORDER BY id FORMAT JSON"
+        ))?;
+        for row in r["data"].as_array().into_iter().flatten() {
+            if let Ok(c) = serde_json::from_str::<CohortRecord>(row["r"].as_str().unwrap_or("")) {
+                self.cohorts.push(c);
+            }
+        }
+        let mut version = 0;
+        for t in ["person_overrides", "person_props", "group_types", "cohorts"] {
+            let r = self.select_json(&format!(
+                "SELECT max(version) AS v FROM {db}.{t} FORMAT JSON"
+            ))?;
+            version = version.max(r["data"][0]["v"].as_u64().unwrap_or(0));
+        }
+        self.version = version;
         Ok(())
     }
 
@@ -206,50 +339,62 @@ impl ClickHouse {
         Ok(())
     }
 
-    /// Stores records: identity joins are resolved here (union-find over
-    /// distinct ids, as the embedded store does); events are inserted in
-    /// batches with their distinct id's own person id, and distinct ids
-    /// whose person changed get an override row.
+    /// Stores records: identity joins and person properties are resolved
+    /// here exactly as the embedded store resolves them (union-find over
+    /// distinct ids, `$set`/`$set_once`, group slots); events are inserted
+    /// in batches with their distinct id's own person id, distinct ids whose
+    /// person changed get an override row, persons whose properties changed
+    /// get a `person_props` row.
     pub fn append(&mut self, records: &[Record]) -> Result<(), String> {
         let mut events = Vec::new();
+        let mut history = Vec::new();
+        let mut group_rows = Vec::new();
+        let mut cohort_rows = Vec::new();
+        let groups_before = self.groups.clone();
         let mut new_dids: Vec<String> = Vec::new();
         for r in records {
             match r {
                 Record::Person(p) => {
-                    new_dids.extend(self.identity.person(&p.distinct_ids));
+                    new_dids.extend(self.identity.person(p));
+                    if let Some(d) = p.distinct_ids.first() {
+                        if !p.properties.is_empty() {
+                            history.push(history_row(d, 0, self.seq, 3, &p.properties));
+                        }
+                    }
+                }
+                Record::Group(g) => {
+                    self.groups.set_type(g.group_type_index, &g.group_type);
+                    for (k, v) in &g.properties {
+                        group_rows.push(group_row(g.group_type_index, &g.key, k, v, self.gseq));
+                        self.gseq += 1;
+                    }
+                }
+                Record::Cohort(c) => {
+                    self.cohorts.retain(|x| x.id != c.id);
+                    self.cohorts.push(c.clone());
+                    cohort_rows.push(c.clone());
                 }
                 Record::Event(e) => {
                     if !self.uuids.insert(e.uuid) {
                         continue;
                     }
                     new_dids.extend(self.identity.event(e));
-                    let own = self.identity.own_id(&e.distinct_id);
-                    let mut keys = Vec::new();
-                    let mut values = Vec::new();
-                    for (k, v) in &e.properties {
-                        if v.is_null() {
-                            continue;
+                    for (kind, key) in [(1u8, "$set"), (2, "$set_once")] {
+                        if let Some(Value::Object(set)) = e.properties.get(key) {
+                            history.push(history_row(
+                                &e.distinct_id,
+                                e.timestamp,
+                                self.seq,
+                                kind,
+                                set,
+                            ));
                         }
-                        keys.push(k.as_str());
-                        values.push(dropscope_core::event::value_string_form(v));
                     }
-                    events.push(
-                        json!({
-                            "uuid": dropscope_core::event::format_uuid(e.uuid),
-                            "event": e.event,
-                            "distinct_id": e.distinct_id,
-                            "person_id": own,
-                            "timestamp": e.timestamp,
-                            "seq": self.seq,
-                            "prop_keys": keys,
-                            "prop_values": values,
-                        })
-                        .to_string(),
-                    );
+                    let extra = self.group_effects(e, &mut group_rows);
+                    let own = self.identity.own_id(&e.distinct_id);
+                    events.push(self.event_row(e, own, &extra));
                     self.seq += 1;
                 }
-                // Groups and cohorts are not used by the supported queries.
-                Record::Group(_) | Record::Cohort(_) => {}
             }
         }
         let dids: Vec<String> = new_dids
@@ -258,18 +403,135 @@ impl ClickHouse {
             .collect();
         self.insert("distinct_ids", &dids)?;
         self.insert("events", &events)?;
+        self.insert("person_history", &history)?;
+        self.insert("group_props", &group_rows)?;
         let changed = self.identity.take_changed();
-        if !changed.is_empty() {
-            self.version += 1;
-            let rows: Vec<String> = changed
-                .iter()
-                .map(|(d, p)| {
-                    json!({"distinct_id": d, "person_id": p, "version": self.version}).to_string()
-                })
-                .collect();
-            self.insert("person_overrides", &rows)?;
+        let persons = self.identity.take_person_rows();
+        let types_changed = self.groups != groups_before;
+        if changed.is_empty() && persons.is_empty() && !types_changed && cohort_rows.is_empty() {
+            return Ok(());
         }
+        self.version += 1;
+        let version = self.version;
+        let rows: Vec<String> = changed
+            .iter()
+            .map(|(d, p)| json!({"distinct_id": d, "person_id": p, "version": version}).to_string())
+            .collect();
+        self.insert("person_overrides", &rows)?;
+        let rows: Vec<String> = persons
+            .iter()
+            .map(|(id, props, label, deleted)| {
+                let keys: Vec<&String> = props.keys().collect();
+                let values: Vec<&str> =
+                    props.values().map(|v| v.as_deref().unwrap_or("")).collect();
+                let nulls: Vec<u8> = props.values().map(|v| u8::from(v.is_none())).collect();
+                json!({
+                    "person_id": id,
+                    "keys": keys,
+                    "values": values,
+                    "nulls": nulls,
+                    "lowers": values.iter().map(|v| sql::lower_form(v)).collect::<Vec<_>>(),
+                    "nums": values.iter().map(|v| sql::num_key(v)).collect::<Vec<_>>(),
+                    "label": label.as_deref().unwrap_or(""),
+                    "has_label": u8::from(label.is_some()),
+                    "deleted": u8::from(*deleted),
+                    "version": version,
+                })
+                .to_string()
+            })
+            .collect();
+        self.insert("person_props", &rows)?;
+        if types_changed {
+            let row = json!({"types": self.groups.types, "version": version}).to_string();
+            self.insert("group_types", &[row])?;
+        }
+        let rows: Vec<String> = cohort_rows
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id,
+                    "record": serde_json::to_string(c).unwrap_or_default(),
+                    "version": version,
+                })
+                .to_string()
+            })
+            .collect();
+        self.insert("cohorts", &rows)?;
         Ok(())
+    }
+
+    /// `$groups` and `$groupidentify` of an event, as the store applies
+    /// them: returns the `$group_N` properties the event gains, and records
+    /// group property writes.
+    fn group_effects(&mut self, e: &Event, rows: &mut Vec<String>) -> Vec<(String, Value)> {
+        let mut extra = Vec::new();
+        if let Some(Value::Object(gs)) = e.properties.get("$groups") {
+            for (gtype, key) in gs {
+                if let Some(idx) = self.groups.index_for(gtype) {
+                    let name = format!("$group_{idx}");
+                    if !e.properties.contains_key(&name) {
+                        extra.push((name, key.clone()));
+                    }
+                }
+            }
+        }
+        if e.event == "$groupidentify" {
+            let gtype = e.properties.get("$group_type").and_then(Value::as_str);
+            let gkey = e.properties.get("$group_key").map(value_string_form);
+            if let (Some(gtype), Some(gkey)) = (gtype, gkey) {
+                if let Some(idx) = self.groups.index_for(gtype) {
+                    if let Some(Value::Object(set)) = e.properties.get("$group_set") {
+                        for (k, v) in set {
+                            rows.push(group_row(idx, &gkey, k, v, self.gseq));
+                            self.gseq += 1;
+                        }
+                    }
+                }
+            }
+        }
+        extra
+    }
+
+    /// The `events` row of an event (JSON null properties are not stored:
+    /// every filter and breakdown treats them as missing).
+    fn event_row(&self, e: &Event, own: u64, extra: &[(String, Value)]) -> String {
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for (k, v) in e.properties.iter().chain(extra.iter().map(|(k, v)| (k, v))) {
+            if v.is_null() {
+                continue;
+            }
+            keys.push(k.as_str());
+            values.push(value_string_form(v));
+        }
+        let (mut attrs, mut evals, mut enulls) = (Vec::new(), Vec::new(), Vec::new());
+        let chain = e.properties.get(dropscope_core::event::ELEMENTS_KEY);
+        for el in chain.and_then(Value::as_array).into_iter().flatten() {
+            for (k, v) in el.as_object().into_iter().flatten() {
+                attrs.push(k.as_str());
+                evals.push(value_string_form(v));
+                enulls.push(u8::from(v.is_null()));
+            }
+        }
+        json!({
+            "uuid": dropscope_core::event::format_uuid(e.uuid),
+            "event": e.event,
+            "distinct_id": e.distinct_id,
+            "person_id": own,
+            "timestamp": e.timestamp,
+            "seq": self.seq,
+            "prop_keys": keys,
+            "prop_lower": values.iter().map(|v| sql::lower_form(v)).collect::<Vec<_>>(),
+            "prop_nums": values.iter().map(|v| sql::num_key(v)).collect::<Vec<_>>(),
+            "prop_values": values,
+            "el_chain": u8::from(chain.is_some()),
+            "el_attrs": attrs,
+            "el_lower": evals.iter().map(|v| sql::lower_form(v)).collect::<Vec<_>>(),
+            "el_nums": evals.iter().map(|v| sql::num_key(v)).collect::<Vec<_>>(),
+            "el_values": evals,
+            "el_nulls": enulls,
+        })
+        .to_string()
     }
 
     fn earliest(&self) -> Result<Option<i64>, QueryError> {
@@ -286,7 +548,7 @@ impl ClickHouse {
 
     /// Answers a query. Only the supported subset (see [`check_supported`]).
     pub fn run(&self, q: &FunnelQuery) -> Result<QueryResult, QueryError> {
-        let spec0 = check_supported(q)?;
+        let spec0 = self.funnel_spec(q)?;
         let earliest = if q.date_from.as_deref().map(str::trim) == Some("all") {
             self.earliest()?
         } else {
@@ -330,15 +592,16 @@ impl ClickHouse {
             .as_ref()
             .and_then(|b| b.limit)
             .filter(|l| *l > 0);
-        let mut rows = breakdown_rows(&r, n);
+        let mut rows = breakdown_rows(q, &r, n);
         let mut r = r;
         if let Some(limit) = limit.filter(|l| rows.len() > *l) {
             // Keep the `limit` strongest values; count the rest as "Other"
             // in a second aggregation (medians cannot be merged afterwards).
             let keep: Vec<Vec<String>> = rows[..limit]
                 .iter()
-                .map(|(v, _)| {
-                    v.as_array()
+                .map(|(_, (_, row))| {
+                    row["bd"]
+                        .as_array()
                         .into_iter()
                         .flatten()
                         .map(|x| x.as_str().unwrap_or_default().to_string())
@@ -353,8 +616,8 @@ impl ClickHouse {
                 .select_json(&funnel::steps_sql(&self.db, &spec))
                 .map_err(QueryError::Backend)?;
             refuse_ambiguous_ties(&r)?;
-            let all = breakdown_rows(&r, n);
-            let other = json!(["Other"]);
+            let all = breakdown_rows(q, &r, n);
+            let other = bd_output(q, &json!(["Other"]));
             let (mut kept, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(|(v, _)| {
                 v != &other || keep.iter().any(|k| k.len() == 1 && k[0] == "Other")
             });
@@ -365,13 +628,7 @@ impl ClickHouse {
         let breakdowns = rows
             .into_iter()
             .map(|(v, (_, row))| BreakdownRow {
-                breakdown_display: v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|x| x.as_str().unwrap_or_default())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                breakdown_display: bd_display(&v),
                 breakdown_value: v,
                 steps: step_results(Some(&row), n, &names),
             })
@@ -425,6 +682,39 @@ impl ClickHouse {
     }
 }
 
+/// A `person_history` row: one `$set` (kind 1), `$set_once` (2) or person
+/// record (3) write, for properties as of a time.
+fn history_row(
+    did: &str,
+    ts: i64,
+    seq: u64,
+    kind: u8,
+    set: &serde_json::Map<String, Value>,
+) -> String {
+    let keys: Vec<&String> = set.keys().collect();
+    let values: Vec<String> = set.values().map(value_string_form).collect();
+    let nulls: Vec<u8> = set.values().map(|v| u8::from(v.is_null())).collect();
+    json!({"distinct_id": did, "timestamp": ts, "seq": seq, "kind": kind,
+           "keys": keys, "values": values, "nulls": nulls})
+    .to_string()
+}
+
+/// A `group_props` row: one property write (last write by `seq` wins).
+fn group_row(idx: u8, gkey: &str, k: &str, v: &Value, seq: u64) -> String {
+    let s = value_string_form(v);
+    json!({
+        "group_type_index": idx,
+        "group_key": gkey,
+        "key": k,
+        "is_null": u8::from(v.is_null()),
+        "lower": sql::lower_form(&s),
+        "num": sql::num_key(&s),
+        "value": s,
+        "seq": seq,
+    })
+    .to_string()
+}
+
 /// Refuses answers that depend on how the unordered engine assigns an
 /// event matching several steps (stage B's `amb` flag).
 fn refuse_ambiguous_ties(r: &Value) -> Result<(), QueryError> {
@@ -454,7 +744,7 @@ fn refuse_ambiguous_ties(r: &Value) -> Result<(), QueryError> {
 
 /// Breakdown rows of an aggregation answer: (value, (step counts, row)),
 /// ordered as the engine orders them.
-fn breakdown_rows(r: &Value, n: usize) -> Vec<(Value, (Vec<u64>, Value))> {
+fn breakdown_rows(q: &FunnelQuery, r: &Value, n: usize) -> Vec<(Value, (Vec<u64>, Value))> {
     let mut rows: Vec<(Value, (Vec<u64>, Value))> = r["data"]
         .as_array()
         .into_iter()
@@ -463,7 +753,7 @@ fn breakdown_rows(r: &Value, n: usize) -> Vec<(Value, (Vec<u64>, Value))> {
             let counts = (0..n)
                 .map(|k| row[format!("c{k}")].as_u64().unwrap_or(0))
                 .collect();
-            (row["bd"].clone(), (counts, row.clone()))
+            (bd_output(q, &row["bd"]), (counts, row.clone()))
         })
         .collect();
     dropscope_engine::funnel::sort_rows(&mut rows, |(c, _)| c);
@@ -523,17 +813,235 @@ fn step_results(row: Option<&Value>, n: usize, names: &[String]) -> Vec<StepResu
 /// Checks that a query is in the supported subset and compiles its SQL
 /// pieces (the date range is filled in later). Invalid queries are refused
 /// as [`QueryError::Invalid`] (the engine's validation), unsupported ones as
-/// [`QueryError::Unsupported`].
+/// [`QueryError::Unsupported`]. Cohorts are not resolved here (that needs
+/// the database's state): use [`ClickHouse::funnel_spec`] for SQL that runs.
 pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
     if q.kind != QueryKind::Funnel {
         return dispatch::check(q);
     }
-    dropscope_engine::plan::validate(q)?;
-    let unsupported = |what: &str| {
-        Err(QueryError::Unsupported(format!(
-            "{what} is not supported by the ClickHouse backend yet"
-        )))
+    compile(q, None)
+}
+
+impl ClickHouse {
+    /// [`check_supported`] with this database's cohorts resolved: the spec
+    /// every query kind's SQL is built from.
+    pub fn funnel_spec(&self, q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
+        if q.kind != QueryKind::Funnel {
+            return dispatch::check(q);
+        }
+        let data = sql::CohortData {
+            cohorts: &self.cohorts,
+            identity: &self.identity,
+        };
+        compile(q, Some(&data))
+    }
+}
+
+fn unsupported<T>(what: &str) -> Result<T, QueryError> {
+    Err(QueryError::Unsupported(format!(
+        "{what} is not supported by the ClickHouse backend yet"
+    )))
+}
+
+/// The actor expression of an aggregation (the engine's
+/// `parse_aggregation`; SEMANTICS rule 13).
+fn actor_kind(a: Option<&str>) -> Result<ActorKind, QueryError> {
+    let Some(a) = a.map(str::trim).filter(|a| !a.is_empty()) else {
+        return Ok(ActorKind::Person);
     };
+    if a == "person" || a == "person_id" {
+        return Ok(ActorKind::Person);
+    }
+    if a == "distinct_id" {
+        return Ok(ActorKind::Expr("distinct_id".into()));
+    }
+    if let Some(g) = a.strip_prefix("group:") {
+        let g: u8 = g.parse().ok().filter(|g| *g < 5).ok_or_else(|| {
+            QueryError::invalid(
+                "aggregation",
+                format!("group index must be 0..4, got {g:?}"),
+            )
+        })?;
+        return Ok(ActorKind::Expr(sql::prop_value(&format!("$group_{g}"))));
+    }
+    if let Some(k) = a
+        .strip_prefix("event_property:")
+        .or_else(|| a.strip_prefix("properties."))
+    {
+        return Ok(ActorKind::Expr(sql::prop_value(k)));
+    }
+    if let Some(k) = a
+        .strip_prefix("person_property:")
+        .or_else(|| a.strip_prefix("person.properties."))
+    {
+        return Ok(ActorKind::Expr(sql::person_value(k)));
+    }
+    Err(QueryError::invalid(
+        "aggregation",
+        format!("unknown aggregation {a:?}: use person, group:N, event_property:<key>, distinct_id or person_property:<key>"),
+    ))
+}
+
+/// The breakdown: (keys, attribution) for stage B, and stage A's value
+/// expression and partitioning (the engine's `compile_breakdown`).
+type CompiledBreakdown = (Option<(Vec<String>, Touch)>, Option<String>, Part);
+
+fn compile_breakdown(q: &FunnelQuery, sc: sql::Scope<'_>) -> Result<CompiledBreakdown, QueryError> {
+    let Some(b) = &q.breakdown else {
+        return Ok((None, None, Part::None));
+    };
+    let kind = b.kind.unwrap_or_default();
+    let keys: Vec<String> = match (&b.properties, &b.property) {
+        (Some(ps), _) if !ps.is_empty() => ps.clone(),
+        (_, Some(p)) => vec![p.clone()],
+        _ if kind == BreakdownType::Cohort => vec![],
+        _ => {
+            return Err(QueryError::invalid(
+                "breakdown.property",
+                "a breakdown needs `property` or `properties`",
+            ))
+        }
+    };
+    let attribution = b.attribution.unwrap_or_default();
+    let step = match attribution {
+        Attribution::Step => b.attribution_step.ok_or_else(|| {
+            QueryError::invalid(
+                "breakdown.attribution_step",
+                "attribution `step` needs attribution_step",
+            )
+        })?,
+        _ => 0,
+    };
+    if attribution == Attribution::Step && step >= q.steps.len() {
+        return Err(QueryError::invalid(
+            "breakdown.attribution_step",
+            format!("step {step} does not exist"),
+        ));
+    }
+    if attribution == Attribution::Step && q.order == FunnelOrder::Unordered && step != 0 {
+        return Err(QueryError::invalid(
+            "breakdown.attribution_step",
+            "unordered funnels only support step attribution on step 0",
+        ));
+    }
+    if kind == BreakdownType::Group && b.group_type_index.is_none() {
+        return Err(QueryError::invalid(
+            "breakdown.group_type_index",
+            "group breakdowns need group_type_index",
+        ));
+    }
+    if kind == BreakdownType::Cohort {
+        let ids = b.cohorts.clone().unwrap_or_default();
+        if ids.is_empty() {
+            return Err(QueryError::invalid(
+                "breakdown.cohorts",
+                "a cohort breakdown needs cohort ids or \"all\"",
+            ));
+        }
+        let mut parts: Vec<(String, String)> = Vec::new();
+        for (i, c) in ids.iter().enumerate() {
+            let (id, cond) = if c.as_str() == Some("all") || c.as_u64() == Some(0) {
+                (0, "1".to_string())
+            } else {
+                let id = c
+                    .as_u64()
+                    .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+                    .ok_or_else(|| {
+                        QueryError::invalid(format!("breakdown.cohorts[{i}]"), "not a cohort id")
+                    })?;
+                (
+                    id,
+                    sql::cohort_sql(sc, id, &format!("breakdown.cohorts[{i}]"))?,
+                )
+            };
+            if parts.iter().any(|(v, _)| *v == id.to_string()) {
+                return unsupported("a cohort listed twice in a cohort breakdown");
+            }
+            parts.push((id.to_string(), cond));
+        }
+        return Ok((Some((vec![], Touch::Part)), None, Part::Cohorts(parts)));
+    }
+    let tagged = matches!(attribution, Attribution::AllEvents | Attribution::Step);
+    let gi = b.group_type_index.unwrap_or(0);
+    let values: Vec<String> = match (kind, tagged) {
+        (BreakdownType::Event | BreakdownType::EventMetadata, false) => {
+            keys.iter().map(|k| sql::prop_value(k)).collect()
+        }
+        (BreakdownType::Event | BreakdownType::EventMetadata, true) => {
+            keys.iter().map(|k| sql::prop_tagged(k)).collect()
+        }
+        (BreakdownType::Person, false) => keys.iter().map(|k| sql::person_value(k)).collect(),
+        (BreakdownType::Person, true) => keys.iter().map(|k| sql::person_tagged(k)).collect(),
+        (BreakdownType::Group, false) => vec![sql::group_value(gi, &keys[0])],
+        (BreakdownType::Group, true) => vec![sql::group_tagged(gi, &keys[0])],
+        (BreakdownType::Cohort, _) => unreachable!("handled above"),
+    };
+    let bd = format!("[{}]", values.join(", "));
+    let (touch, part) = match attribution {
+        Attribution::FirstTouch => (Touch::First, Part::None),
+        Attribution::LastTouch => (Touch::Last, Part::None),
+        Attribution::AllEvents => (Touch::Part, Part::Value),
+        Attribution::Step => {
+            if q.order != FunnelOrder::Ordered {
+                return unsupported("breakdown attribution `step` outside ordered funnels");
+            }
+            (Touch::Part, Part::Step(step))
+        }
+    };
+    let n = values.len();
+    let keys = if keys.len() == n {
+        keys
+    } else {
+        keys[..n].to_vec()
+    };
+    Ok((Some((keys, touch)), Some(bd), part))
+}
+
+/// The output value of a breakdown row from its raw `Array(String)` value
+/// (the engine's `bd_value`): cohort ids as numbers, group values as plain
+/// strings, everything else boxed as a list (`["Other"]` for the rest).
+fn bd_output(q: &FunnelQuery, raw: &Value) -> Value {
+    let kind = q
+        .breakdown
+        .as_ref()
+        .and_then(|b| b.kind)
+        .unwrap_or_default();
+    let first = raw
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    match kind {
+        BreakdownType::Group => Value::String(first),
+        BreakdownType::Cohort => match first.parse::<u64>() {
+            Ok(id) if raw.as_array().is_some_and(|a| a.len() == 1) => Value::from(id),
+            _ => raw.clone(),
+        },
+        _ => raw.clone(),
+    }
+}
+
+/// The engine's display label of a breakdown value.
+fn bd_display(v: &Value) -> String {
+    match v {
+        Value::Number(n) if n.as_u64() == Some(0) => "all users".into(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn compile(q: &FunnelQuery, data: Option<&sql::CohortData<'_>>) -> Result<FunnelSpec, QueryError> {
+    dropscope_engine::plan::validate(q)?;
+    let sc = sql::Scope::new(data);
+    if q.kind != QueryKind::Funnel {
+        return unsupported(&format!("query kind {:?}", q.kind));
+    }
     if q.counting == Counting::Totals && q.order == FunnelOrder::Unordered {
         return Err(QueryError::invalid(
             "counting",
@@ -545,62 +1053,45 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
     }
     let mut exclusions = Vec::new();
     for (i, x) in q.exclusions.iter().enumerate() {
-        exclusions.push(sql::step_condition(
+        exclusions.push(sql::step_condition_in(
+            sc,
             x.event.as_deref(),
             x.action.as_ref(),
             x.properties.as_ref(),
             &format!("exclusions[{i}]"),
+            true,
         )?);
-    }
-    if let Some(a) = q.aggregation.as_deref().map(str::trim) {
-        if !a.is_empty() && a != "person" && a != "person_id" {
-            return unsupported(&format!("aggregation {a:?}"));
-        }
     }
     dropscope_core::time::parse_tz(q.timezone.as_deref())?;
     let mut steps = Vec::new();
+    let mut first_time = Vec::new();
     for (i, s) in q.steps.iter().enumerate() {
-        if matches!(
-            s.math,
-            Some(StepMath::FirstTimeForUser) | Some(StepMath::FirstTimeForUserWithFilters)
-        ) {
-            return unsupported("first-time-for-user steps");
-        }
-        steps.push(sql::step_condition(
+        let field = format!("steps[{i}]");
+        let cond = sql::step_condition_in(
+            sc,
             s.event.as_deref(),
             s.action.as_ref(),
             s.properties.as_ref(),
-            &format!("steps[{i}]"),
-        )?);
+            &field,
+            true,
+        )?;
+        first_time.push(match s.math {
+            Some(StepMath::FirstTimeForUser) => Some(sql::step_condition_in(
+                sc,
+                s.event.as_deref(),
+                s.action.as_ref(),
+                s.properties.as_ref(),
+                &field,
+                false,
+            )?),
+            Some(StepMath::FirstTimeForUserWithFilters) => Some(cond.clone()),
+            _ => None,
+        });
+        steps.push(cond);
     }
-    let global = sql::filters(q.properties.as_ref(), "properties")?;
-    let breakdown = match &q.breakdown {
-        None => None,
-        Some(b) => {
-            if !matches!(b.kind, None | Some(BreakdownType::Event)) {
-                return unsupported(&format!("breakdown type {:?}", b.kind.unwrap_or_default()));
-            }
-            let keys: Vec<String> = match (&b.properties, &b.property) {
-                (Some(ps), _) if !ps.is_empty() => ps.clone(),
-                (_, Some(p)) => vec![p.clone()],
-                _ => {
-                    return Err(QueryError::invalid(
-                        "breakdown.property",
-                        "a breakdown needs `property` or `properties`",
-                    ))
-                }
-            };
-            let touch = match b.attribution.unwrap_or_default() {
-                Attribution::FirstTouch => Touch::First,
-                Attribution::LastTouch => Touch::Last,
-                other => return unsupported(&format!("breakdown attribution {other:?}")),
-            };
-            if b.cohorts.is_some() {
-                return unsupported("breakdown cohorts");
-            }
-            Some((keys, touch))
-        }
-    };
+    let global = sql::filters_in(sc, q.properties.as_ref(), "properties")?;
+    let actor = actor_kind(q.aggregation.as_deref())?;
+    let (breakdown, bd, part) = compile_breakdown(q, sc)?;
     Ok(FunnelSpec {
         steps,
         global,
@@ -629,6 +1120,12 @@ pub fn check_supported(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
             .iter()
             .map(|s| s.min_gap.as_ref().and_then(Window::ms))
             .collect(),
+        data: DataSpec {
+            actor,
+            bd,
+            part,
+            first_time,
+        },
     })
 }
 

@@ -50,24 +50,129 @@ pub fn check_ident(s: &str) -> Result<&str, String> {
     }
 }
 
+/// What `lower_form` stores: `''` for ASCII text (ClickHouse's `lower`
+/// gives Rust's lowercase there), else Rust's `to_lowercase` (which
+/// ClickHouse's `lowerUTF8` does not match on every script).
+pub fn lower_form(s: &str) -> String {
+    if s.is_ascii() {
+        String::new()
+    } else {
+        s.to_lowercase()
+    }
+}
+
+/// An order-preserving key of a value's number (Rust's `f64` parse, as the
+/// engine compares with `gt`/`lt`): 0 = not a number (or NaN, which never
+/// compares); −0 is 0.
+pub fn num_key(s: &str) -> u64 {
+    match s.parse::<f64>() {
+        Ok(f) if !f.is_nan() => {
+            let f = if f == 0.0 { 0.0 } else { f };
+            let b = f.to_bits();
+            if b >> 63 == 0 {
+                b | (1 << 63)
+            } else {
+                !b
+            }
+        }
+        _ => 0,
+    }
+}
+
 /// The value of event property `key` (`''` when missing).
 pub fn prop_value(key: &str) -> String {
     format!("prop_values[indexOf(prop_keys, {})]", quote_str(key))
 }
 
-fn prop_present(key: &str) -> String {
-    format!("has(prop_keys, {})", quote_str(key))
+/// Column prefix of the person properties joined to each event row
+/// (`pkeys`, `pvalues`, `plowers`, `pnums`; see `events.rs`).
+pub const PERSON_COLS: &str = "p";
+
+/// Column prefix of the properties of the event's group of type `g`.
+pub fn group_cols(g: u8) -> String {
+    format!("g{g}")
 }
 
-/// Compiles filters on event properties into a boolean SQL expression
-/// (`None` = no filter). Other filter types and operators are refused as
-/// unsupported; malformed filters as invalid, like the embedded engine.
+/// The value of person property `key` of the event's person (`''` when
+/// missing).
+pub fn person_value(key: &str) -> String {
+    kv_value(PERSON_COLS, key)
+}
+
+/// The value of property `key` of the event's group of type `g`.
+pub fn group_value(g: u8, key: &str) -> String {
+    kv_value(&group_cols(g), key)
+}
+
+/// Tagged values for partitions (see `events::Part`): `s<value>` of event
+/// property `key`.
+pub fn prop_tagged(key: &str) -> String {
+    format!("concat('s', {})", prop_value(key))
+}
+
+/// Tagged person property: `m` missing, `z` JSON null, else `s<value>`.
+pub fn person_tagged(key: &str) -> String {
+    kv_tagged(PERSON_COLS, key)
+}
+
+/// Tagged group property (as [`person_tagged`]).
+pub fn group_tagged(g: u8, key: &str) -> String {
+    kv_tagged(&group_cols(g), key)
+}
+
+fn kv_tagged(prefix: &str, key: &str) -> String {
+    let k = quote_str(key);
+    format!(
+        "if(has({prefix}null_keys, {k}), 'z', if(indexOf({prefix}keys, {k}) = 0, 'm', concat('s', {})))",
+        kv_value(prefix, key)
+    )
+}
+
+fn kv_value(prefix: &str, key: &str) -> String {
+    format!("{prefix}values[indexOf({prefix}keys, {})]", quote_str(key))
+}
+
+/// Cohorts as a query sees them: the records and the identity state that
+/// resolves static members to canonical persons.
+pub struct CohortData<'a> {
+    pub cohorts: &'a [dropscope_core::event::CohortRecord],
+    pub identity: &'a crate::identity::Identity,
+}
+
+/// Compile context: cohorts (`None`: only checking — cohort conditions
+/// become an identifier ClickHouse rejects, so such SQL can never run).
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    pub data: Option<&'a CohortData<'a>>,
+    depth: usize,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(data: Option<&'a CohortData<'a>>) -> Scope<'a> {
+        Scope { data, depth: 0 }
+    }
+}
+
+/// Compiles filters into a boolean SQL expression over an event row
+/// (`None` = no filter). Unsupported operators are refused as unsupported;
+/// malformed filters as invalid, like the embedded engine. Cohort filters
+/// need [`filters_in`] with cohort data.
 pub fn filters(f: Option<&PropertyFilters>, field: &str) -> Result<Option<String>, QueryError> {
+    filters_in(Scope::new(None), f, field)
+}
+
+/// [`filters`] with cohorts.
+pub fn filters_in(
+    sc: Scope<'_>,
+    f: Option<&PropertyFilters>,
+    field: &str,
+) -> Result<Option<String>, QueryError> {
     let Some(f) = f else { return Ok(None) };
     match f {
         PropertyFilters::List(items) if items.is_empty() => Ok(None),
-        PropertyFilters::List(items) => Ok(Some(items_sql(items, GroupOp::And, field)?)),
+        PropertyFilters::List(items) => Ok(Some(items_sql(sc, items, GroupOp::And, field)?)),
         PropertyFilters::Group(g) => Ok(Some(items_sql(
+            sc,
             &g.values,
             g.kind,
             &format!("{field}.values"),
@@ -75,7 +180,12 @@ pub fn filters(f: Option<&PropertyFilters>, field: &str) -> Result<Option<String
     }
 }
 
-fn items_sql(items: &[PropertyFilterItem], op: GroupOp, field: &str) -> Result<String, QueryError> {
+fn items_sql(
+    sc: Scope<'_>,
+    items: &[PropertyFilterItem],
+    op: GroupOp,
+    field: &str,
+) -> Result<String, QueryError> {
     if items.is_empty() {
         // Empty AND and empty OR both let everything through (as the engine).
         return Ok("1".into());
@@ -84,8 +194,10 @@ fn items_sql(items: &[PropertyFilterItem], op: GroupOp, field: &str) -> Result<S
     for (i, it) in items.iter().enumerate() {
         let f = format!("{field}[{i}]");
         parts.push(match it {
-            PropertyFilterItem::Group(g) => items_sql(&g.values, g.kind, &format!("{f}.values"))?,
-            PropertyFilterItem::Filter(p) => leaf_sql(p, &f)?,
+            PropertyFilterItem::Group(g) => {
+                items_sql(sc, &g.values, g.kind, &format!("{f}.values"))?
+            }
+            PropertyFilterItem::Filter(p) => leaf_sql(sc, p, &f)?,
         });
     }
     let joiner = match op {
@@ -95,98 +207,362 @@ fn items_sql(items: &[PropertyFilterItem], op: GroupOp, field: &str) -> Result<S
     Ok(format!("({})", parts.join(joiner)))
 }
 
-fn leaf_sql(p: &PropertyFilter, field: &str) -> Result<String, QueryError> {
-    let kind = p.kind.unwrap_or_default();
-    if kind != FilterType::Event {
+/// A compiled value test (the engine's `filter::Test`).
+struct Test {
+    op: Operator,
+    values: Vec<String>,
+    /// `numbers.first()` of the engine: the first value that parses.
+    number: Option<f64>,
+    regex: Option<String>,
+}
+
+impl Test {
+    fn new(p: &PropertyFilter, field: &str) -> Result<Test, QueryError> {
+        let op = p.operator.unwrap_or_default();
+        let values = p.values();
+        if p.needs_value() && values.is_empty() {
+            return Err(QueryError::invalid(
+                format!("{field}.value"),
+                format!("operator {op:?} needs a value"),
+            ));
+        }
+        let regex = match op {
+            Operator::Regex | Operator::NotRegex => {
+                let pat = values.first().cloned().unwrap_or_default();
+                regex_supported(&pat, field)?;
+                Some(pat)
+            }
+            _ => None,
+        };
+        if matches!(
+            op,
+            Operator::IsDateExact | Operator::IsDateBefore | Operator::IsDateAfter
+        ) {
+            return Err(QueryError::Unsupported(format!(
+                "{field}.operator: {op:?} is not supported by the ClickHouse backend yet"
+            )));
+        }
+        let number = values.iter().find_map(|v| v.parse::<f64>().ok());
+        Ok(Test {
+            op,
+            values,
+            number,
+            regex,
+        })
+    }
+
+    /// Whether a missing property passes.
+    fn missing(&self) -> bool {
+        matches!(
+            self.op,
+            Operator::IsNot
+                | Operator::NotIcontains
+                | Operator::NotRegex
+                | Operator::IsNotSet
+                | Operator::NotIn
+        )
+    }
+
+    /// The test of a present value: `v` its string form, `l` its lowercase
+    /// (see [`lower_form`]), `n` its number key, `z` whether it is JSON null
+    /// (only element attributes keep nulls).
+    fn sql(&self, v: &str, l: &str, n: &str, z: &str) -> String {
+        use Operator::*;
+        let list = || {
+            self.values
+                .iter()
+                .map(|x| quote_str(x))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let contains = || {
+            let lowered = format!("if({l} = '', lower({v}), {l})");
+            let any = self
+                .values
+                .iter()
+                .map(|x| format!("position({lowered}, {}) > 0", quote_str(&x.to_lowercase())))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            format!("({any})")
+        };
+        match self.op {
+            Exact | In => format!("({v} IN ({}))", list()),
+            IsNot | NotIn => format!("NOT ({v} IN ({}))", list()),
+            Icontains => contains(),
+            NotIcontains => format!("NOT {}", contains()),
+            Regex => format!(
+                "match({v}, {})",
+                quote_str(self.regex.as_deref().unwrap_or(""))
+            ),
+            NotRegex => format!(
+                "NOT match({v}, {})",
+                quote_str(self.regex.as_deref().unwrap_or(""))
+            ),
+            Gt | Gte | Lt | Lte => match self.number.filter(|y| !y.is_nan()) {
+                None => "0".into(),
+                Some(y) => {
+                    let cmp = match self.op {
+                        Gt => ">",
+                        Gte => ">=",
+                        Lt => "<",
+                        _ => "<=",
+                    };
+                    format!(
+                        "({n} != 0 AND {n} {cmp} toUInt64({}))",
+                        num_key(&y.to_string())
+                    )
+                }
+            },
+            IsSet => format!("({z} = 0)"),
+            IsNotSet => format!("({z} != 0)"),
+            IsDateExact | IsDateBefore | IsDateAfter => "0".into(),
+        }
+    }
+}
+
+/// Regular expressions whose meaning is the same in Rust's `regex` (the
+/// engine) and RE2 as ClickHouse runs it: literal characters,
+/// `^ $ | ( ) * + ? [ ]` (no negated classes), and backslash before ASCII
+/// punctuation.
+/// Others (`.`, which matches newlines in ClickHouse; `\d`-style classes;
+/// flags; counted repetition) are refused as unsupported. Invalid patterns
+/// are refused as invalid first, as the engine does.
+fn regex_supported(pat: &str, field: &str) -> Result<(), QueryError> {
+    regex::Regex::new(pat)
+        .map_err(|e| QueryError::invalid(format!("{field}.value"), format!("bad regex: {e}")))?;
+    let mut chars = pat.chars().peekable();
+    let mut ok = true;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(x) if x.is_ascii_punctuation() => {}
+                _ => ok = false,
+            },
+            '[' if chars.peek() == Some(&'^') => ok = false,
+            '.' | '{' | '}' => ok = false,
+            c if c.is_control() => ok = false,
+            _ => {}
+        }
+    }
+    if !ok {
         return Err(QueryError::Unsupported(format!(
-            "{field}: {kind:?} property filters are not supported by the ClickHouse backend yet"
+            "{field}.value: this regular expression may match differently in ClickHouse (only literals, \
+             ^ $ | ( ) * + ? and [classes] are supported by the ClickHouse backend yet)"
         )));
     }
-    let op = p.operator.unwrap_or_default();
-    let values = p.values();
-    let needs_value = p.needs_value();
-    if needs_value && values.is_empty() {
-        return Err(QueryError::invalid(
-            format!("{field}.value"),
-            format!("operator {op:?} needs a value"),
+    Ok(())
+}
+
+fn leaf_sql(sc: Scope<'_>, p: &PropertyFilter, field: &str) -> Result<String, QueryError> {
+    let kind = p.kind.unwrap_or_default();
+    if kind == FilterType::Cohort {
+        return cohort_leaf(sc, p, field);
+    }
+    let prefix = match kind {
+        FilterType::Event => None,
+        FilterType::Person => Some(PERSON_COLS.to_string()),
+        FilterType::Group => Some(group_cols(p.group_type_index.ok_or_else(|| {
+            QueryError::invalid(
+                format!("{field}.group_type_index"),
+                "group filters need a group_type_index",
+            )
+        })?)),
+        FilterType::Element | FilterType::Cohort => None,
+    };
+    let test = Test::new(p, field)?;
+    let key = quote_str(&p.key);
+    if kind == FilterType::Element {
+        // Any element of the chain with this attribute passing the test
+        // (JSON null attributes included, as "" and null); no chain: the
+        // missing answer.
+        let t = test.sql("v", "l", "n", "z");
+        return Ok(format!(
+            "if(el_chain = 0, {m}, arrayExists((a, v, z, l, n) -> a = {key} AND {t}, el_attrs, el_values, el_nulls, el_lower, el_nums))",
+            m = u8::from(test.missing()),
         ));
     }
-    let key = &p.key;
-    let list = || {
-        values
-            .iter()
-            .map(|v| quote_str(v))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let contains = || {
-        let v = prop_value(key);
-        values
-            .iter()
-            .map(|n| {
-                format!(
-                    "position(lowerUTF8({v}), {}) > 0",
-                    quote_str(&n.to_lowercase())
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" OR ")
-    };
-    Ok(match op {
-        Operator::Exact => format!(
-            "({} AND {} IN ({}))",
-            prop_present(key),
-            prop_value(key),
-            list()
+    let (k, v, l, n) = match &prefix {
+        None => (
+            "prop_keys".to_string(),
+            "prop_values".to_string(),
+            "prop_lower".to_string(),
+            "prop_nums".to_string(),
         ),
-        Operator::IsNot => format!(
-            "NOT ({} AND {} IN ({}))",
-            prop_present(key),
-            prop_value(key),
-            list()
+        Some(px) => (
+            format!("{px}keys"),
+            format!("{px}values"),
+            format!("{px}lowers"),
+            format!("{px}nums"),
         ),
-        Operator::Icontains => format!("({} AND ({}))", prop_present(key), contains()),
-        Operator::NotIcontains => format!("NOT ({} AND ({}))", prop_present(key), contains()),
-        Operator::IsSet => prop_present(key),
-        Operator::IsNotSet => format!("NOT {}", prop_present(key)),
-        other => {
-            return Err(QueryError::Unsupported(format!(
-                "{field}.operator: {other:?} is not supported by the ClickHouse backend yet"
-            )))
-        }
+    };
+    let i = format!("indexOf({k}, {key})");
+    let t = test.sql(
+        &format!("{v}[{i}]"),
+        &format!("{l}[{i}]"),
+        &format!("{n}[{i}]"),
+        "0",
+    );
+    Ok(if test.missing() {
+        format!("({i} = 0 OR {t})")
+    } else {
+        format!("({i} != 0 AND {t})")
     })
 }
 
+/// A cohort filter: membership of the event's person (`in`, or `not_in` /
+/// `is_not`).
+fn cohort_leaf(sc: Scope<'_>, p: &PropertyFilter, field: &str) -> Result<String, QueryError> {
+    let id = p
+        .value
+        .as_ref()
+        .and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+        .ok_or_else(|| {
+            QueryError::invalid(
+                format!("{field}.value"),
+                "a cohort filter needs a cohort id",
+            )
+        })?;
+    let member = cohort_sql(sc, id, &format!("{field}.value"))?;
+    Ok(match p.operator {
+        Some(Operator::NotIn) | Some(Operator::IsNot) => format!("NOT ({member})"),
+        _ => format!("({member})"),
+    })
+}
+
+/// Whether the row's person belongs to cohort `id` (the engine's
+/// `cohort_members`): a dynamic cohort's person-property definition, else
+/// its static members (distinct ids, or person labels) resolved now.
+pub fn cohort_sql(sc: Scope<'_>, id: u64, field: &str) -> Result<String, QueryError> {
+    let Some(data) = sc.data else {
+        return Ok("__cohort_not_resolved".into());
+    };
+    if sc.depth > 8 {
+        return Err(QueryError::Unsupported(format!(
+            "{field}: cohorts nested this deep are not supported by the ClickHouse backend"
+        )));
+    }
+    let c = data
+        .cohorts
+        .iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| QueryError::invalid(field, format!("unknown cohort {id}")))?;
+    if !c.is_static {
+        if let Some(d) = &c.definition {
+            let props = d.get("properties").cloned().unwrap_or_else(|| d.clone());
+            if let Ok(parsed) = serde_json::from_value::<PropertyFilters>(props) {
+                if person_only(&parsed) {
+                    let inner = Scope {
+                        data: sc.data,
+                        depth: sc.depth + 1,
+                    };
+                    match filters_in(inner, Some(&parsed), "cohort") {
+                        Ok(Some(sql)) => return Ok(sql),
+                        Ok(None) | Err(QueryError::Invalid { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+    let mut ids: Vec<u64> = Vec::new();
+    for m in &c.members {
+        match data.identity.person_of(m) {
+            Some(p) => ids.push(p),
+            None => ids.extend(data.identity.persons_labelled(m)),
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok("0".into());
+    }
+    Ok(format!(
+        "person IN ({})",
+        ids.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// Whether every leaf of a cohort definition reads person properties or
+/// cohorts (otherwise the engine falls back to the static members).
+fn person_only(f: &PropertyFilters) -> bool {
+    fn items(xs: &[PropertyFilterItem]) -> bool {
+        xs.iter().all(|x| match x {
+            PropertyFilterItem::Group(g) => items(&g.values),
+            PropertyFilterItem::Filter(p) => matches!(
+                p.kind.unwrap_or_default(),
+                FilterType::Person | FilterType::Cohort
+            ),
+        })
+    }
+    match f {
+        PropertyFilters::List(xs) => items(xs),
+        PropertyFilters::Group(g) => items(&g.values),
+    }
+}
+
 /// The condition for one step (or exclusion): its event or action, and its
-/// own filters.
+/// own filters. Cohort filters need [`step_condition_in`].
 pub fn step_condition(
     event: Option<&str>,
     action: Option<&Action>,
     props: Option<&PropertyFilters>,
     field: &str,
 ) -> Result<String, QueryError> {
+    step_condition_in(Scope::new(None), event, action, props, field, true)
+}
+
+/// [`step_condition`] with cohorts; `with_filters == false` leaves out the
+/// property filters (of the step and of the action's alternatives; element
+/// conditions stay), as first-time-for-user's "first event of the step"
+/// without filters does.
+pub fn step_condition_in(
+    sc: Scope<'_>,
+    event: Option<&str>,
+    action: Option<&Action>,
+    props: Option<&PropertyFilters>,
+    field: &str,
+    with_filters: bool,
+) -> Result<String, QueryError> {
     let mut parts = Vec::new();
     match action {
         Some(a) => {
+            if a.match_any.is_empty() {
+                return Err(QueryError::invalid(
+                    format!("{field}.action.match_any"),
+                    "an action needs at least one alternative",
+                ));
+            }
             let mut alts = Vec::new();
             for (i, alt) in a.match_any.iter().enumerate() {
                 let f = format!("{field}.action.match_any[{i}]");
-                if alt.elements.is_some() {
-                    return Err(QueryError::Unsupported(format!(
-                        "{f}.elements: element matching is not supported by the ClickHouse backend yet"
-                    )));
-                }
                 let mut c = vec![match &alt.event {
                     Some(e) => format!("event = {}", quote_str(e)),
                     None => "1".into(),
                 }];
-                if let Some(x) = filters(alt.properties.as_ref(), &format!("{f}.properties"))? {
+                let filt = filters_in(sc, alt.properties.as_ref(), &format!("{f}.properties"))?;
+                if let Some(x) = filt.filter(|_| with_filters) {
                     c.push(x);
                 }
+                if let Some(m) = alt.elements.as_ref().filter(|m| !m.is_empty()) {
+                    let items: Vec<serde_json::Value> = m
+                        .iter()
+                        .map(|(k, v)| serde_json::json!({"key": k, "value": v, "operator": "exact", "type": "element"}))
+                        .collect();
+                    let pf: PropertyFilters =
+                        serde_json::from_value(serde_json::Value::Array(items)).map_err(|e| {
+                            QueryError::invalid(format!("{f}.elements"), e.to_string())
+                        })?;
+                    if let Some(x) = filters_in(sc, Some(&pf), &format!("{f}.elements"))? {
+                        c.push(x);
+                    }
+                }
                 alts.push(format!("({})", c.join(" AND ")));
-            }
-            if alts.is_empty() {
-                alts.push("0".into());
             }
             parts.push(format!("({})", alts.join(" OR ")));
         }
@@ -196,7 +572,8 @@ pub fn step_condition(
             }
         }
     }
-    if let Some(x) = filters(props, &format!("{field}.properties"))? {
+    let filt = filters_in(sc, props, &format!("{field}.properties"))?;
+    if let Some(x) = filt.filter(|_| with_filters) {
         parts.push(x);
     }
     Ok(if parts.is_empty() {
@@ -272,7 +649,7 @@ mod tests {
         assert!(sql.contains(r"IN ('Chrome', 'it\'s')"), "{sql}");
         assert!(sql.contains("'abc'"), "{sql}");
         let person: PropertyFilters = serde_json::from_value(serde_json::json!([
-            {"key": "email", "value": "x", "operator": "exact", "type": "person"}
+            {"key": "email", "value": "2021-01-01", "operator": "is_date_before", "type": "person"}
         ]))
         .unwrap();
         assert!(matches!(

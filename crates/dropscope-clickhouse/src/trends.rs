@@ -34,11 +34,14 @@ fn actors_events_sql(db: &str, s: &FunnelSpec, unordered: bool) -> String {
     let attributed = match &s.breakdown {
         Some((_, Touch::First)) => "arrayFirst(b -> arrayExists(x -> x != '', b), B)",
         Some((_, Touch::Last)) => "arrayFirst(b -> arrayExists(x -> x != '', b), arrayReverse(B))",
-        None => "emptyArrayString()",
+        // Partition attributions are refused for trends (dispatch).
+        Some((_, Touch::Part)) | None => "emptyArrayString()",
     };
     let empty_bd = match &s.breakdown {
-        Some((keys, _)) => format!("[{}]", vec!["''"; keys.len()].join(", ")),
-        None => "emptyArrayString()".into(),
+        Some((keys, Touch::First | Touch::Last)) => {
+            format!("[{}]", vec!["''"; keys.len()].join(", "))
+        }
+        _ => "emptyArrayString()".into(),
     };
     let persons = format!(
         "SELECT actor, any(person) AS person, part, arraySort(groupArray((ts, seq, mask, bd))) AS evs, \
@@ -117,8 +120,8 @@ struct Ctx {
     tz: chrono_tz::Tz,
 }
 
-fn ctx(q: &FunnelQuery, range: DateRange) -> Result<Ctx, QueryError> {
-    let spec = spec_of(q, range, true)?;
+fn ctx(ch: &ClickHouse, q: &FunnelQuery, range: DateRange) -> Result<Ctx, QueryError> {
+    let spec = spec_of(ch, q, range, true)?;
     let n = spec.steps.len();
     let interval = q.interval.unwrap_or_default();
     let tz = parse_tz(q.timezone.as_deref())?;
@@ -136,7 +139,7 @@ fn ctx(q: &FunnelQuery, range: DateRange) -> Result<Ctx, QueryError> {
 
 /// Runs a funnel trends query.
 pub fn run(ch: &ClickHouse, q: &FunnelQuery, range: DateRange) -> Result<TrendsResult, QueryError> {
-    let c = ctx(q, range)?;
+    let c = ctx(ch, q, range)?;
     if c.starts.is_empty() {
         return Ok(if c.spec.breakdown.is_some() {
             series_result(Vec::new(), None, &[], c.interval, c.tz)
@@ -216,7 +219,7 @@ pub fn persons(
     q: &FunnelQuery,
     range: DateRange,
 ) -> Result<PersonsResult, QueryError> {
-    let c = ctx(q, range)?;
+    let c = ctx(ch, q, range)?;
     let s = q.entrance_period_start.as_deref().unwrap_or("");
     let (t, _) = parse_instant(s, c.tz).ok_or_else(|| {
         QueryError::invalid("entrance_period_start", format!("not a date: {s:?}"))
