@@ -10,10 +10,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use dropscope_clickhouse::ClickHouse;
 use dropscope_server::http1::request;
-use dropscope_server::{spawn, Settings};
+use dropscope_server::{spawn_backend, Backend, Settings};
 use dropscope_store::{Store, StoreOptions};
 use serde_json::{json, Value};
 
@@ -128,11 +129,31 @@ fn counts(r: &Value) -> Vec<u64> {
         .collect()
 }
 
-/// Starts a durable server, runs the SDK script, checks the funnel.
-async fn check_sdk(mut cmd: Command, name: &str) {
+/// Which backend the server under test writes to.
+#[derive(Clone, Copy, PartialEq)]
+enum On {
+    Embedded,
+    ClickHouse,
+}
+
+/// Starts a server (a durable store, or a fresh ClickHouse database), runs
+/// the SDK script, checks the funnel.
+async fn check_sdk(mut cmd: Command, name: &str, on: On) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
-    let srv = spawn(Settings::for_tests(PT, SK), store.clone())
+    let db = format!("ds_sdk_{}_{name}", std::process::id());
+    let (backend, store) = match on {
+        On::Embedded => {
+            let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
+            (Backend::Embedded(store.clone()), Some(store))
+        }
+        On::ClickHouse => {
+            let url = dropscope_testkit::clickhouse_server::url();
+            ClickHouse::open(url, &db).unwrap().drop_database().unwrap();
+            let ch = ClickHouse::open(url, &db).unwrap();
+            (Backend::ClickHouse(Arc::new(RwLock::new(ch))), None)
+        }
+    };
+    let srv = spawn_backend(Settings::for_tests(PT, SK), backend)
         .await
         .unwrap();
     let host = format!("http://{}", srv.addr);
@@ -211,7 +232,13 @@ async fn check_sdk(mut cmd: Command, name: &str) {
         "{name}: {m}"
     );
     srv.stop().await.unwrap();
-    Arc::try_unwrap(store).unwrap().close().unwrap();
+    match store {
+        Some(store) => Arc::try_unwrap(store).unwrap().close().unwrap(),
+        None => {
+            let url = dropscope_testkit::clickhouse_server::url();
+            ClickHouse::open(url, &db).unwrap().drop_database().unwrap();
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +246,16 @@ async fn posthog_python_sdk() {
     let py = tokio::task::spawn_blocking(install_python).await.unwrap();
     let mut cmd = Command::new(py);
     cmd.arg(scripts().join("python_client.py"));
-    check_sdk(cmd, "python").await;
+    check_sdk(cmd, "python", On::Embedded).await;
+}
+
+/// The same SDK script against a server on the ClickHouse backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posthog_python_sdk_on_clickhouse() {
+    let py = tokio::task::spawn_blocking(install_python).await.unwrap();
+    let mut cmd = Command::new(py);
+    cmd.arg(scripts().join("python_client.py"));
+    check_sdk(cmd, "python_ch", On::ClickHouse).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,5 +264,15 @@ async fn posthog_node_sdk() {
     let mut cmd = Command::new("node");
     cmd.arg(scripts().join("node_client.js"))
         .env("NODE_PATH", dir.join("node_modules"));
-    check_sdk(cmd, "node").await;
+    check_sdk(cmd, "node", On::Embedded).await;
+}
+
+/// The same SDK script against a server on the ClickHouse backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posthog_node_sdk_on_clickhouse() {
+    let dir = tokio::task::spawn_blocking(install_node).await.unwrap();
+    let mut cmd = Command::new("node");
+    cmd.arg(scripts().join("node_client.js"))
+        .env("NODE_PATH", dir.join("node_modules"));
+    check_sdk(cmd, "node_ch", On::ClickHouse).await;
 }
