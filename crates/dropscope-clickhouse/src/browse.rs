@@ -136,7 +136,7 @@ impl ClickHouse {
         let db = self.database();
         let (ov, person) = (overrides_sql(db), PERSON_EXPR);
         let by_did = format!(
-            "SELECT {person} FROM {db}.events ANY LEFT JOIN ({ov}) USING distinct_id \
+            "SELECT {person} FROM {db}.events ANY LEFT JOIN ({ov}) AS ov USING distinct_id \
              WHERE distinct_id = {d} LIMIT 1",
             d = quote_str(id)
         );
@@ -152,7 +152,7 @@ impl ClickHouse {
             },
         };
         let from = format!(
-            "FROM {db}.events ANY LEFT JOIN ({ov}) USING distinct_id WHERE {person} = {pid}"
+            "FROM {db}.events ANY LEFT JOIN ({ov}) AS ov USING distinct_id WHERE {person} = {pid}"
         );
         let head = self.select_json(&format!(
             "SELECT count() AS n, groupUniqArray(distinct_id) AS dids {from} FORMAT JSON"
