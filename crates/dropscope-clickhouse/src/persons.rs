@@ -1,8 +1,8 @@
 //! Funnel persons (SEMANTICS rule 9) on stage B: the counted actors whose
 //! furthest step is selected, filtered by breakdown value, ordered by label
 //! and paged with LIMIT/OFFSET inside ClickHouse; then the page's distinct
-//! ids. A person's label is its first-seen distinct id (the distinct id
-//! whose own id is the canonical person id).
+//! ids. A person's label is its person record's `id`, else its first-seen
+//! distinct id (the one whose own id is the canonical person id).
 
 use dropscope_core::query::FunnelQuery;
 use dropscope_core::result::{ActorRow, PersonsResult};
