@@ -40,15 +40,12 @@ fn unsupported<T>(what: &str) -> Result<T, QueryError> {
 pub fn check(q: &FunnelQuery) -> Result<(), QueryError> {
     let opts = q.correlation.clone().unwrap_or_default();
     validate_options(q.steps.len(), &opts)?;
-    if opts.kind == CorrelationType::Properties {
-        return unsupported(&format!("correlation type {:?}", opts.kind));
-    }
-    if opts.with_person_properties.is_some() {
-        return unsupported("correlation.with_person_properties");
-    }
     let pf = q.persons_for.clone().unwrap_or_default();
-    if pf.property.is_some() {
-        return unsupported("correlation persons for a property row");
+    let person_rows = opts.kind == CorrelationType::Properties
+        || opts.with_person_properties.is_some()
+        || (pf.property.is_some() && pf.event.is_none());
+    if person_rows && opts.properties_at_step {
+        return unsupported("correlation.properties_at_step");
     }
     if let Some(b) = q
         .breakdown
@@ -327,7 +324,7 @@ fn simpson(
     let bspec = FunnelSpec {
         from_ms: spec.from_ms,
         to_ms: spec.to_ms,
-        ..crate::check_supported(&crate::dispatch::funnel_of(q, true))?
+        ..ch.funnel_spec(&crate::dispatch::funnel_of(q, true))?
     };
     let segs = format!(
         "SELECT person, bd FROM ({})",

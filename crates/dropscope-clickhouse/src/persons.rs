@@ -1,8 +1,8 @@
 //! Funnel persons (SEMANTICS rule 9) on stage B: the counted actors whose
 //! furthest step is selected, filtered by breakdown value, ordered by label
 //! and paged with LIMIT/OFFSET inside ClickHouse; then the page's distinct
-//! ids. A person's label is its first-seen distinct id (the distinct id
-//! whose own id is the canonical person id).
+//! ids. A person's label is its person record's `id`, else its first-seen
+//! distinct id (the one whose own id is the canonical person id).
 
 use dropscope_core::query::FunnelQuery;
 use dropscope_core::result::{ActorRow, PersonsResult};
@@ -64,10 +64,14 @@ pub(crate) fn bd_match_sql(want: &Value) -> String {
     }
 }
 
-/// Canonical person id → label (its own distinct id).
+/// Canonical person id → label: its person record's `id`, else its own
+/// distinct id (the one whose own id is the canonical id).
 pub(crate) fn labels_sql(db: &str) -> String {
     format!(
-        "SELECT own_id AS person, any(distinct_id) AS label FROM {db}.distinct_ids GROUP BY own_id"
+        "SELECT person, if(hl = 1, l, dl) AS label FROM \
+         (SELECT own_id AS person, any(distinct_id) AS dl FROM {db}.distinct_ids GROUP BY own_id) AS d \
+         ANY LEFT JOIN (SELECT person_id AS person, argMax(label, version) AS l, \
+         argMax(has_label, version) AS hl FROM {db}.person_props GROUP BY person_id) AS p USING person"
     )
 }
 

@@ -64,6 +64,19 @@ fn records(evs: &[Ev], identify: &[bool], step_ms: i64) -> Vec<Record> {
         if let Some(p) = plan(e.plan) {
             props.insert("plan".into(), p);
         }
+        // Person properties: `$set` on some events (a JSON null too).
+        match (e.plan, e.name) {
+            (1, 0) => {
+                props.insert("$set".into(), json!({"tier": "gold"}));
+            }
+            (2, 1) => {
+                props.insert("$set".into(), json!({"tier": "silver", "n": 3}));
+            }
+            (3, 2) => {
+                props.insert("$set".into(), json!({"tier": null}));
+            }
+            _ => {}
+        }
         let did = if e.anon {
             format!("anon{}", e.person)
         } else {
@@ -99,7 +112,7 @@ fn query_strategy() -> impl Strategy<Value = Value> {
         prop::collection::vec(0..4usize, 2..5),
         prop::option::of(0..2usize),
         (1..4i64, 0..3usize),
-        0..7usize,
+        0..8usize,
         (0..3usize, 0..2usize, 0..2usize),
         (prop::option::of(0..3usize), prop::option::of(0..3usize)),
         (0..5i64, 0..4usize, prop::option::of(1..5usize)),
@@ -246,6 +259,20 @@ fn query_strategy() -> impl Strategy<Value = Value> {
                         });
                         set_range(&mut q);
                         let mut c = json!({"min_person_count": 2, "equal_window": eq});
+                        if pstep == 3 && conv != 2 {
+                            c["type"] = json!("properties");
+                            c["names"] = [
+                                json!(["$all"]),
+                                json!(["tier", "nope"]),
+                                json!(["$all", "tier"]),
+                            ][pfe % 3]
+                                .clone();
+                            if pfe == 1 {
+                                c["exclude_names"] = json!(["nope"]);
+                            }
+                        } else if pstep == 2 && conv == 0 {
+                            c["with_person_properties"] = json!(["$all"]);
+                        }
                         if pstep == 4 {
                             c["type"] = json!("event_with_properties");
                             c["event_names"] = json!(["noise", "b", "$pageview"]);
@@ -263,7 +290,14 @@ fn query_strategy() -> impl Strategy<Value = Value> {
                         if let Some(b) = breakdown.filter(|_| conv == 2) {
                             q["breakdown"] = b;
                         }
-                        if kind == 5 {
+                        if kind == 5 && pstep == 3 {
+                            let mut pf =
+                                json!({"property": (["tier::gold", "tier::", "nope::"][pfe % 3])});
+                            if conv < 2 {
+                                pf["converted"] = json!(conv == 1);
+                            }
+                            q["persons_for"] = pf;
+                        } else if kind == 5 {
                             let mut pf = json!({"event": NAMES[4 + pstep as usize % 2]});
                             if conv < 2 {
                                 pf["converted"] = json!(conv == 1);
@@ -273,6 +307,14 @@ fn query_strategy() -> impl Strategy<Value = Value> {
                             }
                             q["persons_for"] = pf;
                         }
+                    }
+                    7 => {
+                        q["kind"] = json!("diagnosis");
+                        let mut d = json!({"q_threshold": 0.5});
+                        if pfe == 1 {
+                            d["segment_properties"] = json!(["plan"]);
+                        }
+                        q["diagnosis"] = d;
                     }
                     _ => {
                         q["kind"] = json!("paths");
@@ -441,6 +483,43 @@ fn compare(want: &QueryResult, got: &QueryResult, labels_agree: bool) -> Result<
         }
         (QueryResult::Correlation(a), QueryResult::Correlation(b)) => same_correlation(a, b),
         (QueryResult::Paths(a), QueryResult::Paths(b)) => same_paths(a, b),
+        (QueryResult::Diagnosis(a), QueryResult::Diagnosis(b)) => {
+            let steps = |d: &dropscope_core::result::DiagnosisResult| {
+                d.steps
+                    .iter()
+                    .map(|s| (s.count, s.dropped, s.in_progress))
+                    .collect::<Vec<_>>()
+            };
+            let drivers_ok = a.drivers.len() == b.drivers.len()
+                && a.drivers.iter().zip(&b.drivers).all(|(x, y)| {
+                    (x.kind.as_str(), x.from_step, x.to_step)
+                        == (y.kind.as_str(), y.from_step, y.to_step)
+                        && same_row(&x.row, &y.row)
+                });
+            let segments_ok = a.segments.len() == b.segments.len()
+                && a.segments.iter().zip(&b.segments).all(|(x, y)| {
+                    (&x.property, &x.value, x.entered, x.converted, &x.direction)
+                        == (&y.property, &y.value, y.entered, y.converted, &y.direction)
+                        && close(x.z, y.z)
+                        && close(x.p_value, y.p_value)
+                        && close(x.q_value, y.q_value)
+                });
+            let paths_ok = match (&a.paths, &b.paths) {
+                (Some(x), Some(y)) => same_paths(x, y).is_ok(),
+                (None, None) => true,
+                _ => false,
+            };
+            if steps(a) != steps(b)
+                || a.largest_drop != b.largest_drop
+                || a.hypotheses != b.hypotheses
+                || !drivers_ok
+                || !segments_ok
+                || !paths_ok
+            {
+                return Err(format!("diagnosis:\n engine     {a:?}\n clickhouse {b:?}"));
+            }
+            Ok(())
+        }
         _ => Err(format!("different kinds: {want:?} vs {got:?}")),
     }
 }
