@@ -50,7 +50,13 @@ fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
     // Kinds whose answer depends on the breakdown value.
     if trends || kind == QueryKind::FunnelPersons {
         if let Some(b) = &q.breakdown {
-            if !matches!(b.kind, None | Some(BreakdownType::Event)) {
+            // Funnel persons also take person and group breakdowns (one
+            // value per actor with first/last touch; stage B's `bd` is the
+            // value as a one-element list for groups, which `bd_match_sql`
+            // matches against a plain string).
+            let persons_ok = kind == QueryKind::FunnelPersons
+                && matches!(b.kind, Some(BreakdownType::Person | BreakdownType::Group));
+            if !matches!(b.kind, None | Some(BreakdownType::Event)) && !persons_ok {
                 return unsupported(&format!(
                     "breakdown type {:?} with query kind {kind:?}",
                     b.kind.unwrap_or_default()

@@ -9,7 +9,7 @@ use crate::funnel::FunnelSpec;
 use crate::sql::prop_value;
 
 /// The canonical person of an `events` row, through the overrides table.
-/// Needs `ANY LEFT JOIN (`[`overrides_sql`]`) AS ov USING distinct_id`
+/// Needs `ANY LEFT JOIN (`[`overrides_sql`]`) AS ds_ov USING distinct_id`
 /// (current ClickHouse requires the alias; 18.16 accepts it).
 pub const PERSON_EXPR: &str = "if(ov_pid != 0, ov_pid, person_id)";
 
@@ -156,7 +156,7 @@ fn joined_sql(db: &str, s: &FunnelSpec, uses: &str, range: bool) -> String {
         );
     }
     let mut sql = format!(
-        "SELECT {select} FROM {db}.events ANY LEFT JOIN ({ov}) AS ov USING distinct_id{w}",
+        "SELECT {select} FROM {db}.events ANY LEFT JOIN ({ov}) AS ds_ov USING distinct_id{w}",
         ov = overrides_sql(db),
         w = if range {
             format!(
@@ -181,7 +181,7 @@ fn joined_sql(db: &str, s: &FunnelSpec, uses: &str, range: bool) -> String {
             person_properties_sql(db)
         );
         sql = format!(
-            "SELECT {c}, {n} FROM ({sql}) AS l ANY LEFT JOIN ({right}) AS pp USING person",
+            "SELECT {c}, {n} FROM ({sql}) AS ds_l ANY LEFT JOIN ({right}) AS ds_pp USING person",
             c = cols.join(", "),
             n = KV
                 .iter()
@@ -202,7 +202,7 @@ fn joined_sql(db: &str, s: &FunnelSpec, uses: &str, range: bool) -> String {
             group_properties_sql(db, *g)
         );
         sql = format!(
-            "SELECT {c}, {n} FROM ({sql}) AS l ANY LEFT JOIN ({right}) AS gp{g} USING g{g}_key",
+            "SELECT {c}, {n} FROM ({sql}) AS ds_l ANY LEFT JOIN ({right}) AS ds_gp USING g{g}_key",
             c = cols.join(", "),
             n = KV
                 .iter()
@@ -295,7 +295,7 @@ pub fn events_sql(db: &str, s: &FunnelSpec) -> String {
             .collect();
         let all_time = joined_sql(db, s, &uses, d.actor != ActorKind::Person);
         format!(
-            "({rows}) AS l ANY LEFT JOIN (SELECT actor, {} FROM ({all_time}) GROUP BY actor) AS ft USING actor",
+            "({rows}) AS ds_l ANY LEFT JOIN (SELECT actor, {} FROM ({all_time}) GROUP BY actor) AS ds_ft USING actor",
             aggs.join(", ")
         )
     };
@@ -306,18 +306,18 @@ pub fn events_sql(db: &str, s: &FunnelSpec) -> String {
     match &d.part {
         Part::Cohorts(_) => format!(
             "SELECT actor, person, [c] AS part, ts, seq, mask, xmask, bd \
-             FROM (SELECT actor, person, ts, seq, mask, xmask, bd, cands FROM ({sql}) AS l \
-             ANY LEFT JOIN (SELECT actor, argMin(part, (ts, seq)) AS cands FROM ({sql}) GROUP BY actor) AS r \
-             USING actor) ARRAY JOIN cands AS c"
+             FROM (SELECT actor, person, ts, seq, mask, xmask, bd, cands FROM ({sql}) AS ds_l \
+             ANY LEFT JOIN (SELECT actor, argMin(part, (ts, seq)) AS cands FROM ({sql}) GROUP BY actor) \
+             AS ds_c USING actor) ARRAY JOIN cands AS c"
         ),
         Part::Step(n) => {
             let bit = 1u64 << n;
             format!(
                 "SELECT actor, person, part, ts, seq, \
                  if(bd = part, mask0, bitAnd(mask0, bitNot(toUInt64({bit})))) AS mask, xmask, bd \
-                 FROM (SELECT actor, person, ts, seq, mask AS mask0, xmask, bd, cands FROM ({sql}) AS l \
+                 FROM (SELECT actor, person, ts, seq, mask AS mask0, xmask, bd, cands FROM ({sql}) AS ds_l \
                  ANY LEFT JOIN (SELECT actor, groupUniqArrayIf(bd, bitAnd(mask, toUInt64({bit})) != 0) AS cands \
-                 FROM ({sql}) GROUP BY actor) AS r USING actor) ARRAY JOIN cands AS part"
+                 FROM ({sql}) GROUP BY actor) AS ds_c USING actor) ARRAY JOIN cands AS part"
             )
         }
         _ => sql,
