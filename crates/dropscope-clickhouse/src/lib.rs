@@ -734,8 +734,8 @@ fn refuse_ambiguous_ties(r: &Value) -> Result<(), QueryError> {
     }
     if amb != 0 {
         return Err(QueryError::Unsupported(
-            "an event matching several steps of an unordered funnel (SEMANTICS rule 8) is not \
-             supported by the ClickHouse backend yet"
+            "more than 8 events matching several steps of an unordered funnel for one actor \
+             (SEMANTICS rule 8) are not supported by the ClickHouse backend yet"
                 .into(),
         ));
     }
