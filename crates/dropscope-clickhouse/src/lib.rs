@@ -1051,6 +1051,23 @@ fn compile(q: &FunnelQuery, data: Option<&sql::CohortData<'_>>) -> Result<Funnel
     if !q.exclusions.is_empty() && q.steps.iter().any(|s| s.optional) {
         return unsupported("exclusions together with optional steps");
     }
+    if q.counting == Counting::Totals {
+        // The engine tallies every attempt under one key, ignoring the
+        // breakdown; only event first/last touch (one partition, list
+        // values) is known to give the same single `[]` row here.
+        if let Some(b) = &q.breakdown {
+            let event = matches!(b.kind, None | Some(BreakdownType::Event));
+            let touch = matches!(
+                b.attribution.unwrap_or_default(),
+                Attribution::FirstTouch | Attribution::LastTouch
+            );
+            if !event || !touch || b.cohorts.is_some() {
+                return unsupported(
+                    "`totals` counting with a breakdown other than an event first/last touch one",
+                );
+            }
+        }
+    }
     let mut exclusions = Vec::new();
     for (i, x) in q.exclusions.iter().enumerate() {
         exclusions.push(sql::step_condition_in(
