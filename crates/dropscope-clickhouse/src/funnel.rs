@@ -595,6 +595,9 @@ fn ordered_layers(s: &FunnelSpec) -> Vec<String> {
                 occ(k, &format!("P{sl}[i]"))
             );
         }
+        // Separate subqueries: an alias used only inside another alias's
+        // lambdas is mis-evaluated when the outer query prunes columns.
+        layers.push(std::mem::take(&mut out).trim_end_matches(", ").to_string());
         let cond = |k: usize, excl: bool| {
             let o = format!("O{sl}_{k}[i]");
             let mut c = format!(
@@ -636,6 +639,9 @@ fn ordered_layers(s: &FunnelSpec) -> Vec<String> {
                 act = s.active(k - 1),
                 occ = occ(k, &xk),
             );
+        }
+        if !out.is_empty() {
+            layers.push(std::mem::take(&mut out).trim_end_matches(", ").to_string());
         }
         let sel = |f: &dyn Fn(usize) -> String, default: &str| {
             let mut e = String::from("multiIf(");
