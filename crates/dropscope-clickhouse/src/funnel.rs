@@ -362,10 +362,15 @@ fn layered(mut sql: String, base: &[&str], layers: Vec<String>) -> String {
     sql
 }
 
-/// Unordered funnels (SEMANTICS rule 8, `dropscope-engine/src/unordered.rs`)
-/// for events that match at most one step each; `amb` = 1 flags an actor
-/// with an event matching several steps (the engine's queue choice for it
-/// depends on the whole history: refused).
+/// Events matching several steps of an unordered funnel resolved per actor
+/// (one subquery each); an actor with more is refused (`amb` = 1).
+const UNORDERED_MULTI: usize = 8;
+
+/// Unordered funnels (SEMANTICS rule 8, `dropscope-engine/src/unordered.rs`).
+/// The queue of an event matching several steps depends on the history
+/// (the step whose latest queued event is oldest): such events are
+/// resolved one at a time, in order (`ST1`…`ST8`), at most
+/// [`UNORDERED_MULTI`] per actor (`amb` = 1 beyond: refused).
 ///
 /// Each step event ("entry") sits in its step's queue from its push until
 /// the window slides past it (popped at `PE`: the first later event more
@@ -389,16 +394,43 @@ fn unordered_layers(s: &FunnelSpec) -> Vec<String> {
         )
     };
     let mask = |cond: &str| {
-        format!("toUInt64(arrayReduce('groupBitOr', arrayFilter((m_, j) -> {cond}, M, I)))")
+        format!("toUInt64(arrayReduce('groupBitOr', arrayFilter((m_, j) -> {cond}, MA, I)))")
     };
     let big = 1u64 << 31;
     let mut layers = group_layers();
     layers.extend([
         format!(
             "arrayMap(i -> X[i] = 0 AND M[i] != 0, I) AS EN, \
-             arrayMap(m -> toInt64(arrayFirstIndex(k -> bitTest(m, k), range({n}))) - 1, M) AS ST, \
-             arrayCumSum(arrayMap(x -> x != 0, X)) AS XS, \
-             toUInt8(arrayExists((m, x) -> x = 0 AND bitAnd(m, m - 1) != 0, M, X)) AS amb"
+             arrayMap(m -> toInt64(arrayFirstIndex(k -> bitTest(m, k), range({n}))) - 1, M) AS ST0, \
+             arrayCumSum(arrayMap(x -> x != 0, X)) AS XS"
+        ),
+        format!(
+            "arrayFilter(i -> EN[i] AND bitAnd(M[i], M[i] - 1) != 0, I) AS MI, \
+             toUInt8(length(MI) > {UNORDERED_MULTI}) AS amb"
+        ),
+    ]);
+    // Events matching several steps, in order: the step whose latest queued
+    // event (within the window, same segment) is oldest; empty queues first,
+    // ties to the lowest step.
+    for r in 1..=UNORDERED_MULTI {
+        let p = r - 1;
+        layers.push(format!(
+            "arrayMap(i -> if(length(MI) >= {r} AND i = MI[{r}], \
+               toInt64(arrayReduce('min', arrayMap(q -> \
+                 if(arrayExists((t_, j) -> {qual}, T, I), \
+                   (toUInt64(arrayReduce('max', arrayFilter((t_, j) -> {qual}, T, I))) + {off}) * 64, toUInt64(0)) + q, \
+                 arrayFilter(q -> bitTest(M[i], q), range({n})))) % 64), \
+               ST{p}[i]), I) AS ST{r}",
+            qual = format!(
+                "j < i AND EN[j] AND ST{p}[j] = q AND XS[j] = XS[i] AND T[i] - T[j] <= {w}"
+            ),
+            off = 1u64 << 50,
+        ));
+    }
+    layers.extend([
+        format!(
+            "ST{UNORDERED_MULTI} AS ST, \
+             arrayMap(i -> if(EN[i], bitShiftLeft(toUInt64(1), toUInt64(ST{UNORDERED_MULTI}[i])), toUInt64(0)), I) AS MA"
         ),
         format!(
             "arrayMap(i -> arrayFirstIndex(e -> e > i AND X[e] != 0, I), I) AS FX, \
@@ -563,6 +595,9 @@ fn ordered_layers(s: &FunnelSpec) -> Vec<String> {
                 occ(k, &format!("P{sl}[i]"))
             );
         }
+        // Separate subqueries: an alias used only inside another alias's
+        // lambdas is mis-evaluated when the outer query prunes columns.
+        layers.push(std::mem::take(&mut out).trim_end_matches(", ").to_string());
         let cond = |k: usize, excl: bool| {
             let o = format!("O{sl}_{k}[i]");
             let mut c = format!(
@@ -604,6 +639,9 @@ fn ordered_layers(s: &FunnelSpec) -> Vec<String> {
                 act = s.active(k - 1),
                 occ = occ(k, &xk),
             );
+        }
+        if !out.is_empty() {
+            layers.push(std::mem::take(&mut out).trim_end_matches(", ").to_string());
         }
         let sel = |f: &dyn Fn(usize) -> String, default: &str| {
             let mut e = String::from("multiIf(");

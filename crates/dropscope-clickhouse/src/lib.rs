@@ -734,8 +734,8 @@ fn refuse_ambiguous_ties(r: &Value) -> Result<(), QueryError> {
     }
     if amb != 0 {
         return Err(QueryError::Unsupported(
-            "an event matching several steps of an unordered funnel (SEMANTICS rule 8) is not \
-             supported by the ClickHouse backend yet"
+            "more than 8 events matching several steps of an unordered funnel for one actor \
+             (SEMANTICS rule 8) are not supported by the ClickHouse backend yet"
                 .into(),
         ));
     }
@@ -1050,6 +1050,23 @@ fn compile(q: &FunnelQuery, data: Option<&sql::CohortData<'_>>) -> Result<Funnel
     }
     if !q.exclusions.is_empty() && q.steps.iter().any(|s| s.optional) {
         return unsupported("exclusions together with optional steps");
+    }
+    if q.counting == Counting::Totals {
+        // The engine tallies every attempt under one key, ignoring the
+        // breakdown; only event first/last touch (one partition, list
+        // values) is known to give the same single `[]` row here.
+        if let Some(b) = &q.breakdown {
+            let event = matches!(b.kind, None | Some(BreakdownType::Event));
+            let touch = matches!(
+                b.attribution.unwrap_or_default(),
+                Attribution::FirstTouch | Attribution::LastTouch
+            );
+            if !event || !touch || b.cohorts.is_some() {
+                return unsupported(
+                    "`totals` counting with a breakdown other than an event first/last touch one",
+                );
+            }
+        }
     }
     let mut exclusions = Vec::new();
     for (i, x) in q.exclusions.iter().enumerate() {

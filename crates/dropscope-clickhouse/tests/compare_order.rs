@@ -262,7 +262,7 @@ fn cases() -> u32 {
 /// Refusals the backend documents (anything else must be answered).
 fn documented_refusal(m: &str) -> bool {
     m.contains("exclusions together with optional steps")
-        || m.contains("several steps of an unordered funnel")
+        || m.contains("events matching several steps of an unordered funnel")
         || m.contains("`totals` attempts")
 }
 
