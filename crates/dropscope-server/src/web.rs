@@ -145,6 +145,27 @@ pub struct PersonEventsParams {
     pub offset: Option<usize>,
 }
 
+impl PersonEventsParams {
+    /// `(id, limit, offset)`, checked: an id is required, the limit is
+    /// 1..=10000 (default 500).
+    fn checked(&self) -> Result<(&str, usize, usize), ApiError> {
+        let id = self
+            .id
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::Invalid("missing query parameter `id`".into()))?;
+        let limit = match self.limit {
+            None => 500,
+            Some(0) => return Err(ApiError::Invalid("`limit` must be positive".into())),
+            Some(n) if n > 10_000 => {
+                return Err(ApiError::Invalid("`limit` must be at most 10000".into()))
+            }
+            Some(n) => n,
+        };
+        Ok((id, limit, self.offset.unwrap_or(0)))
+    }
+}
+
 /// `GET /api/person_events` answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PersonEventsResponse {
@@ -180,19 +201,7 @@ pub fn person_events(
     snap: &Snapshot,
     p: &PersonEventsParams,
 ) -> Result<PersonEventsResponse, ApiError> {
-    let id =
-        p.id.as_deref()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::Invalid("missing query parameter `id`".into()))?;
-    let limit = match p.limit {
-        None => 500,
-        Some(0) => return Err(ApiError::Invalid("`limit` must be positive".into())),
-        Some(n) if n > 10_000 => {
-            return Err(ApiError::Invalid("`limit` must be at most 10000".into()))
-        }
-        Some(n) => n,
-    };
-    let offset = p.offset.unwrap_or(0);
+    let (id, limit, offset) = p.checked()?;
     let by_did = {
         let d = snap.dicts();
         d.distinct_ids
@@ -263,19 +272,7 @@ pub fn person_events_clickhouse(
     ch: &ClickHouse,
     p: &PersonEventsParams,
 ) -> Result<PersonEventsResponse, ApiError> {
-    let id =
-        p.id.as_deref()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::Invalid("missing query parameter `id`".into()))?;
-    let limit = match p.limit {
-        None => 500,
-        Some(0) => return Err(ApiError::Invalid("`limit` must be positive".into())),
-        Some(n) if n > 10_000 => {
-            return Err(ApiError::Invalid("`limit` must be at most 10000".into()))
-        }
-        Some(n) => n,
-    };
-    let offset = p.offset.unwrap_or(0);
+    let (id, limit, offset) = p.checked()?;
     let t = ch
         .person_events(id, offset, limit)
         .map_err(|e| ApiError::Unavailable(format!("ClickHouse: {e}")))?

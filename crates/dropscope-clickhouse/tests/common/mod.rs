@@ -5,9 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 
 use dropscope_clickhouse::ClickHouse;
 use dropscope_core::query::FunnelQuery;
@@ -17,32 +15,13 @@ use dropscope_store::Record;
 use dropscope_testkit::Backend;
 
 pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    dropscope_testkit::clickhouse_server::workspace()
 }
 
 /// The server's URL, after starting it (once per test binary). Panics when
 /// it cannot be started: a missing ClickHouse fails the tests.
 pub fn server() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("CLICKHOUSE_URL") {
-            return url;
-        }
-        let script = workspace().join("scripts/clickhouse.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "scripts/clickhouse.sh failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::env::var("CH_HTTP_PORT").unwrap_or_else(|_| "18123".into());
-        format!("http://127.0.0.1:{port}")
-    })
+    dropscope_testkit::clickhouse_server::url()
 }
 
 /// A backend on a database of its own, dropped with it.
