@@ -93,23 +93,29 @@ impl FunnelSpec {
     }
 }
 
-/// Stage B: one row per counted actor (see the module docs).
-pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
-    let events = events_sql(db, s);
-    // The attributed breakdown value (first/last event the funnel reads
-    // with a value); actors without any value get the all-empty tuple.
-    let attributed = match &s.breakdown {
+/// The first/last-touch breakdown value of an actor, over its sorted
+/// events' breakdown values `B`: the first (last) event the funnel reads
+/// with a non-empty value; the all-empty tuple when none has one. Empty for
+/// partition attributions and without a breakdown.
+pub(crate) fn attributed_sql(s: &FunnelSpec) -> String {
+    let pick = match &s.breakdown {
         Some((_, Touch::First)) => "arrayFirst(b -> arrayExists(x -> x != '', b), B)",
         Some((_, Touch::Last)) => "arrayFirst(b -> arrayExists(x -> x != '', b), arrayReverse(B))",
         Some((_, Touch::Part)) | None => "emptyArrayString()",
     };
-    let empty_bd = match &s.breakdown {
+    let empty = match &s.breakdown {
         Some((keys, Touch::First | Touch::Last)) => {
             format!("[{}]", vec!["''"; keys.len()].join(", "))
         }
         _ => "emptyArrayString()".into(),
     };
-    let attributed = format!("if(length({attributed} AS bd_raw) = 0, {empty_bd}, bd_raw)");
+    format!("if(length({pick} AS bd_raw) = 0, {empty}, bd_raw)")
+}
+
+/// Stage B: one row per counted actor (see the module docs).
+pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
+    let events = events_sql(db, s);
+    let attributed = attributed_sql(s);
     let persons = format!(
         "SELECT actor, any(person) AS person, part, arraySort(groupArray((ts, seq, mask, xmask, bd))) AS evs \
          FROM ({events}) GROUP BY actor, part"

@@ -232,19 +232,12 @@ impl Identity {
         if is_new {
             new.push(e.distinct_id.clone());
         }
-        let other = match e.event.as_str() {
-            "$identify" => e.properties.get("$anon_distinct_id"),
-            "$create_alias" | "$merge_dangerously" => e.properties.get("alias"),
-            _ => None,
-        };
-        if let Some(other) = other.and_then(Value::as_str).filter(|s| !s.is_empty()) {
-            if other != e.distinct_id {
-                let (oid, onew) = self.ensure(other);
-                if onew {
-                    new.push(other.to_string());
-                }
-                self.union(id, oid);
+        if let Some(other) = e.joined_distinct_id() {
+            let (oid, onew) = self.ensure(other);
+            if onew {
+                new.push(other.to_string());
             }
+            self.union(id, oid);
         }
         // Person properties, after the join (as the store applies them).
         if let Some(Value::Object(set)) = e.properties.get("$set") {
@@ -309,39 +302,6 @@ impl Identity {
             .iter()
             .map(|(d, &id)| (d.clone(), self.root(id)))
             .collect()
-    }
-}
-
-/// Group type slots (`$group_0` .. `$group_4`), assigned as the embedded
-/// store assigns them: a group record names its slot; `$groups` on an event
-/// and `$groupidentify` take the slot of their type, or the first free one.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct GroupTypes {
-    pub types: Vec<String>,
-}
-
-impl GroupTypes {
-    pub fn set_type(&mut self, idx: u8, name: &str) {
-        let i = idx as usize;
-        if self.types.len() <= i {
-            self.types.resize(i + 1, String::new());
-        }
-        self.types[i] = name.to_string();
-    }
-
-    pub fn index_for(&mut self, name: &str) -> Option<u8> {
-        if let Some(i) = self.types.iter().position(|t| t == name) {
-            return Some(i as u8);
-        }
-        if let Some(i) = self.types.iter().position(|t| t.is_empty()) {
-            self.types[i] = name.to_string();
-            return Some(i as u8);
-        }
-        if self.types.len() < 5 {
-            self.types.push(name.to_string());
-            return Some((self.types.len() - 1) as u8);
-        }
-        None
     }
 }
 

@@ -34,10 +34,11 @@ use dropscope_store::Record;
 use dropscope_testkit::Backend;
 use serde_json::{json, Value};
 
+use dropscope_store::snapshot::GroupData;
 use events::{ActorKind, DataSpec, Part};
 use funnel::{FunnelSpec, Touch};
 pub use http::Http;
-use identity::{GroupTypes, Identity};
+use identity::Identity;
 use sql::{check_ident, quote_str};
 
 /// Rows per INSERT request.
@@ -150,8 +151,10 @@ pub struct ClickHouse {
     version: u64,
     /// Event uuids stored by this process (duplicates are skipped).
     uuids: HashSet<u128>,
-    /// Group type slots (as the store assigns them).
-    groups: GroupTypes,
+    /// Group type slots, assigned by the store's own rules (`$group_0` ..
+    /// `$group_4`); the properties part is unused here (they are in
+    /// ClickHouse).
+    groups: GroupData,
     /// Next `group_props` sequence number (last write wins).
     gseq: u64,
     /// Cohorts by id (small; their SQL is compiled per query).
@@ -171,7 +174,7 @@ impl ClickHouse {
             seq: 0,
             version: 0,
             uuids: HashSet::new(),
-            groups: GroupTypes::default(),
+            groups: GroupData::default(),
             gseq: 0,
             cohorts: Vec::new(),
         };
@@ -350,7 +353,7 @@ impl ClickHouse {
         let mut history = Vec::new();
         let mut group_rows = Vec::new();
         let mut cohort_rows = Vec::new();
-        let groups_before = self.groups.clone();
+        let types_before = self.groups.types.clone();
         let mut new_dids: Vec<String> = Vec::new();
         for r in records {
             match r {
@@ -407,7 +410,7 @@ impl ClickHouse {
         self.insert("group_props", &group_rows)?;
         let changed = self.identity.take_changed();
         let persons = self.identity.take_person_rows();
-        let types_changed = self.groups != groups_before;
+        let types_changed = self.groups.types != types_before;
         if changed.is_empty() && persons.is_empty() && !types_changed && cohort_rows.is_empty() {
             return Ok(());
         }
@@ -887,72 +890,25 @@ fn actor_kind(a: Option<&str>) -> Result<ActorKind, QueryError> {
 type CompiledBreakdown = (Option<(Vec<String>, Touch)>, Option<String>, Part);
 
 fn compile_breakdown(q: &FunnelQuery, sc: sql::Scope<'_>) -> Result<CompiledBreakdown, QueryError> {
-    let Some(b) = &q.breakdown else {
+    // The same checks (and messages) as the engine.
+    let Some(dropscope_engine::plan::BreakdownShape {
+        kind,
+        names: keys,
+        attribution,
+        attribution_step: step,
+        group_index: gi,
+        cohort_ids,
+    }) = dropscope_engine::plan::breakdown_shape(q)?
+    else {
         return Ok((None, None, Part::None));
     };
-    let kind = b.kind.unwrap_or_default();
-    let keys: Vec<String> = match (&b.properties, &b.property) {
-        (Some(ps), _) if !ps.is_empty() => ps.clone(),
-        (_, Some(p)) => vec![p.clone()],
-        _ if kind == BreakdownType::Cohort => vec![],
-        _ => {
-            return Err(QueryError::invalid(
-                "breakdown.property",
-                "a breakdown needs `property` or `properties`",
-            ))
-        }
-    };
-    let attribution = b.attribution.unwrap_or_default();
-    let step = match attribution {
-        Attribution::Step => b.attribution_step.ok_or_else(|| {
-            QueryError::invalid(
-                "breakdown.attribution_step",
-                "attribution `step` needs attribution_step",
-            )
-        })?,
-        _ => 0,
-    };
-    if attribution == Attribution::Step && step >= q.steps.len() {
-        return Err(QueryError::invalid(
-            "breakdown.attribution_step",
-            format!("step {step} does not exist"),
-        ));
-    }
-    if attribution == Attribution::Step && q.order == FunnelOrder::Unordered && step != 0 {
-        return Err(QueryError::invalid(
-            "breakdown.attribution_step",
-            "unordered funnels only support step attribution on step 0",
-        ));
-    }
-    if kind == BreakdownType::Group && b.group_type_index.is_none() {
-        return Err(QueryError::invalid(
-            "breakdown.group_type_index",
-            "group breakdowns need group_type_index",
-        ));
-    }
     if kind == BreakdownType::Cohort {
-        let ids = b.cohorts.clone().unwrap_or_default();
-        if ids.is_empty() {
-            return Err(QueryError::invalid(
-                "breakdown.cohorts",
-                "a cohort breakdown needs cohort ids or \"all\"",
-            ));
-        }
         let mut parts: Vec<(String, String)> = Vec::new();
-        for (i, c) in ids.iter().enumerate() {
-            let (id, cond) = if c.as_str() == Some("all") || c.as_u64() == Some(0) {
-                (0, "1".to_string())
+        for (i, &id) in cohort_ids.iter().enumerate() {
+            let cond = if id == 0 {
+                "1".to_string()
             } else {
-                let id = c
-                    .as_u64()
-                    .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
-                    .ok_or_else(|| {
-                        QueryError::invalid(format!("breakdown.cohorts[{i}]"), "not a cohort id")
-                    })?;
-                (
-                    id,
-                    sql::cohort_sql(sc, id, &format!("breakdown.cohorts[{i}]"))?,
-                )
+                sql::cohort_sql(sc, id, &format!("breakdown.cohorts[{i}]"))?
             };
             if parts.iter().any(|(v, _)| *v == id.to_string()) {
                 return unsupported("a cohort listed twice in a cohort breakdown");
@@ -962,7 +918,6 @@ fn compile_breakdown(q: &FunnelQuery, sc: sql::Scope<'_>) -> Result<CompiledBrea
         return Ok((Some((vec![], Touch::Part)), None, Part::Cohorts(parts)));
     }
     let tagged = matches!(attribution, Attribution::AllEvents | Attribution::Step);
-    let gi = b.group_type_index.unwrap_or(0);
     let values: Vec<String> = match (kind, tagged) {
         (BreakdownType::Event | BreakdownType::EventMetadata, false) => {
             keys.iter().map(|k| sql::prop_value(k)).collect()

@@ -6,10 +6,8 @@
 //! (converted, sequence, in-between sequence); the rankings are computed
 //! from those counts.
 
-use std::collections::HashMap;
-
 use dropscope_core::query::{FunnelQuery, QueryKind};
-use dropscope_core::result::{PathRow, PathsResult, QueryResult};
+use dropscope_core::result::{PathsResult, QueryResult};
 use dropscope_core::QueryError;
 
 use crate::dispatch::refuse_amb;
@@ -33,19 +31,8 @@ fn collapse(arr: &str, depth: usize) -> String {
 
 pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsResult, QueryError> {
     let n = spec.steps.len();
-    if n < 2 {
-        return Err(QueryError::invalid("steps", "paths need at least 2 steps"));
-    }
-    let opts = q.paths.clone().unwrap_or_default();
-    let depth = opts.depth.unwrap_or(3).clamp(1, 10);
-    let top = opts.top.unwrap_or(10).clamp(1, 1000);
-    let k = match opts.after_step {
-        Some(k) if k + 1 >= n => {
-            return Err(QueryError::invalid(
-                "paths.after_step",
-                format!("must be below the last step ({})", n - 1),
-            ));
-        }
+    let (depth, top, after_step) = dropscope_engine::paths::options(q, n)?;
+    let k = match after_step {
         Some(k) => k,
         None => largest_drop(ch, q)?,
     };
@@ -111,25 +98,11 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsR
     let converted: u64 = groups.iter().filter(|g| g.0).map(|g| g.3).sum();
     let rank = |conv: bool, f: &dyn Fn(&Group) -> Vec<String>| {
         let total = if conv { converted } else { dropped };
-        let mut counts: HashMap<Vec<String>, u64> = HashMap::new();
-        for g in groups.iter().filter(|g| g.0 == conv) {
-            *counts.entry(f(g)).or_default() += g.3;
-        }
-        let mut rows: Vec<PathRow> = counts
-            .into_iter()
-            .map(|(path, actors)| PathRow {
-                path,
-                actors,
-                share: if total == 0 {
-                    0.0
-                } else {
-                    actors as f64 / total as f64
-                },
-            })
-            .collect();
-        rows.sort_by(|a, b| b.actors.cmp(&a.actors).then_with(|| a.path.cmp(&b.path)));
-        rows.truncate(top);
-        rows
+        dropscope_engine::paths::ranked(
+            groups.iter().filter(|g| g.0 == conv).map(|g| (f(g), g.3)),
+            total,
+            top,
+        )
     };
     let first = |g: &Group| vec![g.1.first().cloned().unwrap_or_else(|| END.to_string())];
     let full = |g: &Group| {

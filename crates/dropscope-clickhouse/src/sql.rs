@@ -412,19 +412,7 @@ fn leaf_sql(sc: Scope<'_>, p: &PropertyFilter, field: &str) -> Result<String, Qu
 /// A cohort filter: membership of the event's person (`in`, or `not_in` /
 /// `is_not`).
 fn cohort_leaf(sc: Scope<'_>, p: &PropertyFilter, field: &str) -> Result<String, QueryError> {
-    let id = p
-        .value
-        .as_ref()
-        .and_then(|v| {
-            v.as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        })
-        .ok_or_else(|| {
-            QueryError::invalid(
-                format!("{field}.value"),
-                "a cohort filter needs a cohort id",
-            )
-        })?;
+    let id = p.cohort_id(field)?;
     let member = cohort_sql(sc, id, &format!("{field}.value"))?;
     Ok(match p.operator {
         Some(Operator::NotIn) | Some(Operator::IsNot) => format!("NOT ({member})"),

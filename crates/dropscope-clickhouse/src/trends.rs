@@ -24,29 +24,19 @@ use serde_json::Value;
 
 use crate::dispatch::spec_of;
 use crate::events::events_sql;
-use crate::funnel::{FunnelSpec, Touch};
+use crate::funnel::FunnelSpec;
 use crate::ClickHouse;
 
 /// Per actor (and partition): sorted events `T`, `M`, `B`, the attributed
 /// breakdown value `bdv`, `amb`.
 fn actors_events_sql(db: &str, s: &FunnelSpec, unordered: bool) -> String {
     let events = events_sql(db, s);
-    let attributed = match &s.breakdown {
-        Some((_, Touch::First)) => "arrayFirst(b -> arrayExists(x -> x != '', b), B)",
-        Some((_, Touch::Last)) => "arrayFirst(b -> arrayExists(x -> x != '', b), arrayReverse(B))",
-        // Partition attributions are refused for trends (dispatch).
-        Some((_, Touch::Part)) | None => "emptyArrayString()",
-    };
-    let empty_bd = match &s.breakdown {
-        Some((keys, Touch::First | Touch::Last)) => {
-            format!("[{}]", vec!["''"; keys.len()].join(", "))
-        }
-        _ => "emptyArrayString()".into(),
-    };
+    // Partition attributions are refused for trends (dispatch).
+    let attributed = crate::funnel::attributed_sql(s);
     let persons = format!(
         "SELECT actor, any(person) AS person, part, arraySort(groupArray((ts, seq, mask, bd))) AS evs, \
          arrayMap(x -> x.1, evs) AS T, arrayMap(x -> x.3, evs) AS M, arrayMap(x -> x.4, evs) AS B, \
-         if(length({attributed} AS bd_raw) = 0, {empty_bd}, bd_raw) AS bdv, \
+         {attributed} AS bdv, \
          toUInt8({amb}) AS amb FROM ({events}) GROUP BY actor, part",
         amb = if unordered {
             "arrayExists(m -> bitAnd(m, m - 1) != 0, M)"

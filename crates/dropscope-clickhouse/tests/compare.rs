@@ -8,7 +8,7 @@ mod common;
 
 use dropscope_core::event::Event;
 use dropscope_core::query::FunnelQuery;
-use dropscope_core::result::{FunnelResult, QueryResult, StepResult};
+use dropscope_core::result::QueryResult;
 use dropscope_core::QueryError;
 use dropscope_store::{Record, Store};
 use dropscope_testkit::Backend;
@@ -166,69 +166,8 @@ fn query_strategy() -> impl Strategy<Value = Value> {
         })
 }
 
-fn close(a: Option<f64>, b: Option<f64>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(x), Some(y)) => (x - y).abs() <= 1e-6 * x.abs().max(1.0),
-        _ => false,
-    }
-}
-
-fn same_steps(a: &[StepResult], b: &[StepResult]) -> Result<(), String> {
-    if a.len() != b.len() {
-        return Err(format!("{} steps vs {}", a.len(), b.len()));
-    }
-    for (x, y) in a.iter().zip(b) {
-        let ok = x.name == y.name
-            && x.count == y.count
-            && x.dropped == y.dropped
-            && x.in_progress == y.in_progress
-            && close(Some(x.conversion_from_first), Some(y.conversion_from_first))
-            && close(
-                Some(x.conversion_from_previous),
-                Some(y.conversion_from_previous),
-            )
-            && close(x.average_conversion_time, y.average_conversion_time)
-            && close(x.median_conversion_time, y.median_conversion_time);
-        if !ok {
-            return Err(format!(
-                "step {}:\n engine     {x:?}\n clickhouse {y:?}",
-                x.order
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn same(a: &FunnelResult, b: &FunnelResult) -> Result<(), String> {
-    same_steps(&a.steps, &b.steps).map_err(|e| format!("steps: {e}"))?;
-    match (&a.breakdowns, &b.breakdowns) {
-        (None, None) => Ok(()),
-        (Some(x), Some(y)) => {
-            let vx: Vec<&Value> = x.iter().map(|r| &r.breakdown_value).collect();
-            let vy: Vec<&Value> = y.iter().map(|r| &r.breakdown_value).collect();
-            if vx != vy {
-                return Err(format!("breakdown rows: engine {vx:?}, clickhouse {vy:?}"));
-            }
-            for (rx, ry) in x.iter().zip(y) {
-                same_steps(&rx.steps, &ry.steps)
-                    .map_err(|e| format!("breakdown {}: {e}", rx.breakdown_value))?;
-            }
-            Ok(())
-        }
-        _ => Err("breakdowns present on one side only".into()),
-    }
-}
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(50)))]
 
     #[test]
     fn clickhouse_matches_the_engine(
@@ -247,7 +186,7 @@ proptest! {
         let got = ch.query(&q);
         match (want, got) {
             (Ok(QueryResult::Funnel(w)), Ok(QueryResult::Funnel(g))) => {
-                if let Err(e) = same(&w, &g) {
+                if let Err(e) = common::same_funnel(&w, &g) {
                     prop_assert!(false, "query {qv}\n{e}");
                 }
             }

@@ -191,7 +191,7 @@ fn person_and_group_properties() {
 
 use dropscope_core::event::CohortRecord;
 use dropscope_core::query::FunnelQuery;
-use dropscope_core::result::{FunnelResult, QueryResult, StepResult};
+use dropscope_core::result::QueryResult;
 use dropscope_core::QueryError;
 use proptest::prelude::*;
 
@@ -575,78 +575,11 @@ fn query_strategy() -> impl Strategy<Value = Value> {
         )
 }
 
-fn close(a: Option<f64>, b: Option<f64>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(x), Some(y)) => (x - y).abs() <= 1e-6 * x.abs().max(1.0),
-        _ => false,
-    }
-}
-
-fn same_steps(a: &[StepResult], b: &[StepResult]) -> Result<(), String> {
-    if a.len() != b.len() {
-        return Err(format!("{} steps vs {}", a.len(), b.len()));
-    }
-    for (x, y) in a.iter().zip(b) {
-        let ok = x.name == y.name
-            && x.count == y.count
-            && x.dropped == y.dropped
-            && x.in_progress == y.in_progress
-            && close(Some(x.conversion_from_first), Some(y.conversion_from_first))
-            && close(
-                Some(x.conversion_from_previous),
-                Some(y.conversion_from_previous),
-            )
-            && close(x.average_conversion_time, y.average_conversion_time)
-            && close(x.median_conversion_time, y.median_conversion_time);
-        if !ok {
-            return Err(format!(
-                "step {}:\n engine     {x:?}\n clickhouse {y:?}",
-                x.order
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn same(a: &FunnelResult, b: &FunnelResult) -> Result<(), String> {
-    same_steps(&a.steps, &b.steps).map_err(|e| format!("steps: {e}"))?;
-    match (&a.breakdowns, &b.breakdowns) {
-        (None, None) => Ok(()),
-        (Some(x), Some(y)) => {
-            let vx: Vec<(&Value, &str)> = x
-                .iter()
-                .map(|r| (&r.breakdown_value, r.breakdown_display.as_str()))
-                .collect();
-            let vy: Vec<(&Value, &str)> = y
-                .iter()
-                .map(|r| (&r.breakdown_value, r.breakdown_display.as_str()))
-                .collect();
-            if vx != vy {
-                return Err(format!("breakdown rows: engine {vx:?}, clickhouse {vy:?}"));
-            }
-            for (rx, ry) in x.iter().zip(y) {
-                same_steps(&rx.steps, &ry.steps)
-                    .map_err(|e| format!("breakdown {}: {e}", rx.breakdown_value))?;
-            }
-            Ok(())
-        }
-        _ => Err("breakdowns present on one side only".into()),
-    }
-}
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40)
-}
-
 static REFUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 static COMPARED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(40)))]
 
     #[test]
     fn clickhouse_data_matches_the_engine(
@@ -669,7 +602,7 @@ proptest! {
         match (want, got) {
             (Ok(QueryResult::Funnel(w)), Ok(QueryResult::Funnel(g))) => {
                 COMPARED.fetch_add(1, Relaxed);
-                if let Err(e) = same(&w, &g) {
+                if let Err(e) = common::same_funnel(&w, &g) {
                     prop_assert!(false, "query {qv}\n{e}");
                 }
             }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dropscope_core::event::Event;
 use dropscope_core::query::FunnelQuery;
-use dropscope_core::result::{FunnelResult, QueryResult, StepResult};
+use dropscope_core::result::QueryResult;
 use dropscope_core::QueryError;
 use dropscope_store::{Record, Store};
 use dropscope_testkit::Backend;
@@ -179,86 +179,6 @@ fn query_strategy() -> impl Strategy<Value = Value> {
         })
 }
 
-fn close(a: Option<f64>, b: Option<f64>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(x), Some(y)) => (x - y).abs() <= 1e-6 * x.abs().max(1.0),
-        _ => false,
-    }
-}
-
-fn same_steps(a: &[StepResult], b: &[StepResult]) -> Result<(), String> {
-    if a.len() != b.len() {
-        return Err(format!("{} steps vs {}", a.len(), b.len()));
-    }
-    for (x, y) in a.iter().zip(b) {
-        let ok = x.name == y.name
-            && x.count == y.count
-            && x.dropped == y.dropped
-            && x.in_progress == y.in_progress
-            && close(Some(x.conversion_from_first), Some(y.conversion_from_first))
-            && close(
-                Some(x.conversion_from_previous),
-                Some(y.conversion_from_previous),
-            )
-            && close(x.average_conversion_time, y.average_conversion_time)
-            && close(x.median_conversion_time, y.median_conversion_time);
-        if !ok {
-            return Err(format!(
-                "step {}:\n engine     {x:?}\n clickhouse {y:?}",
-                x.order
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn same(a: &FunnelResult, b: &FunnelResult) -> Result<(), String> {
-    same_steps(&a.steps, &b.steps).map_err(|e| format!("steps: {e}"))?;
-    {
-        if a.conversion_curve.len() != b.conversion_curve.len() {
-            return Err(format!(
-                "curve: engine {:?}, clickhouse {:?}",
-                a.conversion_curve, b.conversion_curve
-            ));
-        }
-        for (p, q) in a.conversion_curve.iter().zip(&b.conversion_curve) {
-            if !close(Some(p.seconds), Some(q.seconds))
-                || !close(Some(p.converted), Some(q.converted))
-                || p.at_risk != q.at_risk
-            {
-                return Err(format!(
-                    "curve: engine {:?}, clickhouse {:?}",
-                    a.conversion_curve, b.conversion_curve
-                ));
-            }
-        }
-    }
-    match (&a.breakdowns, &b.breakdowns) {
-        (None, None) => Ok(()),
-        (Some(x), Some(y)) => {
-            let vx: Vec<&Value> = x.iter().map(|r| &r.breakdown_value).collect();
-            let vy: Vec<&Value> = y.iter().map(|r| &r.breakdown_value).collect();
-            if vx != vy {
-                return Err(format!("breakdown rows: engine {vx:?}, clickhouse {vy:?}"));
-            }
-            for (rx, ry) in x.iter().zip(y) {
-                same_steps(&rx.steps, &ry.steps)
-                    .map_err(|e| format!("breakdown {}: {e}", rx.breakdown_value))?;
-            }
-            Ok(())
-        }
-        _ => Err("breakdowns present on one side only".into()),
-    }
-}
-
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40)
-}
-
 /// Refusals the backend documents (anything else must be answered).
 fn documented_refusal(m: &str) -> bool {
     m.contains("exclusions together with optional steps")
@@ -283,7 +203,7 @@ fn events_json(evs: &[Ev], step_ms: i64) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases(40)))]
 
     #[test]
     fn order_semantics_match_the_engine(
@@ -303,7 +223,7 @@ proptest! {
         match (want, got) {
             (Ok(QueryResult::Funnel(w)), Ok(QueryResult::Funnel(g))) => {
                 COMPARED.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = same(&w, &g) {
+                if let Err(e) = common::same_funnel(&w, &g).and_then(|()| common::same_curve(&w, &g)) {
                     prop_assert!(false, "query {qv}\nevents {}\n{e}", events_json(&evs, step_ms.max(1)));
                 }
             }
@@ -315,7 +235,7 @@ proptest! {
             }
             (w, g) => prop_assert!(false, "query {qv}: engine {w:?}, clickhouse {g:?}"),
         }
-        if run.is_multiple_of(20) || run as u32 == cases() {
+        if run.is_multiple_of(20) || run as u32 == common::cases(40) {
             println!(
                 "order comparison: {run} run, {} compared, {} invalid on both sides, {} refused",
                 COMPARED.load(Ordering::Relaxed),

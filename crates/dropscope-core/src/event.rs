@@ -23,6 +23,22 @@ pub struct Event {
     pub properties: Map<String, Value>,
 }
 
+impl Event {
+    /// The other distinct id this event joins to its own into one person
+    /// (SEMANTICS: `$identify` with `$anon_distinct_id`, `$create_alias` and
+    /// `$merge_dangerously` with `alias`); `None` when it joins nothing.
+    pub fn joined_distinct_id(&self) -> Option<&str> {
+        let other = match self.event.as_str() {
+            "$identify" => self.properties.get("$anon_distinct_id"),
+            "$create_alias" | "$merge_dangerously" => self.properties.get("alias"),
+            _ => None,
+        };
+        other
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty() && *s != self.distinct_id)
+    }
+}
+
 /// Property key under which an `$autocapture` element chain is stored.
 pub const ELEMENTS_KEY: &str = "$elements";
 

@@ -601,6 +601,23 @@ impl PropertyFilter {
             Operator::IsSet | Operator::IsNotSet
         )
     }
+
+    /// The cohort id of a cohort filter (a number or a numeric string);
+    /// `field` names the filter in the error.
+    pub fn cohort_id(&self, field: &str) -> Result<u64, QueryError> {
+        self.value
+            .as_ref()
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+            .ok_or_else(|| {
+                QueryError::invalid(
+                    format!("{field}.value"),
+                    "a cohort filter needs a cohort id",
+                )
+            })
+    }
 }
 
 impl FunnelQuery {

@@ -268,19 +268,7 @@ fn compile_leaf(
             )
         })?),
         FilterType::Cohort => {
-            let id = f
-                .value
-                .as_ref()
-                .and_then(|v| {
-                    v.as_u64()
-                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                })
-                .ok_or_else(|| {
-                    QueryError::invalid(
-                        format!("{field}.value"),
-                        "a cohort filter needs a cohort id",
-                    )
-                })?;
+            let id = f.cohort_id(field)?;
             Source::Cohort(cohort_members(id, snap, dicts).ok_or_else(|| {
                 QueryError::invalid(format!("{field}.value"), format!("unknown cohort {id}"))
             })?)

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use dropscope_core::query::FunnelQuery;
 use dropscope_core::result::{PathRow, PathsResult};
 use dropscope_core::QueryError;
 
@@ -25,21 +26,29 @@ struct Seqs {
 }
 
 /// Runs a paths query.
-pub fn paths(plan: &Plan<'_>) -> Result<PathsResult, QueryError> {
-    let n = plan.n();
+/// The checked path options of `q` over `n` steps: `(depth, top,
+/// after_step)` (`None`: the backend picks the largest drop). Both backends
+/// read them here.
+pub fn options(q: &FunnelQuery, n: usize) -> Result<(usize, usize, Option<usize>), QueryError> {
     if n < 2 {
         return Err(QueryError::invalid("steps", "paths need at least 2 steps"));
     }
-    let opts = plan.q.paths.clone().unwrap_or_default();
+    let opts = q.paths.clone().unwrap_or_default();
     let depth = opts.depth.unwrap_or(3).clamp(1, 10);
     let top = opts.top.unwrap_or(10).clamp(1, 1000);
-    let k = match opts.after_step {
-        Some(k) if k + 1 >= n => {
-            return Err(QueryError::invalid(
-                "paths.after_step",
-                format!("must be below the last step ({})", n - 1),
-            ));
-        }
+    if opts.after_step.is_some_and(|k| k + 1 >= n) {
+        return Err(QueryError::invalid(
+            "paths.after_step",
+            format!("must be below the last step ({})", n - 1),
+        ));
+    }
+    Ok((depth, top, opts.after_step))
+}
+
+pub fn paths(plan: &Plan<'_>) -> Result<PathsResult, QueryError> {
+    let n = plan.n();
+    let (depth, top, after_step) = options(plan.q, n)?;
+    let k = match after_step {
         Some(k) => k,
         None => largest_drop(plan)?,
     };
@@ -96,25 +105,7 @@ pub fn paths(plan: &Plan<'_>) -> Result<PathsResult, QueryError> {
     let dropped = seqs.iter().filter(|s| !s.converted).count() as u64;
     let converted = seqs.len() as u64 - dropped;
     let rank = |group: &mut dyn Iterator<Item = Vec<String>>, total: u64| -> Vec<PathRow> {
-        let mut counts: HashMap<Vec<String>, u64> = HashMap::new();
-        for p in group {
-            *counts.entry(p).or_default() += 1;
-        }
-        let mut rows: Vec<PathRow> = counts
-            .into_iter()
-            .map(|(path, actors)| PathRow {
-                path,
-                actors,
-                share: if total == 0 {
-                    0.0
-                } else {
-                    actors as f64 / total as f64
-                },
-            })
-            .collect();
-        rows.sort_by(|a, b| b.actors.cmp(&a.actors).then_with(|| a.path.cmp(&b.path)));
-        rows.truncate(top);
-        rows
+        ranked(group.map(|p| (p, 1)), total, top)
     };
     let first = |s: &Seqs| vec![s.next.first().cloned().unwrap_or_else(|| END.to_string())];
     let full = |s: &Seqs| {
@@ -162,4 +153,33 @@ pub fn largest_drop(plan: &Plan<'_>) -> Result<usize, QueryError> {
         }
     }
     Ok(best.0)
+}
+
+/// Path rows from `(path, actors)` pairs (a path may repeat: its actors
+/// add up): by actors descending, then path; at most `top`; `share` of
+/// `total`. Both backends rank with this.
+pub fn ranked(
+    weighted: impl IntoIterator<Item = (Vec<String>, u64)>,
+    total: u64,
+    top: usize,
+) -> Vec<PathRow> {
+    let mut counts: HashMap<Vec<String>, u64> = HashMap::new();
+    for (p, n) in weighted {
+        *counts.entry(p).or_default() += n;
+    }
+    let mut rows: Vec<PathRow> = counts
+        .into_iter()
+        .map(|(path, actors)| PathRow {
+            path,
+            actors,
+            share: if total == 0 {
+                0.0
+            } else {
+                actors as f64 / total as f64
+            },
+        })
+        .collect();
+    rows.sort_by(|a, b| b.actors.cmp(&a.actors).then_with(|| a.path.cmp(&b.path)));
+    rows.truncate(top);
+    rows
 }

@@ -821,11 +821,22 @@ fn compile_matcher(
     })
 }
 
-fn compile_breakdown(
-    q: &FunnelQuery,
-    snap: &Snapshot,
-    d: &Dicts,
-) -> Result<Option<BreakdownPlan>, QueryError> {
+/// A breakdown's shape, checked the same way for every backend: its
+/// property names, attribution, step and group slot, and its cohort ids
+/// (0 = "all users"). Whether a cohort exists is each backend's check.
+#[derive(Debug, Clone)]
+pub struct BreakdownShape {
+    pub kind: BreakdownType,
+    pub names: Vec<String>,
+    pub attribution: Attribution,
+    pub attribution_step: usize,
+    pub group_index: u8,
+    pub cohort_ids: Vec<u64>,
+}
+
+/// The checked shape of `q`'s breakdown (`None` without one); every error
+/// names the field.
+pub fn breakdown_shape(q: &FunnelQuery) -> Result<Option<BreakdownShape>, QueryError> {
     let Some(b) = &q.breakdown else {
         return Ok(None);
     };
@@ -866,14 +877,13 @@ fn compile_breakdown(
             "unordered funnels only support step attribution on step 0",
         ));
     }
-    let group_index = b.group_type_index.unwrap_or(0);
     if kind == BreakdownType::Group && b.group_type_index.is_none() {
         return Err(QueryError::invalid(
             "breakdown.group_type_index",
             "group breakdowns need group_type_index",
         ));
     }
-    let mut cohorts = Vec::new();
+    let mut cohort_ids = Vec::new();
     if kind == BreakdownType::Cohort {
         let ids = b.cohorts.clone().unwrap_or_default();
         if ids.is_empty() {
@@ -883,24 +893,58 @@ fn compile_breakdown(
             ));
         }
         for (i, c) in ids.iter().enumerate() {
-            if c.as_str() == Some("all") || c.as_u64() == Some(0) {
-                cohorts.push((0, None));
-                continue;
-            }
-            let id = c
-                .as_u64()
-                .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
-                .ok_or_else(|| {
-                    QueryError::invalid(format!("breakdown.cohorts[{i}]"), "not a cohort id")
-                })?;
-            let members = cohort_members(id, snap, d).ok_or_else(|| {
-                QueryError::invalid(
-                    format!("breakdown.cohorts[{i}]"),
-                    format!("unknown cohort {id}"),
-                )
-            })?;
-            cohorts.push((id, Some(members)));
+            let id = if c.as_str() == Some("all") {
+                0
+            } else {
+                c.as_u64()
+                    .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+                    .ok_or_else(|| {
+                        QueryError::invalid(format!("breakdown.cohorts[{i}]"), "not a cohort id")
+                    })?
+            };
+            cohort_ids.push(id);
         }
+    }
+    Ok(Some(BreakdownShape {
+        kind,
+        names,
+        attribution,
+        attribution_step,
+        group_index: b.group_type_index.unwrap_or(0),
+        cohort_ids,
+    }))
+}
+
+fn compile_breakdown(
+    q: &FunnelQuery,
+    snap: &Snapshot,
+    d: &Dicts,
+) -> Result<Option<BreakdownPlan>, QueryError> {
+    let Some(BreakdownShape {
+        kind,
+        names,
+        attribution,
+        attribution_step,
+        group_index,
+        cohort_ids,
+    }) = breakdown_shape(q)?
+    else {
+        return Ok(None);
+    };
+    let limit = q.breakdown.as_ref().and_then(|b| b.limit);
+    let mut cohorts = Vec::new();
+    for (i, &id) in cohort_ids.iter().enumerate() {
+        if id == 0 {
+            cohorts.push((0, None));
+            continue;
+        }
+        let members = cohort_members(id, snap, d).ok_or_else(|| {
+            QueryError::invalid(
+                format!("breakdown.cohorts[{i}]"),
+                format!("unknown cohort {id}"),
+            )
+        })?;
+        cohorts.push((id, Some(members)));
     }
     Ok(Some(BreakdownPlan {
         kind,
@@ -910,7 +954,7 @@ fn compile_breakdown(
         attribution,
         attribution_step,
         group_index,
-        limit: b.limit,
+        limit,
         cohorts,
     }))
 }

@@ -174,17 +174,10 @@ impl State {
         let person = ident.ensure(did, &e.distinct_id);
 
         // Identity joins.
-        let other = match e.event.as_str() {
-            "$identify" => e.properties.get("$anon_distinct_id"),
-            "$create_alias" | "$merge_dangerously" => e.properties.get("alias"),
-            _ => None,
-        };
-        if let Some(other) = other.and_then(Value::as_str).filter(|s| !s.is_empty()) {
-            if other != e.distinct_id {
-                let odid = dicts.distinct_ids.intern(other);
-                let op = ident.ensure(odid, other);
-                ident.merge(person, op);
-            }
+        if let Some(other) = e.joined_distinct_id() {
+            let odid = dicts.distinct_ids.intern(other);
+            let op = ident.ensure(odid, other);
+            ident.merge(person, op);
         }
         // The special properties, found in one pass over the keys (cheaper
         // than a hashed lookup per name on the capture path).
@@ -336,12 +329,12 @@ impl GroupData {
         self.types[i] = name.to_string();
     }
 
-    /// The slot of a group type, assigned on first sight (at most 5).
     /// The slot of a group type that already has one.
     pub fn index_of(&self, name: &str) -> Option<u8> {
         self.types.iter().position(|t| t == name).map(|i| i as u8)
     }
 
+    /// The slot of a group type, assigned on first sight (at most 5).
     pub fn index_for(&mut self, name: &str) -> Option<u8> {
         if let Some(i) = self.types.iter().position(|t| t == name) {
             return Some(i as u8);

@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dropscope_clickhouse::ClickHouse;
 use dropscope_core::query::FunnelQuery;
-use dropscope_core::result::QueryResult;
+use dropscope_core::result::{BreakdownRow, FunnelResult, QueryResult, StepResult};
 use dropscope_core::QueryError;
 use dropscope_store::Record;
 use dropscope_testkit::Backend;
+use serde_json::Value;
 
 pub fn workspace() -> PathBuf {
     dropscope_testkit::clickhouse_server::workspace()
@@ -55,4 +56,94 @@ impl Backend for Fresh {
     fn query(&self, q: &FunnelQuery) -> Result<QueryResult, QueryError> {
         self.0.query(q)
     }
+}
+
+/// Random cases per comparison test: `PROPTEST_CASES`, else `default`.
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Equal within 1e-6 relative (absolute below 1), or both absent.
+pub fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-6 * x.abs().max(1.0),
+        _ => false,
+    }
+}
+
+/// Every number of the steps: counts, drop-off, in progress, rates, times.
+pub fn same_steps(a: &[StepResult], b: &[StepResult]) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{} steps vs {}", a.len(), b.len()));
+    }
+    for (x, y) in a.iter().zip(b) {
+        let ok = x.name == y.name
+            && x.count == y.count
+            && x.dropped == y.dropped
+            && x.in_progress == y.in_progress
+            && close(Some(x.conversion_from_first), Some(y.conversion_from_first))
+            && close(
+                Some(x.conversion_from_previous),
+                Some(y.conversion_from_previous),
+            )
+            && close(x.average_conversion_time, y.average_conversion_time)
+            && close(x.median_conversion_time, y.median_conversion_time);
+        if !ok {
+            return Err(format!(
+                "step {}:\n engine     {x:?}\n clickhouse {y:?}",
+                x.order
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The steps and the breakdown rows (values, displayed values, order,
+/// every number) of two funnel answers.
+pub fn same_funnel(a: &FunnelResult, b: &FunnelResult) -> Result<(), String> {
+    same_steps(&a.steps, &b.steps).map_err(|e| format!("steps: {e}"))?;
+    match (&a.breakdowns, &b.breakdowns) {
+        (None, None) => Ok(()),
+        (Some(x), Some(y)) => {
+            let rows = |r: &[BreakdownRow]| -> Vec<(Value, String)> {
+                r.iter()
+                    .map(|r| (r.breakdown_value.clone(), r.breakdown_display.clone()))
+                    .collect()
+            };
+            let (vx, vy) = (rows(x), rows(y));
+            if vx != vy {
+                return Err(format!("breakdown rows: engine {vx:?}, clickhouse {vy:?}"));
+            }
+            for (rx, ry) in x.iter().zip(y) {
+                same_steps(&rx.steps, &ry.steps)
+                    .map_err(|e| format!("breakdown {}: {e}", rx.breakdown_value))?;
+            }
+            Ok(())
+        }
+        _ => Err("breakdowns present on one side only".into()),
+    }
+}
+
+/// The Kaplan–Meier conversion curves of two funnel answers.
+pub fn same_curve(a: &FunnelResult, b: &FunnelResult) -> Result<(), String> {
+    let differ = a.conversion_curve.len() != b.conversion_curve.len()
+        || a.conversion_curve
+            .iter()
+            .zip(&b.conversion_curve)
+            .any(|(p, q)| {
+                !close(Some(p.seconds), Some(q.seconds))
+                    || !close(Some(p.converted), Some(q.converted))
+                    || p.at_risk != q.at_risk
+            });
+    if differ {
+        return Err(format!(
+            "curve: engine {:?}, clickhouse {:?}",
+            a.conversion_curve, b.conversion_curve
+        ));
+    }
+    Ok(())
 }
