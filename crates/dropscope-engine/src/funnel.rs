@@ -34,39 +34,52 @@ impl Tally {
     }
 
     pub fn add(&mut self, plan: &Plan<'_>, p: &Path) {
-        let n = self.counts.len();
         let a = &p.attempt;
+        self.add_parts(plan, a.bits, &a.times, a.start, p.furthest);
+    }
+
+    /// One actor's path given as its parts: the steps done (`bits`), their
+    /// times, the attempt's start and the furthest step (1-based).
+    pub fn add_parts(
+        &mut self,
+        plan: &Plan<'_>,
+        bits: u64,
+        times: &[i64],
+        start: i64,
+        furthest: usize,
+    ) {
+        let n = self.counts.len();
         let mut prev: Option<i64> = None;
-        for s in 0..n {
-            if a.bits & (1 << s) == 0 {
+        for (s, &t) in times.iter().enumerate().take(n) {
+            if bits & (1 << s) == 0 {
                 continue;
             }
             self.counts[s] += 1;
             if let Some(t0) = prev {
-                let gap = (a.times[s] - t0) as f64 / 1000.0;
+                let gap = (t - t0) as f64 / 1000.0;
                 if gap > 0.0 {
                     self.gaps[s].push(gap);
                 }
             }
-            prev = Some(a.times[s]);
+            prev = Some(t);
         }
         // Still inside the window at the end of the range: may yet convert.
-        let open = a.start.saturating_add(plan.shape.window) >= plan.range.to;
-        if p.furthest < n {
+        let open = start.saturating_add(plan.shape.window) >= plan.range.to;
+        if furthest < n {
             if open {
-                let next = p.furthest.min(n - 1);
+                let next = furthest.min(n - 1);
                 self.in_progress[next] += 1;
             }
             let end = if open {
                 plan.range.to
             } else {
-                a.start + plan.shape.window
+                start + plan.shape.window
             };
             self.survival
-                .push(((end - a.start).max(0) as f64 / 1000.0, false));
+                .push(((end - start).max(0) as f64 / 1000.0, false));
         } else {
             self.survival
-                .push(((a.times[n - 1] - a.start) as f64 / 1000.0, true));
+                .push(((times[n - 1] - start) as f64 / 1000.0, true));
         }
     }
 
@@ -154,7 +167,42 @@ pub fn funnel(plan: &Plan<'_>) -> Result<FunnelResult, QueryError> {
             "`totals` counting needs an ordered or strict funnel",
         ));
     }
-    let by_key: HashMap<BdKey, Tally> = plan.fold_actors(
+    let mut by_key: HashMap<BdKey, Tally> = match crate::kernel::funnel_tally(plan) {
+        // The fast path: one tally (no breakdown); no actor, no entry, as below.
+        Some(t) if t.counts.first().is_some_and(|&c| c > 0) => HashMap::from([(BdKey::None, t)]),
+        Some(_) => HashMap::new(),
+        None => general_tallies(plan, totals_mode),
+    };
+    let mut all = Tally::new(n);
+    if plan.breakdown.is_some() {
+        for t in by_key.values() {
+            all.merge(t.clone());
+        }
+    } else if let Some(t) = by_key.remove(&BdKey::None) {
+        all = t;
+    }
+    let curve = if all.survival.is_empty() {
+        Vec::new()
+    } else {
+        curve_points(&all.survival)
+    };
+    let breakdowns = plan
+        .breakdown
+        .as_ref()
+        .map(|_| breakdown_rows(plan, by_key));
+    Ok(FunnelResult {
+        steps: all.steps(plan),
+        breakdowns,
+        conversion_curve: curve,
+        date_from_ms: plan.range.from,
+        date_to_ms: plan.range.to,
+    })
+}
+
+/// Tallies by breakdown value through the general per-actor path.
+fn general_tallies(plan: &Plan<'_>, totals_mode: bool) -> HashMap<BdKey, Tally> {
+    let n = plan.n();
+    plan.fold_actors(
         HashMap::new,
         |acc: &mut HashMap<BdKey, Tally>, scratch, actor| {
             plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
@@ -190,27 +238,7 @@ pub fn funnel(plan: &Plan<'_>) -> Result<FunnelResult, QueryError> {
             }
             a
         },
-    );
-    let mut all = Tally::new(n);
-    for t in by_key.values() {
-        all.merge(t.clone());
-    }
-    let curve = if all.survival.is_empty() {
-        Vec::new()
-    } else {
-        curve_points(&all.survival)
-    };
-    let breakdowns = plan
-        .breakdown
-        .as_ref()
-        .map(|_| breakdown_rows(plan, by_key));
-    Ok(FunnelResult {
-        steps: all.steps(plan),
-        breakdowns,
-        conversion_curve: curve,
-        date_from_ms: plan.range.from,
-        date_to_ms: plan.range.to,
-    })
+    )
 }
 
 fn curve_points(obs: &[(f64, bool)]) -> Vec<CurvePoint> {

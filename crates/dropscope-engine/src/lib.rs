@@ -23,6 +23,7 @@ pub mod correlation;
 pub mod diagnosis;
 pub mod filter;
 pub mod funnel;
+pub mod kernel;
 pub mod ordered;
 pub mod paths;
 pub mod persons;

@@ -73,10 +73,14 @@ pub struct StepConstraint {
 pub fn run(shape: &Shape, evs: &[MEvent], constraint: Option<StepConstraint>) -> Option<Path> {
     // Attempts are copied as steps advance; a size fitted to the funnel
     // keeps those copies small for the common short funnels.
-    if shape.n <= 8 {
-        run_n::<8>(shape, evs, constraint)
+    // The slot array (`S` = `N` + 1) is initialised for every actor, so it
+    // is sized to the funnel too.
+    if shape.n <= 4 {
+        run_n::<4, 5>(shape, evs, constraint)
+    } else if shape.n <= 8 {
+        run_n::<8, 9>(shape, evs, constraint)
     } else {
-        run_n::<MAX_STEPS>(shape, evs, constraint)
+        run_n::<MAX_STEPS, { MAX_STEPS + 1 }>(shape, evs, constraint)
     }
 }
 
@@ -118,13 +122,13 @@ impl<const N: usize> Att<N> {
     }
 }
 
-fn run_n<const N: usize>(
+fn run_n<const N: usize, const S: usize>(
     shape: &Shape,
     evs: &[MEvent],
     constraint: Option<StepConstraint>,
 ) -> Option<Path> {
     let n = shape.n;
-    let mut entered: [Option<Att<N>>; 31] = [None; 31];
+    let mut entered: [Option<Att<N>>; S] = [None; S];
     let entered = &mut entered[..=n];
     let mut best: Option<(usize, Att<N>)> = None;
     let mut i = 0;

@@ -6,7 +6,8 @@ use std::sync::RwLockReadGuard;
 
 use chrono_tz::Tz;
 use dropscope_core::query::{
-    Attribution, BreakdownType, FunnelOrder, FunnelQuery, QueryKind, StepMath, Window, MAX_STEPS,
+    Attribution, BreakdownType, Counting, FunnelOrder, FunnelQuery, QueryKind, StepMath, Window,
+    MAX_STEPS,
 };
 use dropscope_core::time::{resolve_range, DateRange};
 use dropscope_core::QueryError;
@@ -99,6 +100,9 @@ pub struct Plan<'s> {
     pub order: FunnelOrder,
     /// All events in range are kept (strict funnels, correlation, paths).
     pub keep_all: bool,
+    /// Runs of events that can only start an attempt are cut to their
+    /// first and last event (see `prepare`).
+    collapse: bool,
     pub first_time: bool,
     group_keys: [Option<u32>; 5],
     /// Non-person aggregation: events regrouped by actor key, built once
@@ -114,6 +118,9 @@ pub struct Plan<'s> {
     ev_excl: Vec<u32>,
     any_excl: u32,
 }
+
+/// Actors per parallel work item of `Plan::fold_actors`.
+const FOLD_CHUNK: usize = 512;
 
 /// Per-thread scratch buffers, reused across actors.
 #[derive(Default)]
@@ -203,6 +210,16 @@ impl<'s> Plan<'s> {
                     | QueryKind::Paths
                     | QueryKind::Diagnosis
             );
+        // Which kinds read only the best path of ordered/strict funnels
+        // (funnel trends bucket every start, `totals` counts every attempt,
+        // correlation and paths read every event).
+        let collapse = q.order != FunnelOrder::Unordered
+            && q.counting != Counting::Totals
+            && match q.kind {
+                QueryKind::Funnel | QueryKind::TimeToConvert => true,
+                QueryKind::FunnelPersons => q.entrance_period_start.is_none(),
+                _ => false,
+            };
         let first_time = q.steps.iter().any(|s| {
             matches!(
                 s.math,
@@ -236,6 +253,7 @@ impl<'s> Plan<'s> {
             agg,
             order: q.order,
             keep_all,
+            collapse,
             first_time,
             group_keys,
             regrouped: std::sync::OnceLock::new(),
@@ -244,6 +262,31 @@ impl<'s> Plan<'s> {
 
     pub fn n(&self) -> usize {
         self.shape.n
+    }
+
+    /// The step mask of every event id, when this query is one the fast
+    /// kernel (`crate::kernel`) computes exactly: an ordered or strict
+    /// `funnel` of at most 8 steps that are plain event names, counted
+    /// once per person, without exclusions, breakdown, global filter,
+    /// first-time steps, optional steps or per-step gaps.
+    pub(crate) fn kernel_table(&self) -> Option<&[u64]> {
+        let q = self.q;
+        let n = self.shape.n;
+        let plain = q.kind == QueryKind::Funnel
+            && q.order != FunnelOrder::Unordered
+            && q.counting != Counting::Totals
+            && matches!(self.agg, Aggregation::Person)
+            && n <= crate::kernel::MAX_KERNEL_STEPS
+            && self.simple_steps == (1u64 << n) - 1
+            && self.any_steps == 0
+            && self.exclusions.is_empty()
+            && self.breakdown.is_none()
+            && self.global.is_none()
+            && !self.first_time
+            && !self.shape.optional.iter().any(|&o| o)
+            && self.shape.within.iter().all(Option::is_none)
+            && self.shape.min_gap.iter().all(Option::is_none);
+        plain.then_some(self.ev_steps.as_slice())
     }
 
     /// The canonical person of row `row` of an actor.
@@ -367,13 +410,32 @@ impl<'s> Plan<'s> {
                 }
                 _ => 0,
             };
-            out.push(MEvent {
+            let e = MEvent {
                 ts,
                 steps,
                 excl,
                 row: row as u32,
                 bd,
-            });
+            };
+            // In an ordered or strict funnel, an event that can only be
+            // step 1 (or, strict, no step) and no exclusion only sets the
+            // latest start (strict: also clears later slots); the next one
+            // like it overwrites that. Of a run of such events with the same
+            // breakdown value, only the first (it may be the actor's best
+            // path, or clear slots) and the last (the start later steps
+            // follow) can change the result: the middle ones are dropped.
+            // On the demo data this removes most `$pageview`s before the
+            // state machine sees them.
+            if self.collapse && steps <= 1 && excl == 0 {
+                if let [.., a, b] = out.as_mut_slice() {
+                    let like = |x: &MEvent| x.steps == steps && x.excl == 0 && x.bd == bd;
+                    if like(a) && like(b) {
+                        *b = e;
+                        continue;
+                    }
+                }
+            }
+            out.push(e);
         }
     }
 
@@ -573,14 +635,15 @@ impl<'s> Plan<'s> {
         match &self.agg {
             Aggregation::Person => {
                 let count = self.snap.actor_count();
-                (0..count)
+                // Chunks of actors, so rayon moves the (accumulator, scratch)
+                // pair once per chunk rather than once per actor.
+                (0..count.div_ceil(FOLD_CHUNK))
                     .into_par_iter()
-                    .with_min_len(256)
                     .fold(
                         || (init(), Scratch::default()),
-                        |(mut acc, mut scratch), i| {
+                        |(mut acc, mut scratch), c| {
                             let mut merge = std::mem::take(&mut scratch.merge);
-                            {
+                            for i in c * FOLD_CHUNK..count.min((c + 1) * FOLD_CHUNK) {
                                 let view = self.snap.events_of(i, &mut merge);
                                 let actor = Actor {
                                     id: self.snap.actor_person(i),
@@ -598,17 +661,20 @@ impl<'s> Plan<'s> {
             }
             _ => {
                 let run = &self.regroup().0;
-                (0..run.persons.len())
+                let count = run.persons.len();
+                (0..count.div_ceil(FOLD_CHUNK))
                     .into_par_iter()
                     .fold(
                         || (init(), Scratch::default()),
-                        |(mut acc, mut scratch), i| {
-                            let actor = Actor {
-                                id: run.persons[i],
-                                is_person: false,
-                                view: run.person_view(i),
-                            };
-                            f(&mut acc, &mut scratch, &actor);
+                        |(mut acc, mut scratch), c| {
+                            for i in c * FOLD_CHUNK..count.min((c + 1) * FOLD_CHUNK) {
+                                let actor = Actor {
+                                    id: run.persons[i],
+                                    is_person: false,
+                                    view: run.person_view(i),
+                                };
+                                f(&mut acc, &mut scratch, &actor);
+                            }
                             (acc, scratch)
                         },
                     )

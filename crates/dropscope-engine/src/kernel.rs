@@ -1,0 +1,192 @@
+//! The fast path for the most common funnel: ordered or strict, steps that
+//! are plain event names, counted per person, no exclusions, breakdown,
+//! global filter, optional steps or per-step gaps (`Plan::kernel_table`
+//! decides). It gives exactly what `prepare` + `ordered::run` give, reading
+//! two columns (event id, timestamp) once and keeping the state machine in
+//! a few fixed arrays: no per-event records, no attempt copies for events
+//! that only start an attempt.
+//!
+//! Two shapes it does not reduce to a sequential pass, and hands back to
+//! the general path for that actor: an event that matches several steps,
+//! and events at the same instant that match different things (rule 5's
+//! pairing by step number).
+
+use crate::funnel::Tally;
+use crate::ordered::Path;
+use crate::plan::{Plan, Scratch};
+
+/// Funnels up to this many steps take the fast path.
+pub const MAX_KERNEL_STEPS: usize = 8;
+
+/// One actor's furthest step and the times of the attempt that got there.
+struct Best {
+    furthest: usize,
+    start: i64,
+    times: [i64; MAX_KERNEL_STEPS],
+}
+
+/// The state of one actor: slot `s` (1-based) holds the attempt that has
+/// reached step `s` (its start and step times), `has` the filled slots.
+struct State {
+    has: u32,
+    start: [i64; MAX_KERNEL_STEPS + 1],
+    times: [[i64; MAX_KERNEL_STEPS]; MAX_KERNEL_STEPS + 1],
+    best: Best,
+}
+
+/// Runs the funnel over every actor; `None` when the query is not one the
+/// kernel takes.
+pub fn funnel_tally(plan: &Plan<'_>) -> Option<Tally> {
+    let table = plan.kernel_table()?;
+    let n = plan.n();
+    let tally = plan.fold_actors(
+        || Tally::new(n),
+        |tally, scratch, actor| match run_actor(plan, table, &actor.view) {
+            Some(Some(b)) => tally.add_parts(
+                plan,
+                (1u64 << b.furthest) - 1,
+                &b.times,
+                b.start,
+                b.furthest,
+            ),
+            Some(None) => {}
+            None => general(plan, scratch, actor, tally),
+        },
+        |mut a, b| {
+            a.merge(b);
+            a
+        },
+    );
+    Some(tally)
+}
+
+/// The general path for one actor (the shapes the kernel hands back).
+fn general(
+    plan: &Plan<'_>,
+    scratch: &mut Scratch,
+    actor: &crate::plan::Actor<'_>,
+    tally: &mut Tally,
+) {
+    plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
+    if scratch.evs.is_empty() {
+        return;
+    }
+    let p: Option<Path> = plan.run_funnel(&scratch.evs, None);
+    if let Some(p) = p {
+        tally.add(plan, &p);
+    }
+}
+
+/// One actor: `Some(Some(best))` if it entered, `Some(None)` if not,
+/// `None` if the general path must decide.
+#[inline]
+fn run_actor(
+    plan: &Plan<'_>,
+    table: &[u64],
+    v: &dropscope_store::EventsView<'_>,
+) -> Option<Option<Best>> {
+    let n = plan.n();
+    let window = plan.shape.window;
+    let strict = plan.shape.strict;
+    let (from, to) = (plan.range.from, plan.range.to);
+    let mut st = State {
+        has: 0,
+        start: [0; MAX_KERNEL_STEPS + 1],
+        times: [[0; MAX_KERNEL_STEPS]; MAX_KERNEL_STEPS + 1],
+        best: Best {
+            furthest: 0,
+            start: 0,
+            times: [0; MAX_KERNEL_STEPS],
+        },
+    };
+    // The previous event the general path would have kept (in range; in
+    // a non-strict funnel also matching a step), for the same-instant rule.
+    let mut prev_ts = i64::MIN;
+    let mut prev_mask = u64::MAX;
+    for row in 0..v.len() {
+        let mask = table.get(v.event[row] as usize).copied().unwrap_or(0);
+        if mask == 0 && !strict {
+            continue;
+        }
+        let ts = v.ts[row];
+        if ts < from || ts > to {
+            continue;
+        }
+        if ts == prev_ts && mask != prev_mask {
+            return None;
+        }
+        prev_ts = ts;
+        prev_mask = mask;
+        if mask == 0 {
+            // Strict: an event of no step breaks every attempt.
+            st.has = 0;
+            continue;
+        }
+        if mask & (mask - 1) != 0 {
+            return None;
+        }
+        let s = mask.trailing_zeros() as usize + 1;
+        step(&mut st, s, ts, window);
+        if strict {
+            st.has &= 1 << s;
+        }
+        if st.best.furthest == n {
+            // Done, unless a later event at this same instant matches
+            // something else: rule 5 would then order the instant's
+            // events by step, which may complete differently.
+            for r in row + 1..v.len() {
+                if v.ts[r] != ts {
+                    break;
+                }
+                let m = table.get(v.event[r] as usize).copied().unwrap_or(0);
+                if (m != 0 || strict) && m != mask {
+                    return None;
+                }
+            }
+            break;
+        }
+    }
+    Some((st.best.furthest > 0).then_some(st.best))
+}
+
+/// One event doing (1-based) step `s` at `ts`: `ordered::process` for an
+/// event of one step, with no exclusions, optional steps or gaps.
+#[inline]
+fn step(st: &mut State, s: usize, ts: i64, window: i64) {
+    if s == 1 {
+        if st.has & 2 != 0 && st.start[1] == ts {
+            return;
+        }
+        st.has |= 2;
+        st.start[1] = ts;
+        st.times[1][0] = ts;
+        if st.best.furthest == 0 {
+            st.best.furthest = 1;
+            st.best.start = ts;
+            st.best.times[0] = ts;
+        }
+        return;
+    }
+    let k = s - 1;
+    if st.has & (1 << k) == 0 {
+        return;
+    }
+    let start = st.start[k];
+    if ts - start > window {
+        return;
+    }
+    if st.has & (1 << s) != 0 && st.start[s] == start {
+        return;
+    }
+    let (lo, hi) = st.times.split_at_mut(s);
+    let (prev, next) = (&lo[k], &mut hi[0]);
+    next[..k].copy_from_slice(&prev[..k]);
+    next[k] = ts;
+    st.start[s] = start;
+    st.has |= 1 << s;
+    if s > st.best.furthest {
+        st.best.furthest = s;
+        st.best.start = start;
+        st.best.times[..s].copy_from_slice(&next[..s]);
+    }
+}
