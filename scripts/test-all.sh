@@ -45,9 +45,21 @@ bash scripts/chdb.sh >/dev/null
 ./target/debug/dropscope cases "$CASES_DIR" --backend clickhouse \
   --clickhouse-url "http://127.0.0.1:${CHDB_HTTP_PORT:-18124}" --allow-unsupported
 
-step "benchmark smoke (embedded, and the same queries on ClickHouse)"
+step "benchmark smoke (embedded cold and warm, DuckDB and ClickHouse windowFunnel on the same data, the same queries on ClickHouse)"
 bash scripts/clickhouse.sh >/dev/null
-./target/debug/dropscope-bench --events 20000 --smoke \
+./target/debug/dropscope-bench --events 20000 --smoke --compare \
   --clickhouse-url "http://127.0.0.1:${CH_HTTP_PORT:-18123}" --clickhouse-database dropscope_bench_smoke
+
+step "fuzzing: each cargo-fuzz target for ${FUZZ_SECONDS:=20} s (fuzz/README.md)"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+for t in capture query; do
+  mkdir -p "target/fuzz-corpus/$t"
+  # pipefail: a crash (cargo fuzz's exit status) fails the step.
+  if ! (cd fuzz && cargo fuzz run "$t" --sanitizer none "../target/fuzz-corpus/$t" "corpus/$t" -- \
+    -max_total_time="$FUZZ_SECONDS" -dict=dict/json.dict -print_final_stats=1 2>&1 | tail -n 40); then
+    echo "fuzz target $t failed: the input is in fuzz/artifacts/$t" >&2
+    exit 1
+  fi
+done
 
 step "all green"

@@ -120,23 +120,28 @@ fn parse_relative(s: &str, now: DateTime<Utc>) -> Option<(DateTime<Utc>, char)> 
         .unwrap_or(body);
     let unit = body.chars().last()?;
     let n: i64 = body[..body.len() - unit.len_utf8()].parse().ok()?;
+    // Checked: `-99999999999d` is out of range, not a panic.
+    let back = |d: Option<Duration>| now.checked_sub_signed(d?);
     let t = match unit {
-        's' => now - Duration::seconds(n),
-        'M' => now - Duration::minutes(n),
-        'h' => now - Duration::hours(n),
-        'd' => now - Duration::days(n),
-        'w' => now - Duration::weeks(n),
-        'm' => add_months(now, -n)?,
-        'q' => add_months(now, -3 * n)?,
-        'y' => add_months(now, -12 * n)?,
+        's' => back(Duration::try_seconds(n))?,
+        'M' => back(Duration::try_minutes(n))?,
+        'h' => back(Duration::try_hours(n))?,
+        'd' => back(Duration::try_days(n))?,
+        'w' => back(Duration::try_weeks(n))?,
+        'm' => add_months(now, n.checked_neg()?)?,
+        'q' => add_months(now, n.checked_mul(-3)?)?,
+        'y' => add_months(now, n.checked_mul(-12)?)?,
         _ => return None,
     };
     Some((t, unit))
 }
 
 fn add_months(t: DateTime<Utc>, months: i64) -> Option<DateTime<Utc>> {
-    let total = t.year() as i64 * 12 + t.month0() as i64 + months;
-    let (y, m0) = (total.div_euclid(12) as i32, total.rem_euclid(12) as u32);
+    let total = (t.year() as i64 * 12 + t.month0() as i64).checked_add(months)?;
+    let (y, m0) = (
+        i32::try_from(total.div_euclid(12)).ok()?,
+        total.rem_euclid(12) as u32,
+    );
     let mut day = t.day();
     loop {
         if let Some(d) = NaiveDate::from_ymd_opt(y, m0 + 1, day) {

@@ -451,6 +451,76 @@ pub fn write_events_parquet(
     Ok(n)
 }
 
+/// Writes only what a funnel reads, one row per event: `person` (uint32,
+/// the canonical person after identity joins, so other engines need no
+/// join), `event` (utf8) and `ts` (int64 epoch milliseconds), in person
+/// order. `dropscope-bench --compare` feeds this to DuckDB and ClickHouse.
+pub fn write_funnel_columns_parquet(
+    path: impl AsRef<Path>,
+    snap: &dropscope_store::Snapshot,
+) -> Result<u64, String> {
+    use arrow_array::builder::{ArrayBuilder, Int64Builder, UInt32Builder};
+    let path = path.as_ref();
+    let err = |e: &dyn std::fmt::Display| format!("writing {}: {e}", path.display());
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("person", DataType::UInt32, false),
+        Field::new("event", DataType::Utf8, false),
+        Field::new("ts", DataType::Int64, false),
+    ]));
+    let f = File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut w = ArrowWriter::try_new(
+        std::io::BufWriter::with_capacity(1 << 20, f),
+        schema.clone(),
+        Some(props),
+    )
+    .map_err(|e| err(&e))?;
+    let names: Vec<String> = {
+        let d = snap.dicts();
+        d.events.iter().map(|(_, s)| s.to_string()).collect()
+    };
+    let (mut person, mut event, mut ts) = (
+        UInt32Builder::new(),
+        StringBuilder::new(),
+        Int64Builder::new(),
+    );
+    let mut rows = 0u64;
+    let mut merge = dropscope_store::EventColumns::new();
+    let flush = |person: &mut UInt32Builder,
+                 event: &mut StringBuilder,
+                 ts: &mut Int64Builder,
+                 w: &mut ArrowWriter<_>| {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(person.finish()),
+            Arc::new(event.finish()),
+            Arc::new(ts.finish()),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| err(&e))?;
+        w.write(&batch).map_err(|e| err(&e))
+    };
+    for i in 0..snap.actor_count() {
+        let p = snap.actor_person(i);
+        let v = snap.events_of(i, &mut merge);
+        for r in 0..v.len() {
+            person.append_value(p);
+            event.append_value(&names[v.event[r] as usize]);
+            ts.append_value(v.ts[r]);
+            rows += 1;
+            if person.len() == WRITE_BATCH_ROWS {
+                flush(&mut person, &mut event, &mut ts, &mut w)?;
+            }
+        }
+    }
+    if !person.is_empty() {
+        flush(&mut person, &mut event, &mut ts, &mut w)?;
+    }
+    let mut out = w.into_inner().map_err(|e| err(&e))?;
+    out.flush().map_err(|e| err(&e))?;
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,6 +194,42 @@ const OS_GIVEN_BROWSER: [[f64; 6]; 6] = [
     [0.00, 0.00, 0.00, 1.00, 0.00, 0.00],
 ];
 /// (ISO code, UTC offset in hours, weight).
+/// `$geoip_city_name` on every event: 30 values, from the person's index
+/// (no random draw, so adding it left every other value of the demo as it
+/// was). The benchmark's 30-value breakdown.
+pub const CITIES: [&str; 30] = [
+    "New York",
+    "London",
+    "Berlin",
+    "Paris",
+    "Tokyo",
+    "Toronto",
+    "Sydney",
+    "Madrid",
+    "Rome",
+    "Amsterdam",
+    "Stockholm",
+    "Oslo",
+    "Vienna",
+    "Zurich",
+    "Dublin",
+    "Lisbon",
+    "Warsaw",
+    "Prague",
+    "Seoul",
+    "Singapore",
+    "Mumbai",
+    "Sao Paulo",
+    "Mexico City",
+    "Chicago",
+    "Austin",
+    "Seattle",
+    "Boston",
+    "Denver",
+    "Montreal",
+    "Cape Town",
+];
+
 const COUNTRIES: [(&str, i64, f64); 16] = [
     ("US", -5, 0.30),
     ("GB", 0, 0.08),
@@ -398,6 +434,7 @@ struct Ctx {
     company_cdf: Vec<f64>,
     browsers: Vec<Value>,
     oses: Vec<Value>,
+    cities: Vec<Value>,
     countries: Vec<Value>,
     plans: Vec<Value>,
     utms: Vec<Value>,
@@ -469,6 +506,7 @@ impl Ctx {
             company_cdf: cdf((0..n_companies).map(|j| 1.0 / (j + 1) as f64)),
             browsers: strs(&BROWSERS.map(|b| b.0)),
             oses: strs(&OSES),
+            cities: strs(&CITIES),
             countries: strs(&COUNTRIES.map(|c| c.0)),
             plans: strs(&PLANS.map(|p| p.0)),
             utms: strs(&UTM_SOURCES.map(|u| u.0)),
@@ -870,7 +908,7 @@ impl OpenSession {
             utm,
             url: 0,
             t: plan.start,
-            base: Vec::with_capacity(5),
+            base: Vec::with_capacity(6),
             items,
             next: 0,
         });
@@ -886,6 +924,11 @@ impl OpenSession {
             ("$browser", ctx.browsers[person.browser as usize].clone()),
             ("$os", ctx.oses[person.os as usize].clone()),
             ("utm_source", ctx.utms[self.utm].clone()),
+            (
+                "$geoip_city_name",
+                ctx.cities[(person.idx.wrapping_mul(2_654_435_761) >> 7) as usize % CITIES.len()]
+                    .clone(),
+            ),
         ]);
         if let (true, Some(c)) = (person.identified, person.company) {
             self.base
