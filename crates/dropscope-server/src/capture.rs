@@ -793,6 +793,30 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_outside_1970_to_9999_are_refused() {
+        for v in [
+            json!(-1),
+            json!(1e20),
+            json!(-1e300),
+            json!(i64::MIN),
+            json!("0001-01-01T00:00:00Z"),
+            json!("1969-12-31T23:59:59Z"),
+        ] {
+            let e = parse_timestamp(&v).unwrap_err();
+            assert!(e.contains("out of range"), "{v}: {e}");
+        }
+        assert_eq!(parse_timestamp(&json!(0)), Ok(Some(0)));
+        assert_eq!(
+            parse_timestamp(&json!("9999-12-31T23:59:59.999Z")),
+            Ok(Some(MAX_TIMESTAMP_MS))
+        );
+        // An offset that would overflow is refused, not wrapped.
+        let body = json!({"api_key": "t", "event": "a", "distinct_id": "d", "offset": i64::MIN});
+        let err = parse(body.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("offset"), "{err}");
+    }
+
+    #[test]
     fn single_event() {
         let c = parse(br#"{"event":"a","distinct_id":"u1","api_key":"phc","properties":{"x":1},"timestamp":"2023-11-14T22:13:20Z"}"#).unwrap();
         assert_eq!(c.tokens, vec!["phc"]);
