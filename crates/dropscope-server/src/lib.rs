@@ -36,8 +36,7 @@ use anyhow::Context;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, RawQuery, Request, State};
-use axum::http::Method;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -184,8 +183,7 @@ pub fn routes() -> Vec<RouteDef> {
 pub fn router(state: AppState) -> Router {
     let mut r = Router::new();
     for def in routes() {
-        let path = def.path;
-        r = r.route(path, def.into_method_router(&state));
+        r = r.route(def.path, def.into_method_router(&state));
     }
     r.fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(middleware::from_fn(log_request))
