@@ -321,15 +321,20 @@ pub struct Exclusion {
 }
 
 /// Filters: a plain list (ANDed) or a nested AND/OR group.
-#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Deserialized by shape (an array is a list, an object a group) rather
+/// than by trying each variant, so that an error names the filter and the
+/// field that is wrong instead of "did not match any variant".
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum PropertyFilters {
     List(Vec<PropertyFilterItem>),
     Group(PropertyGroup),
 }
 
-/// An item of a filter list: a filter or a nested group.
-#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An item of a filter list: a filter or a nested group (an object with
+/// `values`).
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum PropertyFilterItem {
     Group(PropertyGroup),
@@ -621,8 +626,134 @@ impl PropertyFilter {
 }
 
 impl FunnelQuery {
-    /// Parses a query from JSON, naming the field that is wrong.
+    /// Parses a query from JSON, naming the field that is wrong by its path
+    /// (`steps[0].properties[1].operator`; `query` for the whole query).
     pub fn from_json(v: Value) -> Result<FunnelQuery, QueryError> {
-        serde_json::from_value(v).map_err(|e| QueryError::invalid("query", e.to_string()))
+        path_error::deserialize(v).map_err(|(path, message)| {
+            let field = if path.is_empty() {
+                "query".into()
+            } else {
+                path
+            };
+            QueryError::invalid(field, message)
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for PropertyFilters {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            v @ Value::Array(_) => path_error::nested(v).map(PropertyFilters::List),
+            v @ Value::Object(_) => path_error::nested(v).map(PropertyFilters::Group),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a list of filters or a group {{\"type\": \"AND\" or \"OR\", \"values\": [...]}}, got {other}"
+            ))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PropertyFilterItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match &v {
+            Value::Object(m) if m.contains_key("values") => {
+                path_error::nested(v).map(PropertyFilterItem::Group)
+            }
+            Value::Object(_) => path_error::nested(v).map(PropertyFilterItem::Filter),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a filter object {{\"key\", \"value\", \"operator\", \"type\"}} or a group, got {other}"
+            ))),
+        }
+    }
+}
+
+/// Deserialization that keeps the path of the field that failed, also
+/// through the filter types above (which buffer their input as a `Value`
+/// to look at its shape first, and so start a new deserializer).
+mod path_error {
+    use serde::de::DeserializeOwned;
+    use serde_json::Value;
+
+    /// Separates a nested path from its message inside an error's text.
+    const MARK: char = '\u{1f}';
+
+    fn join(outer: &str, inner: &str) -> String {
+        let outer = if outer == "." { "" } else { outer };
+        let inner = if inner == "." { "" } else { inner };
+        match (outer.is_empty(), inner.is_empty()) {
+            (_, true) => outer.to_string(),
+            (true, false) => inner.to_string(),
+            (false, false) if inner.starts_with('[') => format!("{outer}{inner}"),
+            (false, false) => format!("{outer}.{inner}"),
+        }
+    }
+
+    /// `(path, message)` of a failed deserialization; `Ok(value)` when it
+    /// worked. The path is empty for the top level.
+    pub(super) fn deserialize<T: DeserializeOwned>(v: Value) -> Result<T, (String, String)> {
+        serde_path_to_error::deserialize(v).map_err(|e| {
+            let outer = e.path().to_string();
+            let text = e.into_inner().to_string();
+            match text.strip_prefix(MARK).and_then(|t| t.split_once(MARK)) {
+                Some((inner, msg)) => (join(&outer, inner), msg.to_string()),
+                None => (join(&outer, ""), text),
+            }
+        })
+    }
+
+    /// [`deserialize`] inside a `Deserialize` impl: the error carries the
+    /// inner path for the outer one to prepend.
+    pub(super) fn nested<T: DeserializeOwned, E: serde::de::Error>(v: Value) -> Result<T, E> {
+        deserialize(v).map_err(|(path, msg)| E::custom(format!("{MARK}{path}{MARK}{msg}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field_of(q: Value) -> String {
+        match FunnelQuery::from_json(q) {
+            Err(QueryError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid query, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field_by_path() {
+        let steps = json!([{"event": "a"}]);
+        assert_eq!(field_of(json!({"steps": steps, "kind": "x"})), "kind");
+        assert_eq!(field_of(json!({"kind": "funnel"})), "query");
+        assert_eq!(
+            field_of(
+                json!({"steps": [{"event": "a", "properties": [{"key": "k", "operator": "like"}]}]})
+            ),
+            "steps[0].properties[0].operator"
+        );
+        assert_eq!(
+            field_of(
+                json!({"steps": steps, "properties": {"type": "AND", "values": [
+                {"type": "OR", "values": [{"key": "k", "type": "planet"}]}]}})
+            ),
+            "properties.values[0].values[0].type"
+        );
+        assert_eq!(
+            field_of(json!({"steps": steps, "window": {"value": 1, "unit": "eon"}})),
+            "window.unit"
+        );
+        // Filters still parse in every shape.
+        let q = FunnelQuery::from_json(json!({"steps": steps, "properties": [
+            {"key": "k", "value": "v"},
+            {"type": "OR", "values": [{"key": "a"}, {"key": "b", "operator": "is_set"}]}
+        ]}))
+        .unwrap();
+        match q.properties {
+            Some(PropertyFilters::List(items)) => {
+                assert!(matches!(items[0], PropertyFilterItem::Filter(_)));
+                assert!(matches!(items[1], PropertyFilterItem::Group(_)));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

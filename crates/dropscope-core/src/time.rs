@@ -120,7 +120,8 @@ fn parse_relative(s: &str, now: DateTime<Utc>) -> Option<(DateTime<Utc>, char)> 
         .unwrap_or(body);
     let unit = body.chars().last()?;
     let n: i64 = body[..body.len() - unit.len_utf8()].parse().ok()?;
-    // Checked: `-99999999999d` is out of range, not a panic.
+    // Out-of-range amounts give `None` (an error naming the field), never
+    // a panic.
     let back = |d: Option<Duration>| now.checked_sub_signed(d?);
     let t = match unit {
         's' => back(Duration::try_seconds(n))?,
@@ -138,10 +139,8 @@ fn parse_relative(s: &str, now: DateTime<Utc>) -> Option<(DateTime<Utc>, char)> 
 
 fn add_months(t: DateTime<Utc>, months: i64) -> Option<DateTime<Utc>> {
     let total = (t.year() as i64 * 12 + t.month0() as i64).checked_add(months)?;
-    let (y, m0) = (
-        i32::try_from(total.div_euclid(12)).ok()?,
-        total.rem_euclid(12) as u32,
-    );
+    let y = i32::try_from(total.div_euclid(12)).ok()?;
+    let m0 = total.rem_euclid(12) as u32;
     let mut day = t.day();
     loop {
         if let Some(d) = NaiveDate::from_ymd_opt(y, m0 + 1, day) {
@@ -232,6 +231,19 @@ pub fn resolve_range(
             }
         }
     };
+    // (With `all`, the start comes from the data: a range ending before the
+    // first event is empty, not wrong.)
+    let from_data = q.date_from.as_deref().map(str::trim) == Some("all");
+    if from > to && !from_data {
+        return Err(QueryError::invalid(
+            "date_to",
+            format!(
+                "the range ends ({}) before it starts (date_from {})",
+                to.to_rfc3339(),
+                from.to_rfc3339()
+            ),
+        ));
+    }
     Ok(DateRange {
         from: from.timestamp_millis(),
         to: to.timestamp_millis(),
@@ -355,6 +367,22 @@ mod tests {
         .unwrap();
         assert_eq!(format_ts(r.from), "2021-05-01T00:00:00.000Z");
         assert_eq!(format_ts(r.to), "2021-05-14T23:59:59.999Z");
+    }
+
+    #[test]
+    fn out_of_range_and_reversed_ranges_are_refused() {
+        for from in ["-1000000000000000d", "-9223372036854775807s", "-100000000y"] {
+            let e = resolve_range(&q(Some(from), None, "UTC"), None).unwrap_err();
+            assert!(e.to_string().contains("`date_from`"), "{from}: {e}");
+        }
+        let e = resolve_range(&q(Some("2024-03-01"), Some("2024-02-01"), "UTC"), None).unwrap_err();
+        assert!(e.to_string().contains("`date_to`: the range ends"), "{e}");
+        // `all` takes its start from the data: ending before it is empty.
+        assert!(resolve_range(
+            &q(Some("all"), Some("2020-01-01"), "UTC"),
+            Some(1.7e12 as i64)
+        )
+        .is_ok());
     }
 
     #[test]

@@ -1084,12 +1084,40 @@ pub fn validate(q: &FunnelQuery) -> Result<(), QueryError> {
     }
     if let Some(w) = &q.window {
         if let Some(v) = w.value {
-            if v > 10_000 * 366 {
+            let unit = w.unit.unwrap_or_default();
+            if v.saturating_mul(unit.seconds()) > 10_000 * 366 * 86_400 {
                 return Err(QueryError::invalid(
                     "window.value",
-                    format!("window too large: {v}"),
+                    format!("window too large: {v} {unit:?}s is above 10,000 years"),
                 ));
             }
+        }
+    }
+    if let Some(a) = q.aggregation.as_deref().map(str::trim) {
+        let prefixes = [
+            "event_property:",
+            "properties.",
+            "person_property:",
+            "person.properties.",
+        ];
+        if prefixes.contains(&a) {
+            return Err(QueryError::invalid(
+                "aggregation",
+                format!("{a:?} names no property key"),
+            ));
+        }
+    }
+    if let Some(v) = &q.breakdown_value {
+        let scalar = |v: &serde_json::Value| !(v.is_object() || v.is_array());
+        let ok = match v {
+            serde_json::Value::Array(xs) => xs.iter().all(scalar),
+            other => scalar(other),
+        };
+        if !ok {
+            return Err(QueryError::invalid(
+                "breakdown_value",
+                format!("expected a value or a list of values, got {v}"),
+            ));
         }
     }
     for (i, x) in q.exclusions.iter().enumerate() {

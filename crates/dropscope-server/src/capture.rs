@@ -32,6 +32,11 @@ use crate::error::{ApiError, Limit};
 
 /// PostHog moves timestamps more than this far in the future to now.
 const MAX_FUTURE_MS: i64 = 23 * 3600 * 1000;
+/// The earliest event time accepted: 1970-01-01T00:00:00Z.
+pub const MIN_TIMESTAMP_MS: i64 = 0;
+/// The latest time a `timestamp` or `sent_at` may name:
+/// 9999-12-31T23:59:59.999Z (times past now + 23 h then become now).
+pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
 
 /// Query parameters of a capture request.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -122,10 +127,18 @@ pub fn decode_body<'a>(
         .compression
         .as_deref()
         .map(str::to_ascii_lowercase);
-    if compression.as_deref() == Some("lz64") {
-        return Err(ApiError::Decode(
-            "compression lz64 is not supported: send gzip-js or uncompressed JSON".into(),
-        ));
+    match compression.as_deref() {
+        None | Some("") | Some("gzip-js") | Some("gzip") | Some("base64") => {}
+        Some("lz64") => {
+            return Err(ApiError::Decode(
+                "compression lz64 is not supported: send gzip-js or uncompressed JSON".into(),
+            ))
+        }
+        Some(other) => {
+            return Err(ApiError::Decode(format!(
+                "unsupported `compression` {other:?}: send gzip-js, base64 or uncompressed JSON"
+            )))
+        }
     }
     let encoding = input
         .content_encoding
@@ -404,6 +417,7 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
 /// One event as PostHog's SDKs send it. Unknown fields (`type`, `library`,
 /// `messageId`, ...) are ignored.
 #[derive(Deserialize)]
+#[serde(expecting = "an event object")]
 struct WireEvent {
     #[serde(default)]
     event: Value,
@@ -620,8 +634,14 @@ fn to_event(
         Value::Null => None,
         Value::Number(n) => Some(
             n.as_i64()
-                .or_else(|| n.as_f64().map(|f| f as i64))
-                .ok_or_else(|| bad("offset", "must be milliseconds"))?,
+                .or_else(|| n.as_f64().filter(|f| f.abs() < 1e18).map(|f| f as i64))
+                .filter(|o| o.unsigned_abs() <= MAX_TIMESTAMP_MS as u64)
+                .ok_or_else(|| {
+                    bad(
+                        "offset",
+                        &format!("{n} is out of range (at most {MAX_TIMESTAMP_MS} ms)"),
+                    )
+                })?,
         ),
         _ => return Err(bad("offset", "must be a number of milliseconds")),
     };
@@ -635,6 +655,14 @@ fn to_event(
         offset,
         now_ms,
     );
+    if timestamp < MIN_TIMESTAMP_MS {
+        return Err(bad(
+            "timestamp",
+            &format!(
+                "out of range: {timestamp} ms after clock-skew correction (`sent_at`, `offset`) is before 1970-01-01"
+            ),
+        ));
+    }
     Ok(Event {
         uuid,
         event,
@@ -668,20 +696,29 @@ pub fn skew_corrected(
 }
 
 /// ISO 8601 / RFC 3339 text (a missing zone means UTC) or epoch
-/// milliseconds. `null` is `None`.
+/// milliseconds, between 1970-01-01 and 9999-12-31. `null` is `None`.
 pub fn parse_timestamp(v: &Value) -> Result<Option<TimestampMs>, String> {
-    match v {
-        Value::Null => Ok(None),
+    let ms = match v {
+        Value::Null => return Ok(None),
         Value::Number(n) => n
             .as_i64()
-            .or_else(|| n.as_f64().map(|f| f as i64))
-            .map(Some)
-            .ok_or_else(|| format!("cannot use {n} as epoch milliseconds")),
-        Value::String(s) => parse_ts_str(s)
-            .map(Some)
-            .ok_or_else(|| format!("cannot parse {s:?} as an ISO 8601 timestamp")),
-        _ => Err("must be an ISO 8601 string".into()),
+            .or_else(|| n.as_f64().filter(|f| f.abs() < 1e18).map(|f| f as i64))
+            .ok_or_else(|| {
+                format!(
+                    "out of range: {n} epoch milliseconds is not between 1970-01-01 and 9999-12-31"
+                )
+            })?,
+        Value::String(s) => {
+            parse_ts_str(s).ok_or_else(|| format!("cannot parse {s:?} as an ISO 8601 timestamp"))?
+        }
+        _ => return Err("must be an ISO 8601 string".into()),
+    };
+    if !(MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&ms) {
+        return Err(format!(
+            "out of range: {v} is not between 1970-01-01 and 9999-12-31"
+        ));
     }
+    Ok(Some(ms))
 }
 
 fn parse_ts_str(s: &str) -> Option<TimestampMs> {
@@ -753,6 +790,30 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         e.write_all(b).unwrap();
         e.finish().unwrap()
+    }
+
+    #[test]
+    fn timestamps_outside_1970_to_9999_are_refused() {
+        for v in [
+            json!(-1),
+            json!(1e20),
+            json!(-1e300),
+            json!(i64::MIN),
+            json!("0001-01-01T00:00:00Z"),
+            json!("1969-12-31T23:59:59Z"),
+        ] {
+            let e = parse_timestamp(&v).unwrap_err();
+            assert!(e.contains("out of range"), "{v}: {e}");
+        }
+        assert_eq!(parse_timestamp(&json!(0)), Ok(Some(0)));
+        assert_eq!(
+            parse_timestamp(&json!("9999-12-31T23:59:59.999Z")),
+            Ok(Some(MAX_TIMESTAMP_MS))
+        );
+        // An offset that would overflow is refused, not wrapped.
+        let body = json!({"api_key": "t", "event": "a", "distinct_id": "d", "offset": i64::MIN});
+        let err = parse(body.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("offset"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! `shutdown`, close), [`serve`] (serve an open store), [`spawn`] (serve in
 //! the background on an already bound port; tests), [`router`].
 
+pub mod access;
 pub mod capture;
 pub mod config;
 pub mod error;
@@ -34,8 +35,8 @@ use std::time::Instant;
 use anyhow::Context;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Query, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -47,6 +48,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+pub use access::{Access, RouteDef};
 pub use config::{generate_token, BackendChoice, Limits, ServeConfig, Settings};
 pub use error::ApiError;
 
@@ -115,26 +117,75 @@ impl AppState {
     }
 }
 
-/// Every route.
-pub fn router(state: AppState) -> Router {
-    let mut r = Router::new();
-    for p in ["/capture", "/batch", "/e", "/i/v0/e", "/track"] {
-        r = r
-            .route(p, post(capture_handler))
-            .route(&format!("{p}/"), post(capture_handler));
+/// Every route, with who may call it ([`Access`]). [`router`] serves
+/// exactly these, and applies each one's access class.
+pub fn routes() -> Vec<RouteDef> {
+    const POST: &[Method] = &[Method::POST];
+    const GET: &[Method] = &[Method::GET];
+    const GET_POST: &[Method] = &[Method::GET, Method::POST];
+    let mut v = vec![];
+    for p in [
+        "/capture",
+        "/capture/",
+        "/batch",
+        "/batch/",
+        "/e",
+        "/e/",
+        "/i/v0/e",
+        "/i/v0/e/",
+        "/track",
+        "/track/",
+    ] {
+        v.push(RouteDef::new(
+            p,
+            POST,
+            Access::Capture,
+            post(capture_handler),
+        ));
     }
     for p in ["/decide", "/decide/", "/flags", "/flags/"] {
-        r = r.route(p, get(flags_handler).post(flags_handler));
+        v.push(RouteDef::new(
+            p,
+            GET_POST,
+            Access::Capture,
+            get(flags_handler).post(flags_handler),
+        ));
     }
-    r.route("/api/query", post(query_handler))
-        .route("/api/events", get(events_handler))
-        .route("/api/properties", get(properties_handler))
-        .route("/api/property_values", get(property_values_handler))
-        .route("/api/openapi.json", get(openapi_handler))
-        .route("/healthz", get(health_handler))
-        .route("/metrics", get(metrics_handler))
-        .merge(web::routes())
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+    v.extend([
+        RouteDef::new("/api/query", POST, Access::Secret, post(query_handler)),
+        RouteDef::new("/api/events", GET, Access::Secret, get(events_handler)),
+        RouteDef::new(
+            "/api/properties",
+            GET,
+            Access::Secret,
+            get(properties_handler),
+        ),
+        RouteDef::new(
+            "/api/property_values",
+            GET,
+            Access::Secret,
+            get(property_values_handler),
+        ),
+        RouteDef::new(
+            "/api/openapi.json",
+            GET,
+            Access::Public,
+            get(openapi_handler),
+        ),
+        RouteDef::new("/healthz", GET, Access::Public, get(health_handler)),
+        RouteDef::new("/metrics", GET, Access::Public, get(metrics_handler)),
+    ]);
+    v.extend(web::routes());
+    v
+}
+
+/// The router: every route of [`routes`], a JSON 404 for anything else.
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new();
+    for def in routes() {
+        r = r.route(def.path, def.into_method_router(&state));
+    }
+    r.fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -236,7 +287,11 @@ async fn capture(
     if captured.tokens.is_empty() {
         return Err((ApiError::NoToken, n));
     }
-    if captured.tokens.iter().any(|t| *t != s.project_token) {
+    if captured
+        .tokens
+        .iter()
+        .any(|t| !access::constant_time_eq(t.as_bytes(), s.project_token.as_bytes()))
+    {
         return Err((ApiError::BadToken, n));
     }
     let records: Vec<Record> = captured.events.into_iter().map(Record::Event).collect();
@@ -284,38 +339,6 @@ async fn flags_handler() -> Json<Value> {
     }))
 }
 
-/// The query API's authentication: `Authorization: Bearer <secret key>`.
-fn check_secret(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let s = &st.inner.settings;
-    let Some(v) = headers.get(header::AUTHORIZATION) else {
-        return Err(ApiError::Unauthorized(
-            "missing `Authorization: Bearer <secret key>` header".into(),
-        ));
-    };
-    let v = v.to_str().unwrap_or("");
-    let key = v
-        .strip_prefix("Bearer ")
-        .or_else(|| v.strip_prefix("bearer "))
-        .map(str::trim)
-        .ok_or_else(|| {
-            ApiError::Unauthorized("the Authorization header must be `Bearer <secret key>`".into())
-        })?;
-    if constant_time_eq(key.as_bytes(), s.secret_key.as_bytes()) {
-        return Ok(());
-    }
-    if constant_time_eq(key.as_bytes(), s.project_token.as_bytes()) {
-        return Err(ApiError::Forbidden);
-    }
-    Err(ApiError::Unauthorized("invalid secret key".into()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn kind_name(q: &FunnelQuery) -> String {
     serde_json::to_value(q.kind)
         .ok()
@@ -357,7 +380,14 @@ async fn query_handler(State(st): State<AppState>, headers: HeaderMap, body: Bod
 }
 
 async fn query(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
-    check_secret(st, headers)?;
+    if let Some(enc) = header_str(headers, header::CONTENT_ENCODING)
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+    {
+        return Err(ApiError::Decode(format!(
+            "unsupported Content-Encoding `{enc}`: the query API takes uncompressed JSON"
+        )));
+    }
     let raw = read_body(headers, body, st.inner.settings.limits.max_body_bytes).await?;
     let q = parse_query_body(&raw)?;
     let kind = kind_name(&q);
@@ -380,12 +410,52 @@ async fn query(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Respons
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
-/// A read endpoint with query-string parameters: checks the secret key,
-/// parses the parameters, runs `f` on a snapshot (embedded) or `g` on the
+/// Refuses a query string that the lenient form decoding would otherwise
+/// take with replacement characters or literal `%`: every `%` must start a
+/// two-digit hex escape, and every decoded name and value must be UTF-8.
+fn check_query_string(q: Option<&str>) -> Result<(), ApiError> {
+    let Some(q) = q else { return Ok(()) };
+    for pair in q.split('&') {
+        let b = pair.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'%' => {
+                    let hex = b
+                        .get(i + 1..i + 3)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| {
+                            ApiError::Invalid(format!(
+                                "query string: bad percent-escape in {pair:?}"
+                            ))
+                        })?;
+                    out.push(hex);
+                    i += 3;
+                }
+                c => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        if std::str::from_utf8(&out).is_err() {
+            let name = pair.split('=').next().unwrap_or(pair);
+            return Err(ApiError::Invalid(format!(
+                "query string: `{name}` is not valid UTF-8 once decoded"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A read endpoint with query-string parameters (the secret key is checked
+/// by the router, see [`access`]): parses the parameters, runs `f` on a snapshot (embedded) or `g` on the
 /// ClickHouse backend, off the async threads.
 pub(crate) async fn picker<P, T>(
     st: AppState,
-    headers: HeaderMap,
+    raw_query: Option<String>,
     params: Result<Query<P>, QueryRejection>,
     f: fn(&dropscope_store::Snapshot, &P) -> Result<T, ApiError>,
     g: fn(&ClickHouse, &P) -> Result<T, ApiError>,
@@ -395,7 +465,7 @@ where
     T: serde::Serialize + Send + 'static,
 {
     let run = async {
-        check_secret(&st, &headers)?;
+        check_query_string(raw_query.as_deref())?;
         let Query(p) = params.map_err(|e| ApiError::Invalid(e.body_text()))?;
         let backend = st.inner.backend.clone();
         let r = tokio::task::spawn_blocking(move || -> Result<T, ApiError> {
@@ -421,27 +491,20 @@ where
 
 async fn events_handler(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
     params: Result<Query<PickerParams>, QueryRejection>,
 ) -> Response {
-    picker(
-        st,
-        headers,
-        params,
-        pickers::events,
-        pickers::events_clickhouse,
-    )
-    .await
+    picker(st, raw, params, pickers::events, pickers::events_clickhouse).await
 }
 
 async fn properties_handler(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
     params: Result<Query<PickerParams>, QueryRejection>,
 ) -> Response {
     picker(
         st,
-        headers,
+        raw,
         params,
         pickers::properties,
         pickers::properties_clickhouse,
@@ -451,12 +514,12 @@ async fn properties_handler(
 
 async fn property_values_handler(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
     params: Result<Query<PickerParams>, QueryRejection>,
 ) -> Response {
     picker(
         st,
-        headers,
+        raw,
         params,
         pickers::property_values,
         pickers::property_values_clickhouse,

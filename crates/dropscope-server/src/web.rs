@@ -13,11 +13,10 @@
 use std::sync::OnceLock;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Query, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use dropscope_clickhouse::ClickHouse;
 use dropscope_store::columns::EventColumns;
 use dropscope_store::dict::decode_value;
@@ -25,6 +24,7 @@ use dropscope_store::Snapshot;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::access::{Access, RouteDef};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -37,14 +37,22 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsa
 img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; \
 form-action 'self'; frame-ancestors 'none'";
 
-/// The page's routes, merged into [`crate::router`].
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/index.html", get(index))
-        .route("/app.js", get(app_js))
-        .route("/app.css", get(app_css))
-        .route("/api/person_events", get(person_events_handler))
+/// The page's routes, part of [`crate::routes`]: the assets are public,
+/// the person timeline needs the secret key.
+pub fn routes() -> Vec<RouteDef> {
+    const GET: &[Method] = &[Method::GET];
+    vec![
+        RouteDef::new("/", GET, Access::Public, get(index)),
+        RouteDef::new("/index.html", GET, Access::Public, get(index)),
+        RouteDef::new("/app.js", GET, Access::Public, get(app_js)),
+        RouteDef::new("/app.css", GET, Access::Public, get(app_css)),
+        RouteDef::new(
+            "/api/person_events",
+            GET,
+            Access::Secret,
+            get(person_events_handler),
+        ),
+    ]
 }
 
 /// FNV-1a 64 of the bytes, as a quoted strong ETag.
@@ -306,10 +314,10 @@ pub fn person_events_clickhouse(
 
 async fn person_events_handler(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
     params: Result<Query<PersonEventsParams>, QueryRejection>,
 ) -> Response {
-    crate::picker(st, headers, params, person_events, person_events_clickhouse).await
+    crate::picker(st, raw, params, person_events, person_events_clickhouse).await
 }
 
 #[cfg(test)]
