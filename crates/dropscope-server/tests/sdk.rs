@@ -45,8 +45,13 @@ fn run(cmd: &mut Command, what: &str) {
     );
 }
 
+/// Tests run in parallel threads: two installing into one folder at once
+/// break each other (npm: ENOTEMPTY).
+static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A venv with `posthog` installed; returns its python.
 fn install_python() -> PathBuf {
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = sdk_dir().join("python");
     let py = dir.join("venv/bin/python");
     let ok = py.exists()
@@ -79,6 +84,7 @@ fn install_python() -> PathBuf {
 
 /// A folder with `node_modules/posthog-node`; returns the folder.
 fn install_node() -> PathBuf {
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = sdk_dir().join("node");
     if !dir.join("node_modules/posthog-node/package.json").exists() {
         std::fs::create_dir_all(&dir).unwrap();

@@ -44,7 +44,8 @@ pub fn kaplan_meier(observations: &[(f64, bool)]) -> Result<Vec<KmPoint>, StatsE
         return Err(StatsError::NonFinite("observation time"));
     }
     let mut sorted = observations.to_vec();
-    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Unstable: equal times are grouped below, their order does not matter.
+    sorted.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     let mut points = Vec::new();
     let mut at_risk = sorted.len() as u64;
     let mut survival = 1.0f64;

@@ -237,21 +237,30 @@ fn demo_options(events: usize) -> dropscope_testkit::demo::DemoOptions {
 /// Generates the demo events and appends them in fsync'ed group commits of
 /// 10k, then compacts (what `dropscope import` does).
 fn import(dir: &Path, events: usize) -> Result<()> {
-    let t = Instant::now();
-    let gen: Vec<_> = dropscope_testkit::demo::generate(&demo_options(events)).collect();
-    let gen_s = t.elapsed().as_secs_f64();
+    // Streamed: 100M generated events would not fit in memory at once.
     let store = Store::open(dir, StoreOptions::default())?;
-    let t = Instant::now();
+    let (mut gen_s, mut append_s) = (0.0, 0.0);
     let mut stored = 0;
-    for chunk in gen.chunks(10_000) {
-        stored += store.append(chunk)?.stored;
+    let mut gen = dropscope_testkit::demo::generate(&demo_options(events));
+    let mut chunk = Vec::with_capacity(10_000);
+    loop {
+        let t = Instant::now();
+        chunk.clear();
+        chunk.extend(gen.by_ref().take(10_000));
+        gen_s += t.elapsed().as_secs_f64();
+        if chunk.is_empty() {
+            break;
+        }
+        let t = Instant::now();
+        stored += store.append(&chunk)?.stored;
+        append_s += t.elapsed().as_secs_f64();
     }
+    let t = Instant::now();
     store.flush()?;
-    let append_s = t.elapsed().as_secs_f64();
+    append_s += t.elapsed().as_secs_f64();
     let t = Instant::now();
     store.compact()?;
     let compact_s = t.elapsed().as_secs_f64();
-    drop(gen);
     println!(
         "generate: {gen_s:.2} s; import (append + flush, fsync'ed group commits of 10k): {append_s:.2} s = {:.0} events/s; compact: {compact_s:.2} s",
         stored as f64 / append_s
@@ -548,10 +557,14 @@ fn clickhouse(
     if !(args.reuse && filled) {
         ch.drop_database().map_err(anyhow::Error::msg)?;
         ch = ClickHouse::open(url, db).map_err(anyhow::Error::msg)?;
-        let gen: Vec<_> = dropscope_testkit::demo::generate(&demo_options(events)).collect();
+        let mut gen = dropscope_testkit::demo::generate(&demo_options(events));
         let t = Instant::now();
-        for chunk in gen.chunks(100_000) {
-            ch.append(chunk).map_err(anyhow::Error::msg)?;
+        loop {
+            let chunk: Vec<_> = gen.by_ref().take(100_000).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            ch.append(&chunk).map_err(anyhow::Error::msg)?;
         }
         let s = t.elapsed().as_secs_f64();
         let n = ch.event_count().map_err(anyhow::Error::msg)?;
