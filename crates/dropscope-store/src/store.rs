@@ -115,6 +115,9 @@ pub struct StoreStats {
     pub bytes_in_memory: usize,
     pub wal: Option<WalStats>,
     pub background_error: Option<String>,
+    /// Why the last flush failed, if the last flush failed (the events
+    /// stay in the write-ahead log; flushes are retried).
+    pub flush_error: Option<String>,
 }
 
 /// An event store. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -164,7 +167,28 @@ struct Disk {
     report: OpenReport,
     signal: Option<Arc<Signal>>,
     bg_error: Mutex<Option<String>>,
+    /// When and why the last flush failed; cleared by a successful one.
+    flush_failed: Mutex<Option<(Instant, String)>>,
     _lock: File,
+}
+
+/// After a failed flush, appends wait this long before trying again (a
+/// flush that fails on a full disk costs a segment encoding each time).
+const FLUSH_RETRY: Duration = Duration::from_secs(1);
+
+impl Disk {
+    fn flush_retry_due(&self) -> bool {
+        match self.flush_failed.lock() {
+            Ok(f) => f.as_ref().is_none_or(|(t, _)| t.elapsed() >= FLUSH_RETRY),
+            Err(_) => false,
+        }
+    }
+
+    fn note_flush(&self, res: &Result<(), StoreError>) {
+        if let Ok(mut f) = self.flush_failed.lock() {
+            *f = res.as_ref().err().map(|e| (Instant::now(), e.to_string()));
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -294,10 +318,17 @@ impl Core {
             }
             res
         })??;
-        if unflushed >= d.opts.flush_threshold {
-            // One appender flushes; the others carry on.
+        if unflushed >= d.opts.flush_threshold && d.flush_retry_due() {
+            // One appender flushes; the others carry on. These records are
+            // durable in the WAL whatever the flush does: a failed flush
+            // (a full disk, say) is logged and retried later, not reported
+            // as a failed append.
             if let Ok(g) = d.flush_lock.try_lock() {
-                self.flush_locked(d, g)?;
+                let res = self.flush_locked(d, g);
+                d.note_flush(&res);
+                if let Err(e) = res {
+                    tracing::warn!("flush failed; the events stay in the write-ahead log: {e}");
+                }
             }
         }
         Ok(stats)
@@ -308,7 +339,9 @@ impl Core {
             return Ok(());
         };
         let g = lock(&d.flush_lock)?;
-        self.flush_locked(d, g)
+        let res = self.flush_locked(d, g);
+        d.note_flush(&res);
+        res
     }
 
     fn write_run(
@@ -330,10 +363,23 @@ impl Core {
         Ok(SegFile { name, bytes })
     }
 
+    /// A flush that did not commit gives its cut back: the WAL generations
+    /// stay, the runs stay unflushed, and the meta frames go back in front
+    /// (the next flush writes them to the meta log).
+    fn restore_cut(&self, cut: Cut) {
+        if let Ok(mut mem) = self.mem.lock() {
+            let mut meta = cut.meta;
+            meta.extend_from_slice(&mem.meta);
+            mem.meta = meta;
+            mem.unflushed += cut.runs.iter().map(|r| r.len()).sum::<usize>();
+        }
+    }
+
     fn flush_locked(&self, d: &Disk, _guard: MutexGuard<'_, ()>) -> Result<(), StoreError> {
         // 1. Cut: with appends paused, seal and take everything not yet in
         //    segments; the WAL moves to a new generation.
-        let cut = d.wal.rotate(|| {
+        let cut = d.wal.rotate(
+            || {
             let mut mem = lock(&self.mem)?;
             mem.st.seal();
             let runs: Vec<Arc<Run>> = mem
@@ -353,7 +399,9 @@ impl Core {
                 identity: mem.st.identity.clone(),
                 dicts: mem.st.dicts.clone(),
             }))
-        })?;
+            },
+            |cut| self.restore_cut(cut),
+        )?;
         let Some((cut, old_gen)) = cut else {
             return Ok(());
         };
@@ -399,17 +447,10 @@ impl Core {
             Ok(())
         })();
         if let Err(e) = res {
-            // Nothing was committed: the WAL generations stay, the runs stay
-            // unflushed, and the meta frames go back in front.
-            if let Ok(mut mem) = self.mem.lock() {
-                let mut meta = cut.meta;
-                meta.extend_from_slice(&mem.meta);
-                mem.meta = meta;
-                mem.unflushed += cut.runs.iter().map(|r| r.len()).sum::<usize>();
-            }
             if let Some((_, seg)) = written {
                 let _ = std::fs::remove_file(d.dir.join(seg.name));
             }
+            self.restore_cut(cut);
             return Err(e);
         }
         // 3. The covered WAL generations are garbage now.
@@ -502,13 +543,30 @@ impl Core {
                 p
             })
             .collect();
-        let outputs: Vec<(Arc<Run>, SegFile)> = parts
+        let written: Vec<Result<(Arc<Run>, SegFile), StoreError>> = parts
             .into_par_iter()
             .map(|run| {
                 let seg = self.write_run(d, &run, &identity, &dicts)?;
                 Ok((Arc::new(run), seg))
             })
-            .collect::<Result<_, StoreError>>()?;
+            .collect();
+        if written.iter().any(Result::is_err) {
+            // Not committed: remove the outputs that were written, so a
+            // failure on a full disk does not keep their space.
+            let mut first_err = None;
+            for w in written {
+                match w {
+                    Ok((_, s)) => {
+                        let _ = std::fs::remove_file(d.dir.join(&s.name));
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            return Err(first_err.expect("an error"));
+        }
+        let outputs: Vec<(Arc<Run>, SegFile)> = written.into_iter().flatten().collect();
         // Switch: manifest first (the commit point), then memory.
         let old_names: HashSet<&str> = inputs.iter().map(|(_, s)| s.name.as_str()).collect();
         {
@@ -599,11 +657,14 @@ impl Worker {
                 }
                 let Some(d) = &core.disk else { return };
                 if core.segment_count() > d.opts.compaction_threshold {
-                    if let Err(e) = core.compact() {
+                    let res = core.compact();
+                    if let Err(e) = &res {
                         tracing::warn!("background compaction failed: {e}");
-                        if let Ok(mut b) = d.bg_error.lock() {
-                            *b = Some(e.to_string());
-                        }
+                    }
+                    // A later success (say, once disk space is freed)
+                    // clears the error.
+                    if let Ok(mut b) = d.bg_error.lock() {
+                        *b = res.err().map(|e| e.to_string());
                     }
                 }
             })
@@ -827,6 +888,7 @@ impl Store {
                 report,
                 signal: signal.clone(),
                 bg_error: Mutex::new(None),
+                flush_failed: Mutex::new(None),
                 _lock: lock_file,
             }),
         });
@@ -906,6 +968,7 @@ impl Store {
         if let Some(d) = &self.core.disk {
             s.wal = Some(d.wal.stats());
             s.background_error = lock(&d.bg_error)?.clone();
+            s.flush_error = lock(&d.flush_failed)?.as_ref().map(|(_, e)| e.clone());
             for entry in std::fs::read_dir(&d.dir).map_err(io_err(&d.dir))? {
                 let entry = entry.map_err(io_err(&d.dir))?;
                 if let Ok(m) = entry.metadata() {
