@@ -15,7 +15,9 @@ pub enum StoreError {
     /// The file system holding the data directory is full (ENOSPC, or a
     /// quota: EDQUOT). Nothing of the failed operation was acknowledged; the
     /// store stays usable and later writes succeed once space is freed.
-    #[error("disk full: no space left writing {path} ({source}); nothing of this write was stored")]
+    #[error(
+        "disk full: no space left writing {path} ({source}); nothing of this write was stored"
+    )]
     DiskFull {
         path: PathBuf,
         #[source]
