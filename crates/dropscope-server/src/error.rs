@@ -77,6 +77,10 @@ pub enum ApiError {
     /// The store refuses writes until reopened; try again later.
     #[error("{0}")]
     Unavailable(String),
+    /// The disk holding the data is full: nothing of the request was
+    /// stored; retry once space is freed.
+    #[error("{0}")]
+    DiskFull(String),
     /// Anything else on our side.
     #[error("{0}")]
     Internal(String),
@@ -109,6 +113,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -129,6 +134,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::DiskFull(_) => "disk_full",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -203,6 +209,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::WalFailed(_) | StoreError::Poisoned => ApiError::Unavailable(e.to_string()),
+            StoreError::DiskFull { .. } => ApiError::DiskFull(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -226,6 +233,12 @@ mod tests {
             ApiError::limit(Limit::MaxPropertyDepth, 3, "depth").status(),
             400
         );
+        let full = ApiError::from(StoreError::DiskFull {
+            path: "/data/wal-1.log".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        });
+        assert_eq!((full.status().as_u16(), full.code()), (507, "disk_full"));
+        assert!(full.to_string().contains("disk full"), "{full}");
         let b = ApiError::limit(Limit::MaxEventBytes, 10, "event 3").body();
         assert_eq!(b.limit.as_deref(), Some("max_event_bytes"));
         assert_eq!(b.detail, "event 3 exceeds max_event_bytes (10)");

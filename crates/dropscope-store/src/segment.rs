@@ -188,11 +188,16 @@ pub fn encode_segment(run: &Run, dicts: &RwLock<Dicts>, rep_did: impl Fn(u32) ->
 pub fn write_file_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<u64, StoreError> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(bytes).map_err(io_err(&tmp))?;
-    if fsync {
-        f.sync_all().map_err(io_err(&tmp))?;
-    }
+    let res = f
+        .write_all(bytes)
+        .and_then(|_| if fsync { f.sync_all() } else { Ok(()) });
     drop(f);
+    if let Err(e) = res {
+        // A partial temp file (say, on a full disk) would hold on to the
+        // space until the next open: remove it now.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(&tmp)(e));
+    }
     std::fs::rename(&tmp, path).map_err(io_err(path))?;
     if fsync {
         if let Some(dir) = path.parent() {

@@ -31,13 +31,13 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::Thread;
 
 use crate::codec::{decode_record, encode_record};
-use crate::error::StoreError;
+use crate::error::{is_disk_full, StoreError};
 use crate::state::Record;
 
 pub const WAL_MAGIC: &[u8; 8] = b"DSCOPWAL";
@@ -56,11 +56,9 @@ pub fn parse_wal_name(name: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
+/// Maps an I/O error on `path` (typed `DiskFull` when out of space).
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| StoreError::io(path, source)
 }
 
 /// fsyncs a directory so that creates, renames and deletes in it are durable.
@@ -175,7 +173,8 @@ pub fn scan_log(
     Ok(scan)
 }
 
-/// Creates a new, empty log file with its header, durably.
+/// Creates a new, empty log file with its header, durably. On failure (a
+/// full disk, say) the partial file is removed again.
 pub fn create_log(path: &Path, magic: &[u8; 8], gen: u64, fsync: bool) -> Result<File, StoreError> {
     let mut f = OpenOptions::new()
         .create(true)
@@ -183,9 +182,16 @@ pub fn create_log(path: &Path, magic: &[u8; 8], gen: u64, fsync: bool) -> Result
         .write(true)
         .open(path)
         .map_err(io_err(path))?;
-    f.write_all(&header(magic, gen)).map_err(io_err(path))?;
+    let res = f
+        .write_all(&header(magic, gen))
+        .and_then(|_| if fsync { f.sync_all() } else { Ok(()) })
+        .map_err(io_err(path));
+    if let Err(e) = res {
+        drop(f);
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
     if fsync {
-        f.sync_all().map_err(io_err(path))?;
         if let Some(dir) = path.parent() {
             sync_dir(dir)?;
         }
@@ -218,11 +224,46 @@ struct Queue {
     /// Set when a write or fsync failed: the log is in an unknown state and
     /// every later append fails until the store is reopened.
     failed: Option<String>,
+    /// Groups of tickets whose write ran out of disk space: the file was cut
+    /// back to its durable length and these appends fail with `DiskFull`;
+    /// the log itself goes on. Pruned once applied.
+    refused: Vec<Refused>,
     syncs: u64,
     bytes: u64,
     /// Appenders parked until the ticket before theirs is applied: each
     /// is woken alone by its predecessor (no thundering herd).
     turn_waiters: HashMap<u64, Thread>,
+}
+
+/// A group commit refused for lack of space: tickets `first..=last`.
+#[derive(Debug)]
+struct Refused {
+    first: u64,
+    last: u64,
+    path: PathBuf,
+    kind: std::io::ErrorKind,
+    msg: String,
+}
+
+impl Refused {
+    fn error(&self) -> StoreError {
+        StoreError::DiskFull {
+            path: self.path.clone(),
+            source: std::io::Error::new(self.kind, self.msg.clone()),
+        }
+    }
+}
+
+/// Cuts the live file back to `len` bytes (its durable length) and moves
+/// the write position there, durably.
+fn rewind(file: &File, len: u64, fsync: bool) -> std::io::Result<()> {
+    file.set_len(len)?;
+    let mut f = file;
+    f.seek(SeekFrom::Start(len))?;
+    if fsync {
+        file.sync_all()?;
+    }
+    Ok(())
 }
 
 impl Queue {
@@ -263,6 +304,7 @@ impl Wal {
                 leader: false,
                 rotating: false,
                 failed: None,
+                refused: Vec::new(),
                 syncs: 0,
                 bytes: HEADER_LEN,
                 turn_waiters: HashMap::new(),
@@ -291,6 +333,11 @@ impl Wal {
 
     /// Makes `frames` durable (sharing one fsync with concurrent callers),
     /// then runs `apply` in log order, and returns its result.
+    ///
+    /// If the disk is full, the group commit holding `frames` is refused
+    /// with [`StoreError::DiskFull`] (the file is cut back to its durable
+    /// length, `apply` is not run) and later appends are tried again. Any
+    /// other write or fsync failure fails the log until it is reopened.
     pub fn append<R>(&self, frames: &[u8], apply: impl FnOnce() -> R) -> Result<R, StoreError> {
         let mut q = self.lock()?;
         while q.rotating && q.failed.is_none() {
@@ -336,9 +383,36 @@ impl Wal {
                     q.bytes += buf.len() as u64;
                 }
                 Err(e) => {
-                    let msg = format!("{}: {e}", self.dir.join(wal_name(gen)).display());
-                    tracing::error!("write-ahead log failed: {msg}");
-                    q.fail(msg);
+                    let path = self.dir.join(wal_name(gen));
+                    let msg = format!("{}: {e}", path.display());
+                    // Out of space: refuse this group only, if the file can
+                    // be cut back to what is durable; the log goes on.
+                    let rewound = is_disk_full(&e)
+                        && match rewind(&file, q.bytes, self.fsync) {
+                            Ok(()) => true,
+                            Err(e2) => {
+                                tracing::error!("cutting back {}: {e2}", path.display());
+                                false
+                            }
+                        };
+                    if rewound {
+                        tracing::warn!(
+                            "write-ahead log: disk full, {} appends refused: {msg}",
+                            upto - q.durable
+                        );
+                        let first = q.durable + 1;
+                        q.refused.push(Refused {
+                            first,
+                            last: upto,
+                            path,
+                            kind: e.kind(),
+                            msg: e.to_string(),
+                        });
+                        q.durable = upto;
+                    } else {
+                        tracing::error!("write-ahead log failed: {msg}");
+                        q.fail(msg);
+                    }
                 }
             }
             // Reuse the allocation for the next group.
@@ -349,6 +423,11 @@ impl Wal {
             }
             self.cv.notify_all();
         }
+        let refused = q
+            .refused
+            .iter()
+            .find(|r| r.first <= ticket && ticket <= r.last)
+            .map(Refused::error);
         while q.applied + 1 != ticket {
             if let Some(e) = &q.failed {
                 return Err(StoreError::WalFailed(e.clone()));
@@ -367,6 +446,8 @@ impl Wal {
             fn drop(&mut self) {
                 let mut q = self.0.q.lock().unwrap_or_else(|e| e.into_inner());
                 q.applied = self.1;
+                let applied = q.applied;
+                q.refused.retain(|r| r.last > applied);
                 if std::thread::panicking() {
                     q.fail("a panic while applying records".into());
                 }
@@ -379,17 +460,23 @@ impl Wal {
             }
         }
         let _done = Done(self, ticket);
-        Ok(apply())
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(apply()),
+        }
     }
 
     /// Stops appends, waits until every issued append is durable and
     /// applied, runs `at_cut` (which sees the state exactly matching the
     /// log so far), then, if it returned `Some`, starts generation
     /// `gen + 1`. Returns `at_cut`'s result and the generation that was
-    /// closed.
+    /// closed. If the new generation cannot be created (a full disk, say),
+    /// `undo` gets `at_cut`'s result back, the log stays on its generation,
+    /// and the error is returned.
     pub fn rotate<R>(
         &self,
         at_cut: impl FnOnce() -> Result<Option<R>, StoreError>,
+        undo: impl FnOnce(R),
     ) -> Result<Option<(R, u64)>, StoreError> {
         let mut q = self.lock()?;
         while q.rotating {
@@ -407,12 +494,18 @@ impl Wal {
                 return Ok(None);
             };
             let old = q.gen;
-            let file = create_log(
+            let file = match create_log(
                 &self.dir.join(wal_name(old + 1)),
                 WAL_MAGIC,
                 old + 1,
                 self.fsync,
-            )?;
+            ) {
+                Ok(f) => f,
+                Err(e) => {
+                    undo(r);
+                    return Err(e);
+                }
+            };
             q.file = Arc::new(file);
             q.gen = old + 1;
             q.bytes = HEADER_LEN;
