@@ -28,6 +28,9 @@ cargo test --workspace --exclude dropscope-clickhouse
 # analysis of the stage B SQL): fewer random cases than the other crates.
 PROPTEST_CASES="${CH_PROPTEST_CASES:-40}" cargo test -p dropscope-clickhouse
 
+step "soak smoke: mixed capture and queries against dropscope serve for 10 s, no failed request (BENCHMARKS.md, Soak)"
+./target/debug/soak --duration 10s
+
 step "acceptance cases ($CASES_DIR)"
 if [ ! -d "$CASES_DIR" ]; then
   echo "acceptance cases not found at $CASES_DIR (set CASES_DIR)" >&2

@@ -130,6 +130,9 @@ pub struct Scratch {
     pub sub: Vec<MEvent>,
     pub bd_values: Vec<BdKey>,
     pub paths: Vec<(BdKey, Path)>,
+    /// The kernel's gathered (step mask, timestamp) pairs of one actor.
+    pub kernel: Vec<(u64, i64)>,
+    pub(crate) kernel_state: crate::kernel::State,
 }
 
 /// One actor ready for the funnel algorithms.

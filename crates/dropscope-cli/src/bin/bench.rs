@@ -147,10 +147,14 @@ fn main() -> Result<()> {
     if dir.exists() && !reuse {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
-    println!(
-        "dropscope-bench: {events} demo events, store {}",
-        dir.display()
-    );
+    if reuse {
+        println!("dropscope-bench: reusing the store in {}", dir.display());
+    } else {
+        println!(
+            "dropscope-bench: {events} demo events, store {}",
+            dir.display()
+        );
+    }
     println!("machine: {}", machine());
     if !reuse {
         import(&dir, events)?;
