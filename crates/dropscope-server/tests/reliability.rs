@@ -450,7 +450,7 @@ fn disk_full_capture_is_refused_and_nothing_acknowledged_is_lost() {
         Err(e) => {
             println!("restart on the full disk: {}", e.stderr.trim());
             assert!(
-                e.stderr.contains("disk full"),
+                e.stderr.contains("disk full") || e.stderr.contains("No space left on device"),
                 "a start on a full disk fails with a clear message: {}",
                 e.stderr
             )

@@ -128,7 +128,13 @@ impl Server {
     /// Spawns the server process without waiting.
     pub fn spawn(dir: &Path, mode: Mode, test: &str) -> Server {
         let addr = free_addr();
-        let stderr = dir.with_extension(format!("stderr-{}", addr.port()));
+        // Not beside `dir`: on a full disk (the disk-full test) the server's
+        // own message would be lost with it.
+        let stderr = std::env::temp_dir().join(format!(
+            "dropscope-{test}-{}-{}.stderr",
+            std::process::id(),
+            addr.port()
+        ));
         let mut cmd = Command::new(std::env::current_exe().expect("current exe"));
         cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, dir)
