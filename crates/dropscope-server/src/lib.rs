@@ -558,9 +558,14 @@ async fn health_handler(State(st): State<AppState>) -> Response {
         }
     };
     match store.stats() {
-        Ok(s) if s.background_error.is_none() => {
-            Json(json!({"status": "ok", "events": s.events})).into_response()
-        }
+        Ok(s) if s.background_error.is_none() => match &s.flush_error {
+            None => Json(json!({"status": "ok", "events": s.events})).into_response(),
+            // Still serving and capturing durably (into the WAL), but the
+            // WAL cannot be flushed into segments: an operator should look.
+            Some(e) => {
+                Json(json!({"status": "degraded", "events": s.events, "detail": e})).into_response()
+            }
+        },
         Ok(s) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "error", "detail": s.background_error})),

@@ -176,6 +176,18 @@ impl Metrics {
                 "Approximate heap bytes of event columns.",
                 s.bytes_in_memory as u64,
             );
+            g(
+                &mut o,
+                "dropscope_store_flush_failing",
+                "1 while the last flush of the WAL into a segment failed (events stay in the WAL; retried every second), else 0.",
+                u64::from(s.flush_error.is_some()),
+            );
+            g(
+                &mut o,
+                "dropscope_store_background_error",
+                "1 while a background compaction has failed (see /healthz), else 0.",
+                u64::from(s.background_error.is_some()),
+            );
             if let Some(w) = &s.wal {
                 c(
                     &mut o,
@@ -214,5 +226,16 @@ mod tests {
         assert!(t.contains("dropscope_query_seconds_bucket{kind=\"funnel\",le=\"0.005\"} 1"));
         assert!(t.contains("dropscope_append_seconds_bucket{le=\"0.001\"} 1"));
         assert!(t.contains("dropscope_query_seconds_count{kind=\"funnel\"} 1"));
+    }
+
+    #[test]
+    fn a_failing_flush_shows() {
+        let stats = StoreStats {
+            flush_error: Some("disk full".into()),
+            ..Default::default()
+        };
+        let t = Metrics::default().render(Some(&stats));
+        assert!(t.contains("dropscope_store_flush_failing 1"), "{t}");
+        assert!(t.contains("dropscope_store_background_error 0"), "{t}");
     }
 }
