@@ -692,17 +692,7 @@ fn demo(
         data.display(),
         t.elapsed().as_secs_f64()
     );
-    let q = FunnelQuery {
-        steps: dropscope_testkit::demo::DEMO_FUNNEL
-            .iter()
-            .map(|e| Step {
-                event: Some(e.to_string()),
-                ..Default::default()
-            })
-            .collect(),
-        date_from: Some("all".into()),
-        ..Default::default()
-    };
+    let q = dropscope_testkit::demo::funnel_query();
     let t = Instant::now();
     let res = dropscope_engine::run_query(&store.snapshot()?, &q)?;
     println!("\ndemo funnel (14-day window, all data):");

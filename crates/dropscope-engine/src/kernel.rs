@@ -88,8 +88,8 @@ fn general(
     }
 }
 
-/// One actor: `Some(Some(best))` if it entered, `Some(None)` if not,
-/// `None` if the general path must decide.
+/// One actor: `Some(true)` if it entered (its path is in `st.best`),
+/// `Some(false)` if not, `None` if the general path must decide.
 #[inline]
 fn run_actor(
     plan: &Plan<'_>,
@@ -100,33 +100,38 @@ fn run_actor(
 ) -> Option<bool> {
     st.has = 0;
     st.best.furthest = 0;
-    if !plan.shape.strict {
-        return run_gathered(plan, table, v, buf, st);
+    if plan.shape.strict {
+        run_strict(plan, table, v, st)
+    } else {
+        run_gathered(plan, table, v, buf, st)
     }
+}
+
+/// A strict funnel sees every event in range: one that matches no step
+/// breaks every attempt (rule 6).
+#[inline]
+fn run_strict(
+    plan: &Plan<'_>,
+    table: &[u64],
+    v: &dropscope_store::EventsView<'_>,
+    st: &mut State,
+) -> Option<bool> {
     let n = plan.n();
     let window = plan.shape.window;
-    let strict = plan.shape.strict;
     let (from, to) = (plan.range.from, plan.range.to);
-    // The previous event the general path would have kept (in range; in
-    // a non-strict funnel also matching a step), for the same-instant rule.
-    let mut prev_ts = i64::MIN;
-    let mut prev_mask = u64::MAX;
+    // The previous event in range, for the same-instant rule.
+    let (mut prev_ts, mut prev_mask) = (i64::MIN, u64::MAX);
     for row in 0..v.len() {
-        let mask = table.get(v.event[row] as usize).copied().unwrap_or(0);
-        if mask == 0 && !strict {
-            continue;
-        }
         let ts = v.ts[row];
         if ts < from || ts > to {
             continue;
         }
+        let mask = table.get(v.event[row] as usize).copied().unwrap_or(0);
         if ts == prev_ts && mask != prev_mask {
             return None;
         }
-        prev_ts = ts;
-        prev_mask = mask;
+        (prev_ts, prev_mask) = (ts, mask);
         if mask == 0 {
-            // Strict: an event of no step breaks every attempt.
             st.has = 0;
             continue;
         }
@@ -135,21 +140,16 @@ fn run_actor(
         }
         let s = mask.trailing_zeros() as usize + 1;
         step(st, s, ts, window);
-        if strict {
-            st.has &= 1 << s;
-        }
+        st.has &= 1 << s;
         if st.best.furthest == n {
-            // Done, unless a later event at this same instant matches
-            // something else: rule 5 would then order the instant's
-            // events by step, which may complete differently.
-            for r in row + 1..v.len() {
-                if v.ts[r] != ts {
-                    break;
-                }
-                let m = table.get(v.event[r] as usize).copied().unwrap_or(0);
-                if (m != 0 || strict) && m != mask {
-                    return None;
-                }
+            // Done, unless a later event at this instant matches something
+            // else (rule 5 would order the instant's events by step).
+            let same_instant = v.ts[row + 1..].iter().take_while(|&&t| t == ts).count();
+            if v.event[row + 1..row + 1 + same_instant]
+                .iter()
+                .any(|&e| table.get(e as usize).copied().unwrap_or(0) != mask)
+            {
+                return None;
             }
             break;
         }

@@ -529,52 +529,65 @@ async fn fingerprint(addr: SocketAddr) -> Vec<String> {
     out
 }
 
+/// The `field` of every result of a picker route (which must answer 200).
+async fn picked(addr: SocketAddr, path: &str, field: &str) -> BTreeSet<String> {
+    let r = get(addr, path).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x[field].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A breakdown row's value: the string, or the one string of a
+/// one-property breakdown's array.
+fn breakdown_value(b: &Value) -> Option<String> {
+    match &b["breakdown_value"] {
+        Value::Array(a) => a.first().and_then(Value::as_str).map(str::to_string),
+        other => other.as_str().map(str::to_string),
+    }
+}
+
+/// The per-step counts of a funnel (or of one breakdown row).
+fn step_counts(f: &Value) -> Vec<u64> {
+    f["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["count"].as_u64().unwrap())
+        .collect()
+}
+
 /// The hostile values come back exactly as captured.
 async fn check_round_trip(addr: SocketAddr, values: &[String], backend: &str) {
     let want: BTreeSet<&str> = values.iter().map(String::as_str).collect();
-    // Event names.
-    let r = get(addr, "/api/events?limit=10000").await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let names: BTreeSet<String> = r.json()["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["name"].as_str().unwrap().to_string())
-        .collect();
-    for v in values {
-        assert!(
-            names.contains(v),
-            "{backend}: event name {v:?} not in {names:?}"
-        );
-    }
-    // Property keys.
-    let r = get(addr, "/api/properties?event=%24pageview&limit=10000").await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let keys: BTreeSet<String> = r.json()["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["name"].as_str().unwrap().to_string())
-        .collect();
-    for v in values {
-        assert!(
-            keys.contains(v),
-            "{backend}: property key {v:?} not in {keys:?}"
-        );
-    }
+    let contains_all = |got: &BTreeSet<String>, what: &str| {
+        for v in values {
+            assert!(got.contains(v), "{backend}: {what} {v:?} not in {got:?}");
+        }
+    };
+    contains_all(
+        &picked(addr, "/api/events?limit=10000", "name").await,
+        "event name",
+    );
+    contains_all(
+        &picked(
+            addr,
+            "/api/properties?event=%24pageview&limit=10000",
+            "name",
+        )
+        .await,
+        "property key",
+    );
     // Property values, all and one by one (by hostile key and by search).
-    let r = get(
+    let got = picked(
         addr,
         "/api/property_values?key=h&event=%24pageview&limit=10000",
+        "value",
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let got: BTreeSet<String> = r.json()["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["value"].as_str().unwrap().to_string())
-        .collect();
     let mut expected: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
     expected.insert("plain".into());
     assert_eq!(got, expected, "{backend}: values of `h`");
@@ -592,20 +605,12 @@ async fn check_round_trip(addr: SocketAddr, values: &[String], backend: &str) {
     q["breakdown"] = json!({"property": "h", "limit": 1000});
     let r = query(addr, &q).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let mut by_value: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for b in r.json()["breakdowns"].as_array().unwrap() {
-        let v = match &b["breakdown_value"] {
-            Value::Array(a) if a.len() == 1 => a[0].as_str().unwrap().to_string(),
-            other => other.as_str().unwrap_or_default().to_string(),
-        };
-        let counts = b["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["count"].as_u64().unwrap())
-            .collect();
-        by_value.insert(v, counts);
-    }
+    let by_value: BTreeMap<String, Vec<u64>> = r.json()["breakdowns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (breakdown_value(b).unwrap_or_default(), step_counts(b)))
+        .collect();
     for v in values {
         assert_eq!(
             by_value.get(v.as_str()),
@@ -624,13 +629,11 @@ async fn check_round_trip(addr: SocketAddr, values: &[String], backend: &str) {
         ]));
         let r = query(addr, &q).await;
         assert_eq!(r.status, 200, "{backend} {v:?}: {}", r.text());
-        let counts: Vec<u64> = r.json()["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["count"].as_u64().unwrap())
-            .collect();
-        assert_eq!(counts, vec![1, 1, 1], "{backend}: filters on {v:?}");
+        assert_eq!(
+            step_counts(&r.json()),
+            vec![1, 1, 1],
+            "{backend}: filters on {v:?}"
+        );
     }
     // Person properties: a person breakdown, and the timeline.
     let mut q = funnel(json!([{"event": "$pageview"}]));
@@ -641,17 +644,9 @@ async fn check_round_trip(addr: SocketAddr, values: &[String], backend: &str) {
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|b| match &b["breakdown_value"] {
-            Value::Array(a) => a.first().and_then(Value::as_str).map(str::to_string),
-            other => other.as_str().map(str::to_string),
-        })
+        .filter_map(breakdown_value)
         .collect();
-    for v in values {
-        assert!(
-            person_values.contains(v),
-            "{backend}: person value {v:?} not in {person_values:?}"
-        );
-    }
+    contains_all(&person_values, "person value");
     for (i, v) in values.iter().enumerate() {
         let r = get(addr, &format!("/api/person_events?id=hostile-{i}")).await;
         assert_eq!(r.status, 200, "{}", r.text());
@@ -671,14 +666,12 @@ async fn check_round_trip(addr: SocketAddr, values: &[String], backend: &str) {
     }
     if backend == "embedded" {
         // Person-property pickers (refused on ClickHouse for now).
-        let r = get(addr, "/api/property_values?type=person&key=hp&limit=10000").await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let got: BTreeSet<String> = r.json()["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["value"].as_str().unwrap().to_string())
-            .collect();
+        let got = picked(
+            addr,
+            "/api/property_values?type=person&key=hp&limit=10000",
+            "value",
+        )
+        .await;
         let all: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
         assert_eq!(got, all, "{backend}: person values of `hp`");
     }

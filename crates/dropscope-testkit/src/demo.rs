@@ -41,6 +41,22 @@ pub const DEMO_FUNNEL: [&str; 5] = [
     "first_purchase",
 ];
 
+/// The demo funnel ([`DEMO_FUNNEL`]) over all data, with the default
+/// 14-day window: what `dropscope demo` prints and the benchmark times.
+pub fn funnel_query() -> dropscope_core::query::FunnelQuery {
+    dropscope_core::query::FunnelQuery {
+        steps: DEMO_FUNNEL
+            .iter()
+            .map(|e| dropscope_core::query::Step {
+                event: Some(e.to_string()),
+                ..Default::default()
+            })
+            .collect(),
+        date_from: Some("all".into()),
+        ..Default::default()
+    }
+}
+
 /// The browser whose users convert (signup_completed -> first_purchase)
 /// about half as often as everyone else's. About 12% of people use it.
 pub const PLANTED_BROWSER: &str = "Edge";

@@ -88,16 +88,9 @@ const WINDOW_MS: i64 = 14 * 24 * 3600 * 1000;
 
 /// The benchmark's queries over the demo funnel, by name.
 fn all_queries() -> Vec<(&'static str, FunnelQuery)> {
-    let steps: Vec<Value> = dropscope_testkit::demo::DEMO_FUNNEL
-        .iter()
-        .map(|e| json!({"event": e}))
-        .collect();
+    let demo = serde_json::to_value(dropscope_testkit::demo::funnel_query()).expect("json");
     let q = |extra: Value| -> FunnelQuery {
-        let mut base = json!({
-            "steps": steps,
-            "date_from": "all",
-            "window": {"value": 14, "unit": "day"},
-        });
+        let mut base = demo.clone();
         for (k, v) in extra.as_object().expect("object") {
             base[k] = v.clone();
         }
@@ -369,22 +362,27 @@ fn queries(
     Ok(out)
 }
 
-/// Runs this binary again as `--cold-child NAME` and reads its JSON line.
-fn cold_run(dir: &Path, name: &str) -> Result<Value> {
-    let exe = std::env::current_exe()?;
-    let out = Command::new(exe)
-        .arg("--data")
-        .arg(dir)
-        .arg("--cold-child")
-        .arg(name)
-        .output()
-        .context("starting the cold run")?;
+/// Runs `cmd` to its end; its stdout, or an error with its stderr.
+fn output(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("starting {what}"))?;
     ensure!(
         out.status.success(),
-        "cold run of {name:?} failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs this binary again as `--cold-child NAME` and reads its JSON line.
+fn cold_run(dir: &Path, name: &str) -> Result<Value> {
+    let line = output(
+        Command::new(std::env::current_exe()?)
+            .arg("--data")
+            .arg(dir)
+            .arg("--cold-child")
+            .arg(name),
+        &format!("the cold run of {name:?}"),
+    )?;
     serde_json::from_str(line.trim()).with_context(|| format!("cold run printed {line:?}"))
 }
 
@@ -446,29 +444,21 @@ fn compare(
         parquet.display(),
         t.elapsed().as_secs_f64()
     );
-    let venv = Command::new("bash")
-        .arg(scripts().join("bench_venv.sh"))
-        .output()
-        .context("running scripts/bench_venv.sh")?;
-    ensure!(
-        venv.status.success(),
-        "scripts/bench_venv.sh failed (installs duckdb and chdb from PyPI): {}",
-        String::from_utf8_lossy(&venv.stderr)
-    );
-    let python = String::from_utf8_lossy(&venv.stdout).trim().to_string();
-    let out = Command::new(&python)
-        .arg(scripts().join("bench_compare.py"))
-        .arg(&parquet)
-        .arg(WINDOW_MS.to_string())
-        .arg(reps.max(3).to_string())
-        .args(dropscope_testkit::demo::DEMO_FUNNEL)
-        .output()
-        .context("running scripts/bench_compare.py")?;
-    ensure!(
-        out.status.success(),
-        "bench_compare.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let python = output(
+        Command::new("bash").arg(scripts().join("bench_venv.sh")),
+        "scripts/bench_venv.sh (installs duckdb and chdb from PyPI)",
+    )?
+    .trim()
+    .to_string();
+    let out = output(
+        Command::new(&python)
+            .arg(scripts().join("bench_compare.py"))
+            .arg(&parquet)
+            .arg(WINDOW_MS.to_string())
+            .arg(reps.max(3).to_string())
+            .args(dropscope_testkit::demo::DEMO_FUNNEL),
+        "scripts/bench_compare.py",
+    )?;
     println!("| engine | median ms | min–max ms | load s | ratio to dropscope (median) | counts |");
     println!("|---|---:|---:|---:|---:|---|");
     println!(
@@ -476,7 +466,7 @@ fn compare(
         join(&ours_counts)
     );
     let mut mismatch = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in out.lines() {
         let r: Value = serde_json::from_str(line)
             .with_context(|| format!("bench_compare.py printed {line:?}"))?;
         let times: Vec<f64> = r["times_ms"]

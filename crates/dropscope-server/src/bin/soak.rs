@@ -310,17 +310,9 @@ async fn capture_client(
         }
         let wrap = args.distinct_events.div_ceil(args.clients as u64);
         let body = batch_body(&mut seq, client, args.batch, args.users, wrap);
-        if conn.is_none() {
-            match Conn::connect(addr).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    totals.error(format!("capture connect: {e}"));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            }
-        }
-        let c = conn.as_mut().expect("connection");
+        let Some(c) = connected(&mut conn, addr, &totals, "capture").await else {
+            continue;
+        };
         let t = Instant::now();
         let r = c
             .request(
@@ -348,6 +340,27 @@ async fn capture_client(
     }
 }
 
+/// The client's keep-alive connection, opened if it is not (after an
+/// error); `None` (the error counted, after a pause) if that fails.
+async fn connected<'c>(
+    conn: &'c mut Option<Conn>,
+    addr: SocketAddr,
+    totals: &Totals,
+    what: &str,
+) -> Option<&'c mut Conn> {
+    if conn.is_none() {
+        match Conn::connect(addr).await {
+            Ok(c) => *conn = Some(c),
+            Err(e) => {
+                totals.error(format!("{what} connect: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return None;
+            }
+        }
+    }
+    conn.as_mut()
+}
+
 async fn query_client(
     addr: SocketAddr,
     offset: usize,
@@ -364,17 +377,9 @@ async fn query_client(
         let k = i % qs.len();
         i += 1;
         let body = json!({"query": qs[k].1}).to_string();
-        if conn.is_none() {
-            match Conn::connect(addr).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    totals.error(format!("query connect: {e}"));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            }
-        }
-        let c = conn.as_mut().expect("connection");
+        let Some(c) = connected(&mut conn, addr, &totals, "query").await else {
+            continue;
+        };
         let t = Instant::now();
         let r = c
             .request(
