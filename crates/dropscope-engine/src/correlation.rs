@@ -117,7 +117,7 @@ pub(crate) struct KeyCtx {
 
 impl KeyCtx {
     fn new(plan: &Plan<'_>, opts: &CorrelationOptions) -> KeyCtx {
-        let d = &*plan.dicts;
+        let d = plan.dicts;
         let names = match (opts.kind, &opts.with_person_properties) {
             (CorrelationType::Properties, _) => opts.names.clone().unwrap_or_default(),
             (CorrelationType::Events, Some(n)) => n.clone(),
@@ -171,7 +171,7 @@ impl KeyCtx {
 
     /// The row name of a key (PostHog's format).
     fn name(&self, plan: &Plan<'_>, k: Key) -> String {
-        let d = &*plan.dicts;
+        let d = plan.dicts;
         let kind = k >> 120;
         let a = ((k >> 64) & 0xffff_ffff) as u32;
         let b = ((k >> 32) & 0xffff_ffff) as u32;
@@ -314,7 +314,7 @@ fn property_keys(
 /// person's events up to `t` applied in order; keys never set by an event
 /// keep their current value.
 fn props_at(plan: &Plan<'_>, actor: &Actor<'_>, t: i64) -> Vec<(u32, u32)> {
-    let d = &*plan.dicts;
+    let d = plan.dicts;
     let current = actor_props(plan, actor);
     let (Some(set_k), set_once_k) = (d.keys.get("$set"), d.keys.get("$set_once")) else {
         return current;
@@ -784,7 +784,7 @@ pub fn simpson_from_counts(
 pub fn correlation_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError> {
     let opts = options(plan);
     let pf = plan.q.persons_for.clone().unwrap_or_default();
-    let d = &*plan.dicts;
+    let d = plan.dicts;
     let prop_ctx = pf.property.as_ref().map(|prop| {
         let mut o = opts.clone();
         o.kind = CorrelationType::Properties;

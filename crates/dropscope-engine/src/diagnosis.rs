@@ -254,7 +254,7 @@ pub fn compose(q: &FunnelQuery, parts: &dyn Parts) -> Result<DiagnosisResult, Qu
 /// Event properties on most first-step events with 2..=30 distinct values
 /// (at most 5, most common first), skipping ids and internal keys.
 pub fn discover_segment_keys(plan: &Plan<'_>) -> Vec<String> {
-    let d = &*plan.dicts;
+    let d = plan.dicts;
     let counts: HashMap<u32, (u64, HashSet<u32>)> = plan.fold_actors(
         HashMap::new,
         |acc: &mut HashMap<u32, (u64, HashSet<u32>)>, scratch, actor| {

@@ -52,7 +52,7 @@ pub fn paths(plan: &Plan<'_>) -> Result<PathsResult, QueryError> {
         Some(k) => k,
         None => largest_drop(plan)?,
     };
-    let d = &*plan.dicts;
+    let d = plan.dicts;
     let seqs: Vec<Seqs> = plan.fold_actors(
         Vec::new,
         |acc, scratch, actor| {

@@ -118,7 +118,7 @@ pub fn page(plan: &Plan<'_>, rows: Vec<(u32, bool, Path)>) -> PersonsResult {
     let limit = plan.q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let offset = plan.q.offset.unwrap_or(0);
     let n = plan.n();
-    let dicts = &*plan.dicts;
+    let dicts = plan.dicts;
     let persons: Vec<ActorRow> = rows
         .iter()
         .skip(offset)

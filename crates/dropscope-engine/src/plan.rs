@@ -2,7 +2,6 @@
 //! aggregation; and the per-actor preparation of matched events.
 
 use std::collections::HashMap;
-use std::sync::RwLockReadGuard;
 
 use chrono_tz::Tz;
 use dropscope_core::query::{
@@ -87,7 +86,7 @@ pub struct BreakdownPlan {
 
 pub struct Plan<'s> {
     pub snap: &'s Snapshot,
-    pub dicts: RwLockReadGuard<'s, Dicts>,
+    pub dicts: &'s Dicts,
     pub q: &'s FunnelQuery,
     pub range: DateRange,
     pub tz: Tz,
@@ -161,7 +160,7 @@ impl<'s> Plan<'s> {
                 s.math,
                 &field,
                 snap,
-                &dicts,
+                dicts,
             )?);
         }
         let mut exclusions = Vec::new();
@@ -174,10 +173,10 @@ impl<'s> Plan<'s> {
                 None,
                 &field,
                 snap,
-                &dicts,
+                dicts,
             )?);
         }
-        let global = Filter::compile(q.properties.as_ref(), "properties", snap, &dicts)?;
+        let global = Filter::compile(q.properties.as_ref(), "properties", snap, dicts)?;
         let shape = Shape {
             n,
             window: Window::effective_ms(q.window.as_ref()),
@@ -200,7 +199,7 @@ impl<'s> Plan<'s> {
                 .collect(),
         };
         let agg = parse_aggregation(q.aggregation.as_deref())?;
-        let breakdown = compile_breakdown(q, snap, &dicts)?;
+        let breakdown = compile_breakdown(q, snap, dicts)?;
         let mut group_keys = [None; 5];
         for (i, g) in group_keys.iter_mut().enumerate() {
             *g = dicts.keys.get(&format!("$group_{i}"));
@@ -312,7 +311,7 @@ impl<'s> Plan<'s> {
             row,
             person: self.person_of(actor, row),
         };
-        let d = &*self.dicts;
+        let d = self.dicts;
         let alt_ok = m.alts.iter().any(|a| {
             a.event.is_none_or(|e| e == ev)
                 && (!with_filters || a.filter.as_ref().is_none_or(|f| f.eval(&ctx, self.snap, d)))
@@ -329,7 +328,7 @@ impl<'s> Plan<'s> {
         out.clear();
         bd_values.clear();
         let v = &actor.view;
-        let d = &*self.dicts;
+        let d = self.dicts;
         // First time for user: the row of the actor's first-ever event of
         // each such step (all time, before any range or filter).
         let mut first_rows = [u32::MAX; MAX_STEPS];
@@ -444,7 +443,7 @@ impl<'s> Plan<'s> {
 
     fn bd_key(&self, b: &BreakdownPlan, actor: &Actor<'_>, row: usize) -> BdKey {
         let v = &actor.view;
-        let d = &*self.dicts;
+        let d = self.dicts;
         match b.kind {
             BreakdownType::Event | BreakdownType::EventMetadata => BdKey::Values(
                 b.keys
@@ -711,10 +710,10 @@ impl<'s> Plan<'s> {
     /// Events of every person regrouped under the aggregation key (only
     /// events in range; events without a key are dropped).
     fn build_regroup(&self) -> (Run, Vec<String>) {
-        let mut names = Interner::default();
+        let names = Interner::default();
         let mut cols = EventColumns::new();
         let mut keys: Vec<u32> = Vec::new();
-        let d = &*self.dicts;
+        let d = self.dicts;
         let mut scratch = EventColumns::new();
         let key_id = match &self.agg {
             Aggregation::EventProperty(k) | Aggregation::PersonProperty(k) => d.keys.get(k),

@@ -13,55 +13,106 @@
 // FxHash: interning is on the ingest hot path and keys are not
 // attacker-chosen hash-flooding targets worth SipHash's cost here.
 use rustc_hash::FxHashMap as HashMap;
+use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-/// An append-only string interner.
-#[derive(Debug, Default, Clone)]
+/// An append-only string interner that ingest and queries share.
+///
+/// Ids resolve to strings without any lock (`strings` is an append-only
+/// vector whose elements never move), so a query that resolves ids while it
+/// runs never holds up capture. Only the string -> id map is locked, and
+/// only for the moment of a lookup (plan compile) or an insert (ingest).
 pub struct Interner {
-    map: HashMap<Box<str>, u32>,
-    strings: Vec<Box<str>>,
+    map: RwLock<HashMap<Arc<str>, u32>>,
+    // boxcar: a lock-free append-only vector; hand-writing one would mean
+    // unsafe code for no gain.
+    strings: boxcar::Vec<Arc<str>>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Interner {
+            map: RwLock::new(HashMap::default()),
+            strings: boxcar::Vec::new(),
+        }
+    }
+}
+
+impl Clone for Interner {
+    fn clone(&self) -> Self {
+        // Hold the map while copying so that the copy's map and strings agree.
+        let map = self.read_map();
+        let strings = boxcar::Vec::new();
+        for i in 0..map.len() {
+            strings.push(Arc::clone(&self.strings[i]));
+        }
+        Interner {
+            map: RwLock::new(map.clone()),
+            strings,
+        }
+    }
+}
+
+impl std::fmt::Debug for Interner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interner")
+            .field("len", &self.len())
+            .finish()
+    }
 }
 
 impl Interner {
-    pub fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&id) = self.map.get(s) {
+    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, u32>> {
+        // A panic elsewhere cannot leave the map half-updated (one insert is
+        // the only write), so a poisoned lock is still sound to read.
+        self.map.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn intern(&self, s: &str) -> u32 {
+        if let Some(&id) = self.read_map().get(s) {
             return id;
         }
-        let id = self.strings.len() as u32;
-        self.strings.push(s.into());
-        self.map.insert(s.into(), id);
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(&id) = map.get(s) {
+            return id;
+        }
+        let arc: Arc<str> = s.into();
+        // Pushes happen only under the map's write lock, so the vector's
+        // index is the next dense id.
+        let id = self.strings.push(arc.clone()) as u32;
+        map.insert(arc, id);
         id
     }
 
     pub fn get(&self, s: &str) -> Option<u32> {
-        self.map.get(s).copied()
+        self.read_map().get(s).copied()
     }
 
     pub fn resolve(&self, id: u32) -> &str {
-        &self.strings[id as usize]
+        match self.strings.get(id as usize) {
+            Some(s) => s,
+            None => panic!("dictionary id {id} was never interned"),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.strings.len()
+        self.strings.count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.strings.is_empty()
+        self.len() == 0
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
-        self.strings
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i as u32, &**s))
+        self.strings.iter().map(|(i, s)| (i as u32, &**s))
     }
 }
 
 impl Interner {
     /// Interns the tagged text of a JSON value without allocating when the
     /// value is already known.
-    pub fn intern_value(&mut self, v: &Value) -> u32 {
+    pub fn intern_value(&self, v: &Value) -> u32 {
         thread_local! {
             static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
@@ -172,7 +223,7 @@ mod tests {
         ] {
             let t = encode_value(&v);
             assert_eq!(decode_value(&t), v, "{t}");
-            let mut i = Interner::default();
+            let i = Interner::default();
             let id = i.intern_value(&v);
             assert_eq!(i.resolve(id), t, "intern_value agrees with encode_value");
         }
@@ -183,7 +234,7 @@ mod tests {
 
     #[test]
     fn interner_is_dense_and_stable() {
-        let mut i = Interner::default();
+        let i = Interner::default();
         assert_eq!(i.intern("a"), 0);
         assert_eq!(i.intern("b"), 1);
         assert_eq!(i.intern("a"), 0);

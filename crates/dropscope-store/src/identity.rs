@@ -119,7 +119,7 @@ impl Identity {
     }
 
     /// Applies `$set` (overwrite) or `$set_once` (only if absent).
-    pub fn set_props(&mut self, p: u32, props: &Map<String, Value>, once: bool, dicts: &mut Dicts) {
+    pub fn set_props(&mut self, p: u32, props: &Map<String, Value>, once: bool, dicts: &Dicts) {
         let r = self.root(p) as usize;
         for (k, v) in props {
             let k = dicts.keys.intern(k);
@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn merge_is_transitive_and_keeps_target_label() {
-        let mut d = Dicts::default();
+        let d = Dicts::default();
         let mut id = Identity::default();
         let a = d.distinct_ids.intern("a");
         let b = d.distinct_ids.intern("b");
@@ -176,15 +176,15 @@ mod tests {
 
     #[test]
     fn set_once_does_not_overwrite() {
-        let mut d = Dicts::default();
+        let d = Dicts::default();
         let mut id = Identity::default();
         let a = d.distinct_ids.intern("a");
         let p = id.ensure(a, "a");
         let mut m = Map::new();
         m.insert("plan".into(), "free".into());
-        id.set_props(p, &m, false, &mut d);
+        id.set_props(p, &m, false, &d);
         m.insert("plan".into(), "pro".into());
-        id.set_props(p, &m, true, &mut d);
+        id.set_props(p, &m, true, &d);
         let k = d.keys.get("plan").unwrap();
         assert_eq!(d.values.resolve(id.person(p).prop(k).unwrap()), "sfree");
     }

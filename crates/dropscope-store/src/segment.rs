@@ -45,7 +45,6 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::RwLock;
 
 use crate::columns::{EventColumns, Run};
 use crate::dict::{Dicts, Interner};
@@ -110,7 +109,7 @@ fn put<T: Copy, const N: usize>(xs: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
 /// Encodes a run as a segment file image. `rep_did(person)` gives the
 /// global distinct id that created each person of `run.persons`.
 /// The dictionaries are read-locked only to copy out the strings used.
-pub fn encode_segment(run: &Run, dicts: &RwLock<Dicts>, rep_did: impl Fn(u32) -> u32) -> Vec<u8> {
+pub fn encode_segment(run: &Run, dicts: &Dicts, rep_did: impl Fn(u32) -> u32) -> Vec<u8> {
     let c = &run.cols;
     let (mut ev, mut did, mut key, mut val) = (
         Local::default(),
@@ -143,7 +142,6 @@ pub fn encode_segment(run: &Run, dicts: &RwLock<Dicts>, rep_did: impl Fn(u32) ->
         put(&l_person, u32::to_le_bytes),
         put(&person_start, u32::to_le_bytes),
     ];
-    let dicts = dicts.read().unwrap_or_else(|e| e.into_inner());
     for (local, dict) in [
         (&ev, &dicts.events),
         (&did, &dicts.distinct_ids),
@@ -154,7 +152,6 @@ pub fn encode_segment(run: &Run, dicts: &RwLock<Dicts>, rep_did: impl Fn(u32) ->
         local.strings(dict, &mut s);
         sections.push(s);
     }
-    drop(dicts);
     let total: usize = sections.iter().map(Vec::len).sum();
     let mut out = Vec::with_capacity(16 + total + 64 + NSEC * 20);
     out.extend_from_slice(SEG_MAGIC);
@@ -392,14 +389,14 @@ impl SegmentData {
     /// Remaps local ids into the global dictionaries and maps each person
     /// block through `identity`. Blocks are re-sorted by person id if the
     /// mapping changed their order. `Err` is a corruption reason.
-    pub fn into_run(self, dicts: &mut Dicts, identity: &Identity) -> Result<Run, String> {
-        let remap = |strs: &[String], dict: &mut Interner| -> Vec<u32> {
+    pub fn into_run(self, dicts: &Dicts, identity: &Identity) -> Result<Run, String> {
+        let remap = |strs: &[String], dict: &Interner| -> Vec<u32> {
             strs.iter().map(|s| dict.intern(s)).collect()
         };
-        let ev = remap(&self.dict_events, &mut dicts.events);
-        let did = remap(&self.dict_dids, &mut dicts.distinct_ids);
-        let key = remap(&self.dict_keys, &mut dicts.keys);
-        let val = remap(&self.dict_values, &mut dicts.values);
+        let ev = remap(&self.dict_events, &dicts.events);
+        let did = remap(&self.dict_dids, &dicts.distinct_ids);
+        let key = remap(&self.dict_keys, &dicts.keys);
+        let val = remap(&self.dict_values, &dicts.values);
         let mut cols = self.cols;
         cols.event.iter_mut().for_each(|x| *x = ev[*x as usize]);
         cols.did.iter_mut().for_each(|x| *x = did[*x as usize]);
@@ -453,7 +450,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_corruption() {
-        let mut dicts = Dicts::default();
+        let dicts = Dicts::default();
         let mut ident = Identity::default();
         let a = dicts.distinct_ids.intern("a");
         let b = dicts.distinct_ids.intern("b");
@@ -467,18 +464,12 @@ mod tests {
         cols.push(3, 1, e, b, 2, []);
         cols.push(4, 2, e, a, 3, [(k, v)]);
         let run = Run::build(&cols, |i| ident.original_person(cols.did[i]).unwrap());
-        let img = encode_segment(&run, &RwLock::new(dicts.clone()), |p| {
-            if p == pa {
-                a
-            } else {
-                b
-            }
-        });
+        let img = encode_segment(&run, &dicts, |p| if p == pa { a } else { b });
         let data = decode_segment(&img).unwrap();
-        let mut d2 = Dicts::default();
+        let d2 = Dicts::default();
         d2.distinct_ids.intern("a");
         d2.distinct_ids.intern("b");
-        let back = data.into_run(&mut d2, &ident).unwrap();
+        let back = data.into_run(&d2, &ident).unwrap();
         assert_eq!(back.persons, vec![pa, pb]);
         assert_eq!(back.cols.ts, run.cols.ts);
         assert_eq!(back.cols.uuid, run.cols.uuid);

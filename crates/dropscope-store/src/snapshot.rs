@@ -11,7 +11,7 @@
 //! each person sits in one run and the view is zero-copy.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::Arc;
 
 use dropscope_core::event::CohortRecord;
 
@@ -42,7 +42,7 @@ pub struct Snapshot {
 
 #[derive(Debug)]
 struct Inner {
-    dicts: Arc<RwLock<Dicts>>,
+    dicts: Arc<Dicts>,
     identity: Arc<Identity>,
     groups: Arc<GroupData>,
     cohorts: Arc<Vec<CohortRecord>>,
@@ -56,7 +56,7 @@ struct Inner {
 
 impl Snapshot {
     pub(crate) fn build(
-        dicts: Arc<RwLock<Dicts>>,
+        dicts: Arc<Dicts>,
         identity: Arc<Identity>,
         groups: Arc<GroupData>,
         cohorts: Arc<Vec<CohortRecord>>,
@@ -112,8 +112,8 @@ impl Snapshot {
 
     /// Read access to the dictionaries. Ids are append-only, so anything in
     /// this snapshot resolves.
-    pub fn dicts(&self) -> RwLockReadGuard<'_, Dicts> {
-        self.inner.dicts.read().expect("dicts lock")
+    pub fn dicts(&self) -> &Dicts {
+        &self.inner.dicts
     }
 
     /// Number of persons with at least one event.

@@ -5,7 +5,7 @@
 //! and the recovery path are the same code.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use dropscope_core::event::{CohortRecord, Event, GroupRecord, PersonRecord};
 use serde::{Deserialize, Serialize};
@@ -47,7 +47,7 @@ pub struct Effects {
 /// the memtable of events not yet in a run.
 #[derive(Debug, Default)]
 pub struct State {
-    pub dicts: Arc<RwLock<Dicts>>,
+    pub dicts: Arc<Dicts>,
     pub identity: Arc<Identity>,
     pub groups: Arc<GroupData>,
     pub cohorts: Arc<Vec<CohortRecord>>,
@@ -92,7 +92,7 @@ impl State {
     }
 
     fn apply_person(&mut self, p: &PersonRecord) {
-        let mut dicts = self.dicts.write().expect("dicts lock");
+        let dicts = &*self.dicts;
         let ident = Arc::make_mut(&mut self.identity);
         let mut person: Option<u32> = None;
         let label = if p.id.is_empty() {
@@ -110,12 +110,12 @@ impl State {
         }
         if let Some(a) = person {
             ident.set_label(a, &label);
-            ident.set_props(a, &p.properties, false, &mut dicts);
+            ident.set_props(a, &p.properties, false, dicts);
         }
     }
 
     fn apply_group(&mut self, g: &GroupRecord) {
-        let mut dicts = self.dicts.write().expect("dicts lock");
+        let dicts = &*self.dicts;
         let groups = Arc::make_mut(&mut self.groups);
         groups.set_type(g.group_type_index, &g.group_type);
         let props = groups
@@ -163,7 +163,7 @@ impl State {
     }
 
     fn event_effects(&mut self, e: &Event, store: bool) {
-        let mut dicts = self.dicts.write().expect("dicts lock");
+        let dicts = &*self.dicts;
         let ident = Arc::make_mut(&mut self.identity);
         let known = dicts.distinct_ids.len();
         let did = dicts.distinct_ids.intern(&e.distinct_id);
@@ -192,10 +192,10 @@ impl State {
         }
         // Person properties.
         if let Some(Value::Object(set)) = set {
-            ident.set_props(person, set, false, &mut dicts);
+            ident.set_props(person, set, false, dicts);
         }
         if let Some(Value::Object(set)) = set_once {
-            ident.set_props(person, set, true, &mut dicts);
+            ident.set_props(person, set, true, dicts);
         }
 
         // Groups: `$groups: {type: key}` becomes `$group_N` properties;

@@ -26,7 +26,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -290,8 +290,8 @@ impl Mem {
 }
 
 /// person id -> the distinct id that created it.
-fn creators(identity: &Identity, dicts: &RwLock<Dicts>) -> Vec<u32> {
-    let n = dicts.read().expect("dicts lock").distinct_ids.len();
+fn creators(identity: &Identity, dicts: &Dicts) -> Vec<u32> {
+    let n = dicts.distinct_ids.len();
     let mut c = vec![u32::MAX; identity.person_ids()];
     for did in 0..n as u32 {
         if let Some(p) = identity.original_person(did) {
@@ -326,7 +326,7 @@ struct Cut {
     runs: Vec<Arc<Run>>,
     meta: Vec<u8>,
     identity: Arc<Identity>,
-    dicts: Arc<RwLock<Dicts>>,
+    dicts: Arc<Dicts>,
 }
 
 impl Core {
@@ -389,7 +389,7 @@ impl Core {
         d: &Disk,
         run: &Run,
         identity: &Identity,
-        dicts: &RwLock<Dicts>,
+        dicts: &Dicts,
     ) -> Result<SegFile, StoreError> {
         let id = {
             let mut m = lock(&d.manifest)?;
@@ -833,8 +833,8 @@ impl Store {
             let data = data?;
             let bytes = data.file_bytes;
             let run = {
-                let mut dicts = mem.st.dicts.write().expect("dicts lock");
-                data.into_run(&mut dicts, &mem.st.identity)
+                let dicts = &*mem.st.dicts;
+                data.into_run(dicts, &mem.st.identity)
                     .map_err(|reason| StoreError::Corrupt {
                         path: dir.join(name),
                         reason,
