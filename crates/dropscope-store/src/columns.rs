@@ -31,6 +31,23 @@ impl EventColumns {
         }
     }
 
+    /// Empty columns with room for `events` events carrying `props`
+    /// properties in all: filling them never reallocates.
+    pub fn with_capacity(events: usize, props: usize) -> Self {
+        let mut prop_start = Vec::with_capacity(events + 1);
+        prop_start.push(0);
+        EventColumns {
+            ts: Vec::with_capacity(events),
+            seq: Vec::with_capacity(events),
+            event: Vec::with_capacity(events),
+            did: Vec::with_capacity(events),
+            uuid: Vec::with_capacity(events),
+            prop_start,
+            prop_key: Vec::with_capacity(props),
+            prop_val: Vec::with_capacity(props),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.ts.len()
     }
@@ -189,8 +206,7 @@ impl Run {
             let i = i as usize;
             (person[i], cols.ts[i], cols.seq[i])
         });
-        let mut out = EventColumns::new();
-        out.ts.reserve(n);
+        let mut out = EventColumns::with_capacity(n, cols.prop_key.len());
         let v = cols.view();
         let mut persons = Vec::new();
         let mut person_start = Vec::new();

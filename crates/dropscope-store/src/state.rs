@@ -277,8 +277,11 @@ impl State {
                 .original_person(cols.did[i])
                 .expect("every stored did has a person")
         }));
-        // Release the memtable's capacity: it can be a million events.
-        self.memtable = EventColumns::new();
+        // Keep the memtable's capacity: capture refills it right away, and
+        // growing it again from empty costs fresh pages and copies (first
+        // touches of fresh memory were ~13% of capture CPU, BENCHMARKS.md).
+        // The memory is the same the memtable reaches before each flush.
+        self.memtable.clear();
         self.runs.push(run.clone());
         Some(run)
     }

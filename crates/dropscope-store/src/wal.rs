@@ -42,6 +42,8 @@ use crate::state::Record;
 
 pub const WAL_MAGIC: &[u8; 8] = b"DSCOPWAL";
 pub const HEADER_LEN: u64 = 16;
+/// The largest group-commit buffer kept for reuse.
+const SPARE_MAX: usize = 16 << 20;
 
 pub fn wal_name(gen: u64) -> String {
     format!("wal-{gen:016x}.log")
@@ -213,6 +215,8 @@ struct Queue {
     file: Arc<File>,
     gen: u64,
     buf: Vec<u8>,
+    /// An empty buffer kept for the next group commit.
+    spare: Vec<u8>,
     /// Last ticket handed out (tickets start at 1).
     issued: u64,
     /// All tickets `<= durable` are written and fsynced.
@@ -298,6 +302,7 @@ impl Wal {
                 file: Arc::new(file),
                 gen,
                 buf: Vec::new(),
+                spare: Vec::new(),
                 issued: 0,
                 durable: 0,
                 applied: 0,
@@ -362,7 +367,10 @@ impl Wal {
             }
             // Lead a group commit of everything queued so far.
             q.leader = true;
-            let buf = std::mem::take(&mut q.buf);
+            // The spare keeps the allocation of an earlier group, so the
+            // appends queued during this commit do not grow a fresh buffer.
+            let spare = std::mem::take(&mut q.spare);
+            let buf = std::mem::replace(&mut q.buf, spare);
             let upto = q.issued;
             let file = q.file.clone();
             let gen = q.gen;
@@ -415,11 +423,17 @@ impl Wal {
                     }
                 }
             }
-            // Reuse the allocation for the next group.
-            if q.buf.is_empty() {
-                let mut buf = buf;
-                buf.clear();
-                q.buf = buf;
+            // Keep the larger empty allocations for later groups (a huge
+            // one is let go).
+            let mut buf = buf;
+            buf.clear();
+            if buf.capacity() <= SPARE_MAX {
+                if q.buf.is_empty() && q.buf.capacity() < buf.capacity() {
+                    std::mem::swap(&mut q.buf, &mut buf);
+                }
+                if q.spare.capacity() < buf.capacity() {
+                    q.spare = buf;
+                }
             }
             self.cv.notify_all();
         }
