@@ -234,6 +234,84 @@ impl Run {
         self.cols.is_empty()
     }
 
+    /// One run holding the events of all `runs`, which must key events by
+    /// the same person ids. A k-way merge by person, then by (time, seq)
+    /// within a person: each input is already sorted that way, so nothing
+    /// is sorted again (concatenating and sorting took ~1.3 s per million
+    /// events in a flush under capture load).
+    pub fn merge(runs: &[&Run]) -> Run {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let events = runs.iter().map(|r| r.len()).sum();
+        let props = runs.iter().map(|r| r.cols.prop_key.len()).sum();
+        let mut cols = EventColumns::with_capacity(events, props);
+        let mut persons = Vec::new();
+        let mut person_start = Vec::new();
+        // (next person id, run) for every run with persons left.
+        let mut heap: BinaryHeap<Reverse<(u32, usize)>> = runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.persons.is_empty())
+            .map(|(k, r)| Reverse((r.persons[0], k)))
+            .collect();
+        let mut next = vec![0usize; runs.len()];
+        // The current person's events in each run that has them, and how
+        // far each is taken.
+        let mut parts: Vec<(EventsView<'_>, usize)> = Vec::new();
+        while let Some(Reverse((p, k))) = heap.pop() {
+            parts.clear();
+            let mut take = |k: usize, heap: &mut BinaryHeap<Reverse<(u32, usize)>>| {
+                let j = next[k];
+                next[k] += 1;
+                if let Some(&q) = runs[k].persons.get(j + 1) {
+                    heap.push(Reverse((q, k)));
+                }
+                runs[k].person_view(j)
+            };
+            parts.push((take(k, &mut heap), 0));
+            while let Some(&Reverse((q, k2))) = heap.peek() {
+                if q != p {
+                    break;
+                }
+                heap.pop();
+                parts.push((take(k2, &mut heap), 0));
+            }
+            persons.push(p);
+            person_start.push(cols.len() as u32);
+            if let [(v, _)] = &parts[..] {
+                for i in 0..v.len() {
+                    cols.push_from(v, i);
+                }
+                continue;
+            }
+            // A person in several runs: repeatedly take the earliest head
+            // (few runs per person, so a scan beats a heap).
+            loop {
+                let mut best: Option<usize> = None;
+                for (x, (v, i)) in parts.iter().enumerate() {
+                    if *i < v.len() {
+                        let key = (v.ts[*i], v.seq[*i]);
+                        if best.is_none_or(|b| {
+                            key < (parts[b].0.ts[parts[b].1], parts[b].0.seq[parts[b].1])
+                        }) {
+                            best = Some(x);
+                        }
+                    }
+                }
+                let Some(b) = best else { break };
+                let (v, i) = &mut parts[b];
+                cols.push_from(v, *i);
+                *i += 1;
+            }
+        }
+        person_start.push(cols.len() as u32);
+        Run {
+            cols,
+            persons,
+            person_start,
+        }
+    }
+
     pub fn person_view(&self, idx: usize) -> EventsView<'_> {
         self.cols.view_range(
             self.person_start[idx] as usize,
@@ -260,5 +338,71 @@ pub fn merge_views(views: &[EventsView<'_>], out: &mut EventColumns) {
         let Some((k, _)) = best else { break };
         out.push_from(&views[k], pos[k]);
         pos[k] += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Runs from generated events: (person, ts) pairs, seq unique.
+    fn run_of(events: &[(u32, i64)], seq0: u64) -> Run {
+        let mut cols = EventColumns::new();
+        for (i, &(p, ts)) in events.iter().enumerate() {
+            cols.push(
+                ts,
+                seq0 + i as u64,
+                p % 7,
+                p,
+                (seq0 + i as u64) as u128,
+                [(p, i as u32)],
+            );
+        }
+        Run::build(&cols, |i| cols.did[i])
+    }
+
+    /// (person, ts, seq, event, did, properties) of one stored event.
+    type Row = (u32, i64, u64, u32, u32, Vec<(u32, u32)>);
+
+    fn rows(r: &Run) -> Vec<Row> {
+        let mut out = Vec::new();
+        for (j, &p) in r.persons.iter().enumerate() {
+            let v = r.person_view(j);
+            for i in 0..v.len() {
+                let (a, b) = v.prop_range(i);
+                let props = (a..b).map(|x| (v.prop_key[x], v.prop_val[x])).collect();
+                out.push((p, v.ts[i], v.seq[i], v.event[i], v.did[i], props));
+            }
+        }
+        out
+    }
+
+    proptest! {
+        /// The k-way merge equals concatenating every run and sorting.
+        #[test]
+        fn merge_equals_concatenate_and_sort(
+            parts in prop::collection::vec(
+                prop::collection::vec((0u32..20, 0i64..30), 0..40), 0..6)
+        ) {
+            let runs: Vec<Run> = parts
+                .iter()
+                .enumerate()
+                .map(|(k, evs)| run_of(evs, k as u64 * 1000))
+                .collect();
+            let refs: Vec<&Run> = runs.iter().collect();
+            let merged = Run::merge(&refs);
+            let mut all = EventColumns::new();
+            for r in &runs {
+                let v = r.cols.view();
+                for i in 0..v.len() {
+                    all.push_from(&v, i);
+                }
+            }
+            let sorted = Run::build(&all, |i| all.did[i]);
+            prop_assert_eq!(rows(&merged), rows(&sorted));
+            prop_assert_eq!(&merged.persons, &sorted.persons);
+            prop_assert_eq!(&merged.person_start, &sorted.person_start);
+        }
     }
 }

@@ -12,9 +12,10 @@
 //!
 //! Write path: `append` encodes the records, makes them durable through the
 //! WAL (group commit), then applies them to the in-memory [`State`] in log
-//! order. When the events not yet in segments exceed
-//! [`StoreOptions::flush_threshold`], the appender that crossed it flushes:
-//! the WAL rotates at a cut where state and log agree, the memtable's runs
+//! order; the memtable is sealed into a sorted run every 64k events. When
+//! the events not yet in segments exceed [`StoreOptions::flush_threshold`],
+//! the background thread flushes (the appender that crossed it, when there
+//! is no background thread): the WAL rotates at a cut where state and log agree, the memtable's runs
 //! are written as one segment and the cut's meta-log entries appended, the
 //! manifest switches, and the covered WAL generations are deleted.
 //!
@@ -60,8 +61,11 @@ pub struct StoreOptions {
     pub flush_threshold: usize,
     /// fsync the WAL on every commit and files on flush (off only in tests).
     pub fsync: bool,
-    /// Compact in a background thread when segments exceed
-    /// `compaction_threshold`.
+    /// Flush and compact in a background thread: flush when
+    /// `flush_threshold` events wait, compact when segments exceed
+    /// `compaction_threshold`. Without it the appender that crosses
+    /// `flush_threshold` flushes before it returns, and compaction runs
+    /// only when asked.
     pub background_compaction: bool,
     pub compaction_threshold: usize,
     /// Number of segment files a compaction writes (persons by hash).
@@ -138,6 +142,7 @@ struct Mem {
     st: State,
     /// Meta-log frames of records applied since the last flush.
     meta: Vec<u8>,
+    /// The store has a disk: records go to the meta log, runs to segments.
     track_meta: bool,
     /// Runs that live in segment files, by `Arc` address.
     segs: HashMap<usize, SegFile>,
@@ -240,6 +245,10 @@ impl Mem {
         if self.st.seal().is_none() {
             return;
         }
+        self.merge_newest_runs();
+    }
+
+    fn merge_newest_runs(&mut self) {
         loop {
             let free: Vec<usize> = self
                 .st
@@ -266,6 +275,9 @@ impl Mem {
     fn apply_all(&mut self, records: &[Record]) -> AppendStats {
         let mut stats = AppendStats::default();
         for r in records {
+            if self.st.memtable.len() >= SEAL_CHUNK {
+                self.seal_chunk();
+            }
             match self.st.apply(r) {
                 Applied::Duplicate => stats.duplicates += 1,
                 Applied::Stored => {
@@ -289,6 +301,26 @@ impl Mem {
     }
 }
 
+impl Mem {
+    /// Seals a full memtable chunk into a run on the append path. Sorting
+    /// a chunk of [`SEAL_CHUNK`] events pauses appends for a few ms; left
+    /// to the flush, sorting its million events paused them for ~0.6 s
+    /// (BENCHMARKS.md, "Capture over HTTP"). With a disk, the next flush
+    /// merges the chunks after its cut, with appends running (and a
+    /// snapshot merges them as it always does); without one nothing flushes,
+    /// so the chunks are merged here the way snapshots merge.
+    fn seal_chunk(&mut self) {
+        if self.track_meta {
+            self.st.seal();
+        } else {
+            self.seal_and_merge();
+        }
+    }
+}
+
+/// Events per memtable chunk sealed on the append path.
+const SEAL_CHUNK: usize = 1 << 16;
+
 /// person id -> the distinct id that created it.
 fn creators(identity: &Identity, dicts: &Dicts) -> Vec<u32> {
     let n = dicts.distinct_ids.len();
@@ -303,18 +335,8 @@ fn creators(identity: &Identity, dicts: &Dicts) -> Vec<u32> {
 
 /// One run holding all events of `runs`, keyed by the same person ids.
 fn merge_runs(runs: &[Arc<Run>]) -> Run {
-    let mut cols = EventColumns::new();
-    let mut person = Vec::new();
-    for r in runs {
-        for (j, &p) in r.persons.iter().enumerate() {
-            let v = r.person_view(j);
-            for i in 0..v.len() {
-                cols.push_from(&v, i);
-                person.push(p);
-            }
-        }
-    }
-    Run::build(&cols, |i| person[i])
+    let refs: Vec<&Run> = runs.iter().map(|r| &**r).collect();
+    Run::merge(&refs)
 }
 
 fn run_heap_bytes(r: &Run) -> usize {
@@ -359,11 +381,16 @@ impl Core {
             res
         })??;
         if unflushed >= d.opts.flush_threshold && d.flush_retry_due() {
-            // One appender flushes; the others carry on. These records are
-            // durable in the WAL whatever the flush does: a failed flush
-            // (a full disk, say) is logged and retried later, not reported
-            // as a failed append.
-            if let Ok(g) = d.flush_lock.try_lock() {
+            // With a background thread, it flushes and no request waits for
+            // the segment to be merged and written (one request per flush
+            // took ~2.5 s under capture load). Without one, one appender
+            // flushes; the others carry on. These records are durable in
+            // the WAL whatever the flush does: a failed flush (a full disk,
+            // say) is logged and retried later, not reported as a failed
+            // append.
+            if let Some(sig) = &d.signal {
+                sig.poke();
+            } else if let Ok(g) = d.flush_lock.try_lock() {
                 let res = self.flush_locked(d, g);
                 d.note_flush(&res);
                 if let Err(e) = res {
@@ -504,6 +531,13 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// Enough events wait for a flush, and an earlier failure is not too
+    /// recent to try again.
+    fn flush_due(&self, d: &Disk) -> bool {
+        let unflushed = self.mem.lock().map(|m| m.unflushed).unwrap_or(0);
+        unflushed >= d.opts.flush_threshold && d.flush_retry_due()
     }
 
     fn segment_count(&self) -> usize {
@@ -686,7 +720,7 @@ impl Worker {
     fn start(core: Arc<Core>, signal: Arc<Signal>) -> Worker {
         let sig = signal.clone();
         let handle = std::thread::Builder::new()
-            .name("dropscope-compact".into())
+            .name("dropscope-background".into())
             .spawn(move || loop {
                 {
                     let mut s = sig.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -699,6 +733,17 @@ impl Worker {
                     s.0 = false;
                 }
                 let Some(d) = &core.disk else { return };
+                if core.flush_due(d) {
+                    if let Ok(g) = d.flush_lock.try_lock() {
+                        let res = core.flush_locked(d, g);
+                        d.note_flush(&res);
+                        if let Err(e) = res {
+                            tracing::warn!(
+                                "flush failed; the events stay in the write-ahead log: {e}"
+                            );
+                        }
+                    }
+                }
                 if core.segment_count() > d.opts.compaction_threshold {
                     let res = core.compact();
                     if let Err(e) = &res {
