@@ -12,7 +12,7 @@
 //! pairing by step number).
 
 use crate::funnel::Tally;
-use crate::ordered::Path;
+use crate::ordered::{Attempt, Path};
 use crate::plan::{Plan, Scratch};
 
 /// Funnels up to this many steps take the fast path.
@@ -69,6 +69,32 @@ pub fn funnel_tally(plan: &Plan<'_>) -> Option<Tally> {
         },
     );
     Some(tally)
+}
+
+/// One actor's path, for kinds other than `funnel` that read only it
+/// (`Plan::path_kernel_table` gives `table`): `Some(Some(path))` if the
+/// actor entered, `Some(None)` if not, `None` if the general path must
+/// decide. The path's steps and times are those `ordered::run` gives; its
+/// `rows` are not filled in.
+pub(crate) fn actor_path(
+    plan: &Plan<'_>,
+    table: &[u64],
+    v: &dropscope_store::EventsView<'_>,
+    scratch: &mut Scratch,
+) -> Option<Option<Path>> {
+    let st = &mut scratch.kernel_state;
+    if !run_actor(plan, table, v, &mut scratch.kernel, st)? {
+        return Some(None);
+    }
+    let b = &st.best;
+    let mut attempt = Attempt::start_at(b.start);
+    attempt.bits = (1u64 << b.furthest) - 1;
+    attempt.times[..b.furthest].copy_from_slice(&b.times[..b.furthest]);
+    attempt.last = b.furthest - 1;
+    Some(Some(Path {
+        furthest: b.furthest,
+        attempt,
+    }))
 }
 
 /// The general path for one actor (the shapes the kernel hands back).
