@@ -1,6 +1,7 @@
 //! Correlation: which events and properties go with converting or dropping
 //! (SEMANTICS.md rule 17), with exact p-values, BH q-values and intervals.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use dropscope_core::query::{CorrelationOptions, CorrelationType, FunnelQuery};
@@ -8,6 +9,7 @@ use dropscope_core::result::{CorrelationResult, CorrelationRow, PersonsResult};
 use dropscope_core::QueryError;
 use dropscope_store::dict::value_str;
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 
 use crate::filter::Filter;
 use crate::ordered::Path;
@@ -19,14 +21,12 @@ pub fn has_support(s: u64, f: u64, total: u64, min_percentage: f64, min_count: f
     (s + f) as f64 >= min_count.min(min_percentage * total as f64)
 }
 
-/// One actor's outcome: whether it converted, where its row keys end in
-/// its part's lists (they start where the previous actor's end), and its
-/// breakdown segment.
+/// One actor's outcome: whether it converted, and where its row keys end
+/// in its part's lists (they start where the previous actor's end).
 struct Outcome {
     success: bool,
-    events_end: usize,
-    others_end: usize,
-    segment: Option<String>,
+    events_end: u32,
+    others_end: u32,
 }
 
 /// What one worker of the fold gathers: its actors' outcomes and row keys
@@ -35,11 +35,13 @@ struct Outcome {
 /// that finds an actor's distinct event rows without a set per actor.
 struct Part {
     outcomes: Vec<Outcome>,
+    /// Per outcome, its breakdown segment (only with a breakdown).
+    segments: Vec<Option<String>>,
     events: Vec<u32>,
     others: Vec<Key>,
     /// By event id: (successful, failed) actors having that event row.
     event_counts: Vec<(u64, u64)>,
-    other_counts: HashMap<Key, (u64, u64)>,
+    other_counts: FxHashMap<Key, (u64, u64)>,
     /// By event id: the number of the last actor that had it.
     seen: Vec<u32>,
     actor: u32,
@@ -49,10 +51,11 @@ impl Part {
     fn new(events: usize) -> Part {
         Part {
             outcomes: Vec::new(),
+            segments: Vec::new(),
             events: Vec::new(),
             others: Vec::new(),
             event_counts: vec![(0, 0); events],
-            other_counts: HashMap::new(),
+            other_counts: FxHashMap::default(),
             seen: vec![0; events],
             actor: 0,
         }
@@ -63,43 +66,35 @@ impl Part {
         let mut prev = (0, 0);
         self.outcomes.iter().map(move |o| {
             let (e, k) = prev;
-            prev = (o.events_end, o.others_end);
-            (
-                o,
-                &self.events[e..o.events_end],
-                &self.others[k..o.others_end],
-            )
+            let end = (o.events_end as usize, o.others_end as usize);
+            prev = end;
+            (o, &self.events[e..end.0], &self.others[k..end.1])
         })
     }
 
-    /// Records one actor whose event rows and other keys were appended.
-    fn finish_actor(
-        &mut self,
-        success: bool,
-        events_start: usize,
-        others_start: usize,
-        segment: Option<String>,
-    ) {
-        let side = |c: &mut (u64, u64)| {
-            if success {
-                c.0 += 1;
-            } else {
-                c.1 += 1;
-            }
-        };
-        for &e in &self.events[events_start..] {
-            side(&mut self.event_counts[e as usize]);
-        }
+    /// Records one actor whose event rows (counted already) and other
+    /// keys were appended.
+    fn finish_actor(&mut self, success: bool, others_start: usize, segment: Option<String>) {
         for k in &self.others[others_start..] {
-            side(self.other_counts.entry(*k).or_default());
+            let c = self.other_counts.entry(*k).or_default();
+            *c = count(*c, success);
         }
+        let end = |len: usize| u32::try_from(len).expect("fewer than 2^32 row keys per worker");
         self.outcomes.push(Outcome {
             success,
-            events_end: self.events.len(),
-            others_end: self.others.len(),
-            segment,
+            events_end: end(self.events.len()),
+            others_end: end(self.others.len()),
         });
+        if segment.is_some() {
+            self.segments.resize(self.outcomes.len() - 1, None);
+            self.segments.push(segment);
+        }
     }
+}
+
+/// `(s, f)` with one more successful or failed actor.
+fn count((s, f): (u64, u64), success: bool) -> (u64, u64) {
+    (s + u64::from(success), f + u64::from(!success))
 }
 
 fn options(plan: &Plan<'_>) -> CorrelationOptions {
@@ -150,7 +145,7 @@ fn step_event_ids(plan: &Plan<'_>) -> Vec<bool> {
 fn span(plan: &Plan<'_>, p: &Path, success: bool) -> (i64, i64) {
     let a = &p.attempt;
     let t0 = a.times[0];
-    let equal = options(plan).equal_window;
+    let equal = plan.q.correlation.as_ref().is_some_and(|c| c.equal_window);
     let end = if success && !equal {
         let last = (0..plan.n())
             .rev()
@@ -331,6 +326,7 @@ fn event_rows(
         if part.seen[i] != stamp {
             part.seen[i] = stamp;
             part.events.push(e);
+            part.event_counts[i] = count(part.event_counts[i], success);
         }
     }
 }
@@ -399,12 +395,12 @@ fn property_keys(
     keys: &mut Vec<Key>,
 ) {
     let props = if opts.properties_at_step && actor.is_person {
-        props_at(plan, actor, p.attempt.times[transition(plan).0])
+        Cow::Owned(props_at(plan, actor, p.attempt.times[transition(plan).0]))
     } else {
-        actor_props(plan, actor)
+        Cow::Borrowed(actor_props(plan, actor))
     };
     if ctx.all_props {
-        for (k, val) in &props {
+        for (k, val) in props.iter() {
             keys.push(key(kind, 0, *k, canonical_value(plan, *val)));
         }
     }
@@ -424,7 +420,7 @@ fn props_at(plan: &Plan<'_>, actor: &Actor<'_>, t: i64) -> Vec<(u32, u32)> {
     let d = plan.dicts;
     let current = actor_props(plan, actor);
     let (Some(set_k), set_once_k) = (d.keys.get("$set"), d.keys.get("$set_once")) else {
-        return current;
+        return current.to_vec();
     };
     let mut touched: HashMap<u32, Option<u32>> = HashMap::new();
     let v = &actor.view;
@@ -447,7 +443,8 @@ fn props_at(plan: &Plan<'_>, actor: &Actor<'_>, t: i64) -> Vec<(u32, u32)> {
         }
     }
     let mut out: Vec<(u32, u32)> = current
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|(k, _)| !touched.contains_key(k))
         .collect();
     out.extend(touched.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
@@ -456,19 +453,18 @@ fn props_at(plan: &Plan<'_>, actor: &Actor<'_>, t: i64) -> Vec<(u32, u32)> {
 }
 
 /// The actor's properties: the person's, or the group's for group actors.
-fn actor_props(plan: &Plan<'_>, actor: &Actor<'_>) -> Vec<(u32, u32)> {
+fn actor_props<'s>(plan: &Plan<'s>, actor: &Actor<'_>) -> &'s [(u32, u32)] {
     match &plan.agg {
-        Aggregation::Person => plan.snap.person(actor.id).props.clone(),
+        Aggregation::Person => &plan.snap.person(actor.id).props,
         Aggregation::Group(g) => {
             let key = plan.actor_label(actor.id, false);
             plan.snap
                 .groups()
                 .props
                 .get(&(*g, key))
-                .cloned()
-                .unwrap_or_default()
+                .map_or(&[], Vec::as_slice)
         }
-        _ => Vec::new(),
+        _ => &[],
     }
 }
 
@@ -543,12 +539,12 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
                 return;
             };
             let success = converted(plan, &p);
-            let (events_start, others_start) = (part.events.len(), part.others.len());
+            let others_start = part.others.len();
             if opts.kind == CorrelationType::Events {
                 event_rows(plan, actor, &p, success, &ctx, part);
             }
             other_keys(plan, actor, &p, success, &opts, &ctx, &mut part.others);
-            part.finish_actor(success, events_start, others_start, segment);
+            part.finish_actor(success, others_start, segment);
         },
         |mut a, b| {
             a.extend(b);
@@ -566,7 +562,7 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
     if big_s == 0 || big_f == 0 {
         return Ok(empty_result(big_s, big_f, from_step, to_step));
     }
-    let mut counts: HashMap<Key, (u64, u64)> = HashMap::new();
+    let mut counts: FxHashMap<Key, (u64, u64)> = FxHashMap::default();
     let mut event_counts: Vec<(u64, u64)> = Vec::new();
     for part in &parts {
         if event_counts.len() < part.event_counts.len() {
@@ -723,20 +719,18 @@ pub fn apply_adjusted(
     if cand.is_empty() {
         return;
     }
-    let mut x: Vec<Vec<f64>> = Vec::with_capacity(patterns.len());
+    // The design matrix in one buffer, a row per pattern.
+    let mut cells: Vec<f64> = Vec::with_capacity(patterns.len() * cand.len());
     let mut y: Vec<bool> = Vec::with_capacity(patterns.len());
     let mut w: Vec<f64> = Vec::with_capacity(patterns.len());
     let mut sorted = patterns;
     sorted.sort_by_key(|((m, s), _)| (*m, *s));
     for ((mask, success), count) in sorted {
-        x.push(
-            (0..cand.len())
-                .map(|c| if mask & (1 << c) != 0 { 1.0 } else { 0.0 })
-                .collect(),
-        );
+        cells.extend((0..cand.len()).map(|c| if mask & (1 << c) != 0 { 1.0 } else { 0.0 }));
         y.push(success);
         w.push(count);
     }
+    let x: Vec<&[f64]> = cells.chunks(cand.len()).collect();
     let Ok(fit) = dropscope_stats::fit_logistic_l2_weighted(
         &x,
         &y,
@@ -819,7 +813,7 @@ fn actor_patterns(
 ) -> Vec<((u64, bool), f64)> {
     // The candidate columns of each row key: by event id for event rows.
     let mut event_col: Vec<u64> = Vec::new();
-    let mut other_col: HashMap<Key, u64> = HashMap::new();
+    let mut other_col: FxHashMap<Key, u64> = FxHashMap::default();
     for (c, &i) in cand.iter().enumerate() {
         for &k in &row_keys[i] {
             if k >> 32 == 0 {
@@ -834,7 +828,7 @@ fn actor_patterns(
         }
     }
     let per_part = |part: &Part| {
-        let mut patterns: HashMap<(u64, bool), u64> = HashMap::new();
+        let mut patterns: FxHashMap<(u64, bool), u64> = FxHashMap::default();
         for (o, events, others) in part.actors() {
             let mut mask = 0u64;
             for &e in events {
@@ -850,7 +844,7 @@ fn actor_patterns(
     let patterns = parts
         .par_iter()
         .map(per_part)
-        .reduce(HashMap::new, |mut a, b| {
+        .reduce(FxHashMap::default, |mut a, b| {
             for (k, n) in b {
                 *a.entry(k).or_default() += n;
             }
@@ -870,8 +864,12 @@ fn simpson(rows: &mut [CorrelationRow], row_keys: &[Vec<Key>], parts: &[Part]) {
     // Per segment: (successes, failures) and, per row, (s, f).
     let mut seg_totals: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let mut seg_rows: HashMap<(String, usize), (f64, f64)> = HashMap::new();
-    for (o, events, others) in parts.iter().flat_map(Part::actors) {
-        let seg = o.segment.clone().unwrap_or_default();
+    let actors = parts.iter().flat_map(|p| {
+        let segments = p.segments.iter().chain(std::iter::repeat(&None));
+        p.actors().zip(segments)
+    });
+    for ((o, events, others), segment) in actors {
+        let seg = segment.clone().unwrap_or_default();
         let t = seg_totals.entry(seg.clone()).or_default();
         if o.success {
             t.0 += 1.0
