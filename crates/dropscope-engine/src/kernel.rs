@@ -4,7 +4,9 @@
 //! decides). It gives exactly what `prepare` + `ordered::run` give, reading
 //! two columns (event id, timestamp) once and keeping the state machine in
 //! a few fixed arrays: no per-event records, no attempt copies for events
-//! that only start an attempt.
+//! that only start an attempt. Correlation takes each actor's path from
+//! it too (`actor_path`, `Plan::path_kernel_table`; `tests/correlation.rs`
+//! checks it against the general path).
 //!
 //! Two shapes it does not reduce to a sequential pass, and hands back to
 //! the general path for that actor: an event that matches several steps,
