@@ -1,12 +1,15 @@
 //! Correlation: which events and properties go with converting or dropping
 //! (SEMANTICS.md rule 17), with exact p-values, BH q-values and intervals.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use dropscope_core::query::{CorrelationOptions, CorrelationType, FunnelQuery};
 use dropscope_core::result::{CorrelationResult, CorrelationRow, PersonsResult};
 use dropscope_core::QueryError;
 use dropscope_store::dict::value_str;
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 
 use crate::filter::Filter;
 use crate::ordered::Path;
@@ -18,11 +21,80 @@ pub fn has_support(s: u64, f: u64, total: u64, min_percentage: f64, min_count: f
     (s + f) as f64 >= min_count.min(min_percentage * total as f64)
 }
 
-/// One actor's outcome, the row keys it has, and its breakdown segment.
+/// One actor's outcome: whether it converted, and where its row keys end
+/// in its part's lists (they start where the previous actor's end).
 struct Outcome {
     success: bool,
-    keys: Vec<Key>,
-    segment: Option<String>,
+    events_end: u32,
+    others_end: u32,
+}
+
+/// What one worker of the fold gathers: its actors' outcomes and row keys
+/// (event rows as event ids, every other row as a [`Key`]), the number of
+/// successful and failed actors having each row, and the scratch state
+/// that finds an actor's distinct event rows without a set per actor.
+struct Part {
+    outcomes: Vec<Outcome>,
+    /// Per outcome, its breakdown segment (only with a breakdown).
+    segments: Vec<Option<String>>,
+    events: Vec<u32>,
+    others: Vec<Key>,
+    /// By event id: (successful, failed) actors having that event row.
+    event_counts: Vec<(u64, u64)>,
+    other_counts: FxHashMap<Key, (u64, u64)>,
+    /// By event id: the number of the last actor that had it.
+    seen: Vec<u32>,
+    actor: u32,
+}
+
+impl Part {
+    fn new(events: usize) -> Part {
+        Part {
+            outcomes: Vec::new(),
+            segments: Vec::new(),
+            events: Vec::new(),
+            others: Vec::new(),
+            event_counts: vec![(0, 0); events],
+            other_counts: FxHashMap::default(),
+            seen: vec![0; events],
+            actor: 0,
+        }
+    }
+
+    /// Each actor's outcome with its event rows and other row keys.
+    fn actors(&self) -> impl Iterator<Item = (&Outcome, &[u32], &[Key])> {
+        let mut prev = (0, 0);
+        self.outcomes.iter().map(move |o| {
+            let (e, k) = prev;
+            let end = (o.events_end as usize, o.others_end as usize);
+            prev = end;
+            (o, &self.events[e..end.0], &self.others[k..end.1])
+        })
+    }
+
+    /// Records one actor whose event rows (counted already) and other
+    /// keys were appended.
+    fn finish_actor(&mut self, success: bool, others_start: usize, segment: Option<String>) {
+        for k in &self.others[others_start..] {
+            let c = self.other_counts.entry(*k).or_default();
+            *c = count(*c, success);
+        }
+        let end = |len: usize| u32::try_from(len).expect("fewer than 2^32 row keys per worker");
+        self.outcomes.push(Outcome {
+            success,
+            events_end: end(self.events.len()),
+            others_end: end(self.others.len()),
+        });
+        if segment.is_some() {
+            self.segments.resize(self.outcomes.len() - 1, None);
+            self.segments.push(segment);
+        }
+    }
+}
+
+/// `(s, f)` with one more successful or failed actor.
+fn count((s, f): (u64, u64), success: bool) -> (u64, u64) {
+    (s + u64::from(success), f + u64::from(!success))
 }
 
 fn options(plan: &Plan<'_>) -> CorrelationOptions {
@@ -56,12 +128,14 @@ fn converted(plan: &Plan<'_>, p: &Path) -> bool {
     p.attempt.bits & (1 << transition(plan).1) != 0
 }
 
-/// Event names a step or exclusion can match (excluded from event rows).
-fn step_event_ids(plan: &Plan<'_>) -> HashSet<u32> {
-    let mut out = HashSet::new();
+/// By event id: whether a step can match it (such events are no rows).
+fn step_event_ids(plan: &Plan<'_>) -> Vec<bool> {
+    let mut out = vec![false; plan.dicts.events.len()];
     for m in plan.steps.iter() {
-        if let Some(ids) = &m.event_ids {
-            out.extend(ids.iter().copied());
+        for &e in m.event_ids.iter().flatten() {
+            if let Some(x) = out.get_mut(e as usize) {
+                *x = true;
+            }
         }
     }
     out
@@ -71,7 +145,7 @@ fn step_event_ids(plan: &Plan<'_>) -> HashSet<u32> {
 fn span(plan: &Plan<'_>, p: &Path, success: bool) -> (i64, i64) {
     let a = &p.attempt;
     let t0 = a.times[0];
-    let equal = options(plan).equal_window;
+    let equal = plan.q.correlation.as_ref().is_some_and(|c| c.equal_window);
     let end = if success && !equal {
         let last = (0..plan.n())
             .rev()
@@ -100,7 +174,8 @@ fn key(kind: u128, a: u32, b: u32, c: u32) -> Key {
 
 /// What a correlation query looks at, resolved to ids once.
 pub(crate) struct KeyCtx {
-    step_ids: HashSet<u32>,
+    /// By event id: whether a step can match it (such events are no rows).
+    step_ids: Vec<bool>,
     /// event_with_properties: the analysed event ids.
     event_names: HashSet<u32>,
     /// event_with_properties: property key ids skipped.
@@ -220,8 +295,46 @@ fn canonical_value(plan: &Plan<'_>, v: u32) -> u32 {
     }
 }
 
-/// The keys (rows) one actor has, sorted and distinct, appended to `keys`.
-fn actor_keys(
+/// The event rows of one actor (`events` correlation): the ids of the
+/// events in its span (and in range) that no step matches, each once,
+/// appended to `part.events`.
+fn event_rows(
+    plan: &Plan<'_>,
+    actor: &Actor<'_>,
+    p: &Path,
+    success: bool,
+    ctx: &KeyCtx,
+    part: &mut Part,
+) {
+    let v = &actor.view;
+    let (t0, end) = span(plan, p, success);
+    // The view is sorted by time: the rows `t0 < ts < end` in range are
+    // one slice of it.
+    let lo = v.ts.partition_point(|&ts| ts <= t0 || ts < plan.range.from);
+    let hi = v.ts.partition_point(|&ts| ts < end && ts <= plan.range.to);
+    part.actor += 1;
+    let stamp = part.actor;
+    for &e in v.event.get(lo..hi).unwrap_or_default() {
+        let i = e as usize;
+        if ctx.step_ids.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        if i >= part.seen.len() {
+            part.seen.resize(i + 1, 0);
+            part.event_counts.resize(i + 1, (0, 0));
+        }
+        if part.seen[i] != stamp {
+            part.seen[i] = stamp;
+            part.events.push(e);
+            part.event_counts[i] = count(part.event_counts[i], success);
+        }
+    }
+}
+
+/// The keys of one actor's rows other than event rows (properties, events
+/// with properties, person properties), sorted and distinct, appended to
+/// `keys`.
+fn other_keys(
     plan: &Plan<'_>,
     actor: &Actor<'_>,
     p: &Path,
@@ -231,25 +344,15 @@ fn actor_keys(
     keys: &mut Vec<Key>,
 ) {
     let v = &actor.view;
-    let (t0, end) = span(plan, p, success);
     let start = keys.len();
     match opts.kind {
         CorrelationType::Events => {
-            for row in 0..v.len() {
-                let ts = v.ts[row];
-                if ts <= t0 || ts >= end || !plan.range.contains(ts) {
-                    continue;
-                }
-                let e = v.event[row];
-                if !ctx.step_ids.contains(&e) {
-                    keys.push(key(K_EVENT, 0, 0, e));
-                }
-            }
             if let Some(pctx) = &ctx.person {
                 property_keys(plan, actor, p, opts, pctx, K_PERSON_PROP, keys);
             }
         }
         CorrelationType::EventWithProperties => {
+            let (t0, end) = span(plan, p, success);
             for row in 0..v.len() {
                 let ts = v.ts[row];
                 let e = v.event[row];
@@ -292,12 +395,12 @@ fn property_keys(
     keys: &mut Vec<Key>,
 ) {
     let props = if opts.properties_at_step && actor.is_person {
-        props_at(plan, actor, p.attempt.times[transition(plan).0])
+        Cow::Owned(props_at(plan, actor, p.attempt.times[transition(plan).0]))
     } else {
-        actor_props(plan, actor)
+        Cow::Borrowed(actor_props(plan, actor))
     };
     if ctx.all_props {
-        for (k, val) in &props {
+        for (k, val) in props.iter() {
             keys.push(key(kind, 0, *k, canonical_value(plan, *val)));
         }
     }
@@ -317,7 +420,7 @@ fn props_at(plan: &Plan<'_>, actor: &Actor<'_>, t: i64) -> Vec<(u32, u32)> {
     let d = plan.dicts;
     let current = actor_props(plan, actor);
     let (Some(set_k), set_once_k) = (d.keys.get("$set"), d.keys.get("$set_once")) else {
-        return current;
+        return current.to_vec();
     };
     let mut touched: HashMap<u32, Option<u32>> = HashMap::new();
     let v = &actor.view;
@@ -340,7 +443,8 @@ fn props_at(plan: &Plan<'_>, actor: &Actor<'_>, t: i64) -> Vec<(u32, u32)> {
         }
     }
     let mut out: Vec<(u32, u32)> = current
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|(k, _)| !touched.contains_key(k))
         .collect();
     out.extend(touched.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
@@ -349,19 +453,18 @@ fn props_at(plan: &Plan<'_>, actor: &Actor<'_>, t: i64) -> Vec<(u32, u32)> {
 }
 
 /// The actor's properties: the person's, or the group's for group actors.
-fn actor_props(plan: &Plan<'_>, actor: &Actor<'_>) -> Vec<(u32, u32)> {
+fn actor_props<'s>(plan: &Plan<'s>, actor: &Actor<'_>) -> &'s [(u32, u32)] {
     match &plan.agg {
-        Aggregation::Person => plan.snap.person(actor.id).props.clone(),
+        Aggregation::Person => &plan.snap.person(actor.id).props,
         Aggregation::Group(g) => {
             let key = plan.actor_label(actor.id, false);
             plan.snap
                 .groups()
                 .props
                 .get(&(*g, key))
-                .cloned()
-                .unwrap_or_default()
+                .map_or(&[], Vec::as_slice)
         }
-        _ => Vec::new(),
+        _ => &[],
     }
 }
 
@@ -409,52 +512,75 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
     let opts = options(plan);
     validate(plan, &opts)?;
     let ctx = KeyCtx::new(plan, &opts);
-    let outcomes: Vec<Outcome> = plan.fold_actors(
-        Vec::new,
-        |acc, scratch, actor| {
-            plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
-            let segment = if plan.breakdown.is_some() {
-                let mut out = Vec::new();
-                plan.actor_paths(actor, scratch, &mut out);
-                out.first()
-                    .map(|(k, _)| crate::funnel::bd_value(plan, k).to_string())
-            } else {
-                None
+    let kernel = plan.path_kernel_table();
+    let n_events = plan.dicts.events.len();
+    let parts: Vec<Part> = plan.fold_actors(
+        || vec![Part::new(n_events)],
+        |parts, scratch, actor| {
+            let part = parts.last_mut().expect("one part per worker");
+            let kernel_path =
+                kernel.and_then(|t| crate::kernel::actor_path(plan, t, &actor.view, scratch));
+            let (path, segment) = match kernel_path {
+                Some(p) => (p, None),
+                None => {
+                    plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
+                    let segment = if plan.breakdown.is_some() {
+                        let mut out = Vec::new();
+                        plan.actor_paths(actor, scratch, &mut out);
+                        out.first()
+                            .map(|(k, _)| crate::funnel::bd_value(plan, k).to_string())
+                    } else {
+                        None
+                    };
+                    (plan.run_funnel(&scratch.evs, None), segment)
+                }
             };
-            if let Some(p) = plan
-                .run_funnel(&scratch.evs, None)
-                .filter(|p| entered(plan, p))
-            {
-                let success = converted(plan, &p);
-                let mut keys = Vec::new();
-                actor_keys(plan, actor, &p, success, &opts, &ctx, &mut keys);
-                acc.push(Outcome {
-                    success,
-                    keys,
-                    segment,
-                });
+            let Some(p) = path.filter(|p| entered(plan, p)) else {
+                return;
+            };
+            let success = converted(plan, &p);
+            let others_start = part.others.len();
+            if opts.kind == CorrelationType::Events {
+                event_rows(plan, actor, &p, success, &ctx, part);
             }
+            other_keys(plan, actor, &p, success, &opts, &ctx, &mut part.others);
+            part.finish_actor(success, others_start, segment);
         },
         |mut a, b| {
             a.extend(b);
             a
         },
     );
-    let big_s = outcomes.iter().filter(|o| o.success).count() as u64;
-    let big_f = outcomes.len() as u64 - big_s;
+    let actors: usize = parts.iter().map(|p| p.outcomes.len()).sum();
+    let big_s = parts
+        .iter()
+        .flat_map(|p| &p.outcomes)
+        .filter(|o| o.success)
+        .count() as u64;
+    let big_f = actors as u64 - big_s;
     let (from_step, to_step) = transition(plan);
     if big_s == 0 || big_f == 0 {
         return Ok(empty_result(big_s, big_f, from_step, to_step));
     }
-    let mut counts: HashMap<Key, (u64, u64)> = HashMap::new();
-    for o in &outcomes {
-        for k in &o.keys {
+    let mut counts: FxHashMap<Key, (u64, u64)> = FxHashMap::default();
+    let mut event_counts: Vec<(u64, u64)> = Vec::new();
+    for part in &parts {
+        if event_counts.len() < part.event_counts.len() {
+            event_counts.resize(part.event_counts.len(), (0, 0));
+        }
+        for (c, pc) in event_counts.iter_mut().zip(&part.event_counts) {
+            c.0 += pc.0;
+            c.1 += pc.1;
+        }
+        for (k, pc) in &part.other_counts {
             let c = counts.entry(*k).or_default();
-            if o.success {
-                c.0 += 1;
-            } else {
-                c.1 += 1;
-            }
+            c.0 += pc.0;
+            c.1 += pc.1;
+        }
+    }
+    for (e, &c) in event_counts.iter().enumerate() {
+        if c != (0, 0) {
+            counts.insert(key(K_EVENT, 0, 0, e as u32), c);
         }
     }
     // Name the distinct rows; ids with one string form (`1` and `"1"`) are
@@ -472,13 +598,13 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
         .collect();
     let (mut rows, row_keys): (Vec<CorrelationRow>, Vec<Vec<Key>>) =
         tested_rows(named, big_s, big_f, &opts).into_iter().unzip();
-    let cand = adjust_candidates(&rows, opts.adjusted_top_k.unwrap_or(20), outcomes.len());
+    let cand = adjust_candidates(&rows, opts.adjusted_top_k.unwrap_or(20), actors);
     if !cand.is_empty() {
-        let patterns = actor_patterns(&cand, &row_keys, &outcomes);
+        let patterns = actor_patterns(&cand, &row_keys, &parts);
         apply_adjusted(&mut rows, &cand, patterns);
     }
     if plan.breakdown.is_some() {
-        simpson(&mut rows, &row_keys, &outcomes);
+        simpson(&mut rows, &row_keys, &parts);
     }
     Ok(finish(rows, big_s, big_f, &opts, from_step, to_step))
 }
@@ -593,20 +719,18 @@ pub fn apply_adjusted(
     if cand.is_empty() {
         return;
     }
-    let mut x: Vec<Vec<f64>> = Vec::with_capacity(patterns.len());
+    // The design matrix in one buffer, a row per pattern.
+    let mut cells: Vec<f64> = Vec::with_capacity(patterns.len() * cand.len());
     let mut y: Vec<bool> = Vec::with_capacity(patterns.len());
     let mut w: Vec<f64> = Vec::with_capacity(patterns.len());
     let mut sorted = patterns;
     sorted.sort_by_key(|((m, s), _)| (*m, *s));
     for ((mask, success), count) in sorted {
-        x.push(
-            (0..cand.len())
-                .map(|c| if mask & (1 << c) != 0 { 1.0 } else { 0.0 })
-                .collect(),
-        );
+        cells.extend((0..cand.len()).map(|c| if mask & (1 << c) != 0 { 1.0 } else { 0.0 }));
         y.push(success);
         w.push(count);
     }
+    let x: Vec<&[f64]> = cells.chunks(cand.len()).collect();
     let Ok(fit) = dropscope_stats::fit_logistic_l2_weighted(
         &x,
         &y,
@@ -680,33 +804,58 @@ pub fn finish(
     }
 }
 
-/// The (candidate bitmask, success) patterns of the actors.
+/// The (candidate bitmask, success) patterns of the actors, counted part
+/// by part in parallel.
 fn actor_patterns(
     cand: &[usize],
     row_keys: &[Vec<Key>],
-    outcomes: &[Outcome],
+    parts: &[Part],
 ) -> Vec<((u64, bool), f64)> {
-    let col: HashMap<Key, usize> = cand
-        .iter()
-        .enumerate()
-        .flat_map(|(c, &i)| row_keys[i].iter().map(move |k| (*k, c)))
-        .collect();
-    let mut patterns: HashMap<(u64, bool), f64> = HashMap::new();
-    for o in outcomes {
-        let mut mask = 0u64;
-        for key in &o.keys {
-            if let Some(&c) = col.get(key) {
-                mask |= 1 << c;
+    // The candidate columns of each row key: by event id for event rows.
+    let mut event_col: Vec<u64> = Vec::new();
+    let mut other_col: FxHashMap<Key, u64> = FxHashMap::default();
+    for (c, &i) in cand.iter().enumerate() {
+        for &k in &row_keys[i] {
+            if k >> 32 == 0 {
+                let e = k as usize;
+                if event_col.len() <= e {
+                    event_col.resize(e + 1, 0);
+                }
+                event_col[e] |= 1 << c;
+            } else {
+                *other_col.entry(k).or_default() |= 1 << c;
             }
         }
-        *patterns.entry((mask, o.success)).or_default() += 1.0;
     }
-    patterns.into_iter().collect()
+    let per_part = |part: &Part| {
+        let mut patterns: FxHashMap<(u64, bool), u64> = FxHashMap::default();
+        for (o, events, others) in part.actors() {
+            let mut mask = 0u64;
+            for &e in events {
+                mask |= event_col.get(e as usize).copied().unwrap_or(0);
+            }
+            for k in others {
+                mask |= other_col.get(k).copied().unwrap_or(0);
+            }
+            *patterns.entry((mask, o.success)).or_default() += 1;
+        }
+        patterns
+    };
+    let patterns = parts
+        .par_iter()
+        .map(per_part)
+        .reduce(FxHashMap::default, |mut a, b| {
+            for (k, n) in b {
+                *a.entry(k).or_default() += n;
+            }
+            a
+        });
+    patterns.into_iter().map(|(k, n)| (k, n as f64)).collect()
 }
 
 /// Simpson's paradox check: the Mantel–Haenszel odds ratio over the
 /// breakdown's segments against the crude direction.
-fn simpson(rows: &mut [CorrelationRow], row_keys: &[Vec<Key>], outcomes: &[Outcome]) {
+fn simpson(rows: &mut [CorrelationRow], row_keys: &[Vec<Key>], parts: &[Part]) {
     let key_row: HashMap<Key, usize> = row_keys
         .iter()
         .enumerate()
@@ -715,16 +864,21 @@ fn simpson(rows: &mut [CorrelationRow], row_keys: &[Vec<Key>], outcomes: &[Outco
     // Per segment: (successes, failures) and, per row, (s, f).
     let mut seg_totals: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let mut seg_rows: HashMap<(String, usize), (f64, f64)> = HashMap::new();
-    for o in outcomes {
-        let seg = o.segment.clone().unwrap_or_default();
+    let actors = parts.iter().flat_map(|p| {
+        let segments = p.segments.iter().chain(std::iter::repeat(&None));
+        p.actors().zip(segments)
+    });
+    for ((o, events, others), segment) in actors {
+        let seg = segment.clone().unwrap_or_default();
         let t = seg_totals.entry(seg.clone()).or_default();
         if o.success {
             t.0 += 1.0
         } else {
             t.1 += 1.0
         }
-        for k in &o.keys {
-            let Some(&r) = key_row.get(k) else { continue };
+        let event_keys = events.iter().map(|&e| key(K_EVENT, 0, 0, e));
+        for k in event_keys.chain(others.iter().copied()) {
+            let Some(&r) = key_row.get(&k) else { continue };
             let c = seg_rows.entry((seg.clone(), r)).or_default();
             if o.success {
                 c.0 += 1.0
@@ -841,7 +995,7 @@ pub fn correlation_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError>
                 (None, Some(prop)) => {
                     let (o, ctx) = prop_ctx.as_ref().expect("built for property rows");
                     let mut keys = Vec::new();
-                    actor_keys(plan, actor, &p, success, o, ctx, &mut keys);
+                    other_keys(plan, actor, &p, success, o, ctx, &mut keys);
                     keys.iter().any(|k| ctx.name(plan, *k) == *prop)
                 }
                 _ => false,

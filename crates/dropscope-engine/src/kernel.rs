@@ -4,7 +4,9 @@
 //! decides). It gives exactly what `prepare` + `ordered::run` give, reading
 //! two columns (event id, timestamp) once and keeping the state machine in
 //! a few fixed arrays: no per-event records, no attempt copies for events
-//! that only start an attempt.
+//! that only start an attempt. Correlation takes each actor's path from
+//! it too (`actor_path`, `Plan::path_kernel_table`; `tests/correlation.rs`
+//! checks it against the general path).
 //!
 //! Two shapes it does not reduce to a sequential pass, and hands back to
 //! the general path for that actor: an event that matches several steps,
@@ -12,7 +14,7 @@
 //! pairing by step number).
 
 use crate::funnel::Tally;
-use crate::ordered::Path;
+use crate::ordered::{Attempt, Path};
 use crate::plan::{Plan, Scratch};
 
 /// Funnels up to this many steps take the fast path.
@@ -69,6 +71,32 @@ pub fn funnel_tally(plan: &Plan<'_>) -> Option<Tally> {
         },
     );
     Some(tally)
+}
+
+/// One actor's path, for kinds other than `funnel` that read only it
+/// (`Plan::path_kernel_table` gives `table`): `Some(Some(path))` if the
+/// actor entered, `Some(None)` if not, `None` if the general path must
+/// decide. The path's steps and times are those `ordered::run` gives; its
+/// `rows` are not filled in.
+pub(crate) fn actor_path(
+    plan: &Plan<'_>,
+    table: &[u64],
+    v: &dropscope_store::EventsView<'_>,
+    scratch: &mut Scratch,
+) -> Option<Option<Path>> {
+    let st = &mut scratch.kernel_state;
+    if !run_actor(plan, table, v, &mut scratch.kernel, st)? {
+        return Some(None);
+    }
+    let b = &st.best;
+    let mut attempt = Attempt::start_at(b.start);
+    attempt.bits = (1u64 << b.furthest) - 1;
+    attempt.times[..b.furthest].copy_from_slice(&b.times[..b.furthest]);
+    attempt.last = b.furthest - 1;
+    Some(Some(Path {
+        furthest: b.furthest,
+        attempt,
+    }))
 }
 
 /// The general path for one actor (the shapes the kernel hands back).

@@ -272,10 +272,19 @@ impl<'s> Plan<'s> {
     /// once per person, without exclusions, breakdown, global filter,
     /// first-time steps, optional steps or per-step gaps.
     pub(crate) fn kernel_table(&self) -> Option<&[u64]> {
+        if self.q.kind != QueryKind::Funnel {
+            return None;
+        }
+        self.path_kernel_table()
+    }
+
+    /// [`Plan::kernel_table`] for any query kind: the table when the
+    /// kernel finds each actor's path (`crate::kernel::actor_path`)
+    /// exactly, for kinds that read only that path (correlation).
+    pub(crate) fn path_kernel_table(&self) -> Option<&[u64]> {
         let q = self.q;
         let n = self.shape.n;
-        let plain = q.kind == QueryKind::Funnel
-            && q.order != FunnelOrder::Unordered
+        let plain = q.order != FunnelOrder::Unordered
             && q.counting != Counting::Totals
             && matches!(self.agg, Aggregation::Person)
             && n <= crate::kernel::MAX_KERNEL_STEPS
