@@ -145,6 +145,9 @@ struct Design {
     p: usize,
 }
 
+/// Rows per chunk of the gradient and Hessian sums.
+const HESSIAN_CHUNK: usize = 4096;
+
 impl Design {
     fn row(&self, i: usize) -> &[f64] {
         &self.rows[i * self.p..(i + 1) * self.p]
@@ -170,26 +173,53 @@ impl Design {
     }
 
     /// Gradient and negative Hessian of the penalised log-likelihood.
+    ///
+    /// The sums run over fixed chunks of [`HESSIAN_CHUNK`] rows, in
+    /// parallel, and the chunks' partial sums are added in chunk order: the
+    /// result is the same whatever the number of threads, and a design of
+    /// one chunk is summed row by row exactly as a serial loop would. (The
+    /// Hessian was ~70% of an events correlation over 10M events.)
     fn gradient_hessian(&self, beta: &[f64], y: &[bool], lambda: f64) -> (Vec<f64>, Vec<f64>) {
+        use rayon::prelude::*;
         let p = self.p;
-        let mut g = vec![0.0; p];
-        let mut h = vec![0.0; p * p];
-        for (i, e) in self.eta(beta).into_iter().enumerate() {
-            let mu = sigmoid(e);
-            let wi = self.weights[i];
-            let resid = wi * (if y[i] { 1.0 } else { 0.0 } - mu);
-            let w = wi * mu * (1.0 - mu);
-            let row = self.row(i);
-            for r in 0..p {
-                g[r] += row[r] * resid;
-                let wr = w * row[r];
-                if wr != 0.0 {
-                    for c in 0..=r {
-                        h[r * p + c] += wr * row[c];
+        let eta = self.eta(beta);
+        let partial = |rows: std::ops::Range<usize>| {
+            let mut g = vec![0.0; p];
+            let mut h = vec![0.0; p * p];
+            for i in rows {
+                let mu = sigmoid(eta[i]);
+                let wi = self.weights[i];
+                let resid = wi * (if y[i] { 1.0 } else { 0.0 } - mu);
+                let w = wi * mu * (1.0 - mu);
+                let row = self.row(i);
+                for r in 0..p {
+                    g[r] += row[r] * resid;
+                    let wr = w * row[r];
+                    if wr != 0.0 {
+                        for c in 0..=r {
+                            h[r * p + c] += wr * row[c];
+                        }
                     }
                 }
             }
-        }
+            (g, h)
+        };
+        let chunks = self.n.div_ceil(HESSIAN_CHUNK);
+        let (mut g, mut h) = if chunks <= 1 {
+            partial(0..self.n)
+        } else {
+            let parts: Vec<(Vec<f64>, Vec<f64>)> = (0..chunks)
+                .into_par_iter()
+                .map(|c| partial(c * HESSIAN_CHUNK..((c + 1) * HESSIAN_CHUNK).min(self.n)))
+                .collect();
+            let mut parts = parts.into_iter();
+            let (mut g, mut h) = parts.next().expect("at least two chunks");
+            for (pg, ph) in parts {
+                g.iter_mut().zip(&pg).for_each(|(a, b)| *a += b);
+                h.iter_mut().zip(&ph).for_each(|(a, b)| *a += b);
+            }
+            (g, h)
+        };
         for j in 1..p {
             g[j] -= lambda * beta[j];
             h[j * p + j] += lambda;
@@ -410,6 +440,71 @@ pub fn fit_logistic_l2_weighted<R: AsRef<[f64]>>(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The chunked, parallel sums agree with one serial pass over the rows
+    /// (to rounding: the order of additions differs), and repeat exactly.
+    #[test]
+    fn chunked_gradient_and_hessian_match_a_serial_pass() {
+        let p = 6;
+        let n = 3 * HESSIAN_CHUNK + 17;
+        // A deterministic mix of 0/1 indicators and a few real values.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut rows = Vec::with_capacity(n * p);
+        let mut y = Vec::with_capacity(n);
+        let mut weights = Vec::with_capacity(n);
+        for _ in 0..n {
+            rows.push(1.0);
+            for j in 1..p {
+                let v = next();
+                rows.push(if j == p - 1 {
+                    (v % 1000) as f64 / 250.0
+                } else {
+                    (v % 2) as f64
+                });
+            }
+            y.push(next() % 3 == 0);
+            weights.push((next() % 5 + 1) as f64);
+        }
+        let d = Design {
+            rows,
+            weights,
+            n,
+            p,
+        };
+        let beta = [-0.3, 0.2, -0.1, 0.4, 0.05, -0.2];
+        let (g, h) = d.gradient_hessian(&beta, &y, 0.5);
+        let (g2, h2) = d.gradient_hessian(&beta, &y, 0.5);
+        assert_eq!((&g, &h), (&g2, &h2), "the same inputs give the same bits");
+        // Serial reference.
+        let mut sg = vec![0.0; p];
+        let mut sh = vec![0.0; p * p];
+        for i in 0..n {
+            let row = d.row(i);
+            let e: f64 = row.iter().zip(&beta).map(|(x, b)| x * b).sum();
+            let mu = sigmoid(e);
+            let resid = d.weights[i] * (if y[i] { 1.0 } else { 0.0 } - mu);
+            let w = d.weights[i] * mu * (1.0 - mu);
+            for r in 0..p {
+                sg[r] += row[r] * resid;
+                for c in 0..p {
+                    sh[r * p + c] += w * row[r] * row[c];
+                }
+            }
+        }
+        for j in 1..p {
+            sg[j] -= 0.5 * beta[j];
+            sh[j * p + j] += 0.5;
+        }
+        for (a, b) in g.iter().zip(&sg).chain(h.iter().zip(&sh)) {
+            assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{a} vs {b}");
+        }
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
