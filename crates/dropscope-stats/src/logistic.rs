@@ -484,11 +484,11 @@ mod tests {
         // Serial reference.
         let mut sg = vec![0.0; p];
         let mut sh = vec![0.0; p * p];
-        for i in 0..n {
+        for (i, &yi) in y.iter().enumerate() {
             let row = d.row(i);
             let e: f64 = row.iter().zip(&beta).map(|(x, b)| x * b).sum();
             let mu = sigmoid(e);
-            let resid = d.weights[i] * (if y[i] { 1.0 } else { 0.0 } - mu);
+            let resid = d.weights[i] * (if yi { 1.0 } else { 0.0 } - mu);
             let w = d.weights[i] * mu * (1.0 - mu);
             for r in 0..p {
                 sg[r] += row[r] * resid;
