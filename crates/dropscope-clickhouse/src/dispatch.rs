@@ -4,9 +4,7 @@
 //! aggregates inside ClickHouse; only aggregates (or one page of a persons
 //! list) come back.
 
-use dropscope_core::query::{
-    Attribution, BreakdownType, Counting, FunnelOrder, FunnelQuery, QueryKind,
-};
+use dropscope_core::query::{Counting, FunnelOrder, FunnelQuery, QueryKind};
 use dropscope_core::result::QueryResult;
 use dropscope_core::time::DateRange;
 use dropscope_core::QueryError;
@@ -46,33 +44,19 @@ fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
         if !q.exclusions.is_empty() {
             return unsupported("funnel trends with exclusions");
         }
-    }
-    // Kinds whose answer depends on the breakdown value.
-    if trends || kind == QueryKind::FunnelPersons {
-        if let Some(b) = &q.breakdown {
-            // Funnel persons also take person and group breakdowns (one
-            // value per actor with first/last touch; stage B's `bd` is the
-            // value as a one-element list for groups, which `bd_match_sql`
-            // matches against a plain string).
-            let persons_ok = kind == QueryKind::FunnelPersons
-                && matches!(b.kind, Some(BreakdownType::Person | BreakdownType::Group));
-            if !matches!(b.kind, None | Some(BreakdownType::Event)) && !persons_ok {
-                return unsupported(&format!(
-                    "breakdown type {:?} with query kind {kind:?}",
-                    b.kind.unwrap_or_default()
-                ));
-            }
-            if !matches!(
-                b.attribution.unwrap_or_default(),
-                Attribution::FirstTouch | Attribution::LastTouch
-            ) {
-                return unsupported(&format!(
-                    "breakdown attribution {:?} with query kind {kind:?}",
-                    b.attribution.unwrap_or_default()
-                ));
-            }
+        // The engine's unordered trends run every value's walk over all
+        // the actor's events (the step constraint is not applied there).
+        if q.order == FunnelOrder::Unordered
+            && q.breakdown
+                .as_ref()
+                .is_some_and(|b| b.attribution == Some(dropscope_core::query::Attribution::Step))
+        {
+            return unsupported("breakdown attribution `step` in unordered funnel trends");
         }
     }
+    // Funnel trends and persons take every breakdown the steps view takes
+    // (stage A partitions the events for `all_events`, `step` and
+    // cohorts; stage B and trends count each partition under its value).
     match kind {
         QueryKind::Correlation | QueryKind::CorrelationPersons => {
             crate::correlation::check(q)?;

@@ -4,7 +4,7 @@
 //! ids. A person's label is its person record's `id`, else its first-seen
 //! distinct id (the one whose own id is the canonical person id).
 
-use dropscope_core::query::FunnelQuery;
+use dropscope_core::query::{BreakdownType, FunnelQuery};
 use dropscope_core::result::{ActorRow, PersonsResult};
 use dropscope_core::time::format_ts;
 use dropscope_core::QueryError;
@@ -12,7 +12,7 @@ use dropscope_engine::persons::{selector_for, DEFAULT_LIMIT, MAX_LIMIT};
 use serde_json::Value;
 
 use crate::dispatch::refuse_amb;
-use crate::events::overrides_sql;
+use crate::events::{overrides_sql, Part};
 use crate::funnel::{actors_sql, FunnelSpec};
 use crate::sql::quote_str;
 use crate::ClickHouse;
@@ -34,18 +34,44 @@ pub fn run(
         format!("lvl IN ({})", list.join(", "))
     };
     if let (Some(w), Some(_)) = (&q.breakdown_value, &spec.breakdown) {
-        cond.push_str(&format!(" AND {}", bd_match_sql(w)));
+        cond.push_str(&format!(" AND {}", bd_match_sql(q, w)));
     }
-    let rows = format!(
-        "SELECT person, lvl, times, bits, amb, ({cond}) AS sel FROM ({})",
-        actors_sql(ch.database(), spec)
-    );
+    let actors = actors_sql(ch.database(), spec);
+    let rows = if spec.data.part == Part::None {
+        format!("SELECT person, lvl, times, bits, amb, ({cond}) AS sel FROM ({actors})")
+    } else {
+        // One row per partition: the engine shows the path of the first
+        // partition (in its visiting order) that is selected.
+        format!(
+            "SELECT person, argMin(lvl, k) AS lvl, argMin(times, k) AS times, argMin(bits, k) AS bits, \
+             max(amb) AS amb, max(sel) AS sel FROM \
+             (SELECT person, lvl, times, bits, amb, toUInt8({cond}) AS sel, \
+             tuple(1 - sel, pord_t, pord_s) AS k FROM ({actors})) GROUP BY person"
+        )
+    };
     page(ch, q, n, &rows, false)
 }
 
 /// SQL for "the actor's breakdown value `bd` is `want`" (the engine's
-/// `bd_matches` for event breakdowns, whose values are lists of strings).
-pub(crate) fn bd_match_sql(want: &Value) -> String {
+/// `bd_matches`). Event, person and group values are lists of strings in
+/// `bd` (a bare string matches a one-element list); cohort values are
+/// numbers (`bd` holds the id as a string), matched by numeric value.
+pub(crate) fn bd_match_sql(q: &FunnelQuery, want: &Value) -> String {
+    let cohort = q
+        .breakdown
+        .as_ref()
+        .is_some_and(|b| b.kind == Some(BreakdownType::Cohort));
+    if cohort {
+        let id = match want {
+            Value::Number(x) => x.as_f64(),
+            Value::String(s) => s.parse::<f64>().ok(),
+            _ => None,
+        };
+        return match id.filter(|x| *x >= 0.0 && x.fract() == 0.0 && *x < 1e18) {
+            Some(x) => format!("bd = [{}]", quote_str(&format!("{}", x as u64))),
+            None => "0".into(),
+        };
+    }
     let strings: Option<Vec<String>> = match want {
         Value::String(s) => Some(vec![s.clone()]),
         Value::Array(a) => a.iter().map(|x| x.as_str().map(String::from)).collect(),

@@ -31,8 +31,11 @@ use crate::ClickHouse;
 /// breakdown value `bdv`, `amb`.
 fn actors_events_sql(db: &str, s: &FunnelSpec, unordered: bool) -> String {
     let events = events_sql(db, s);
-    // Partition attributions are refused for trends (dispatch).
-    let attributed = crate::funnel::attributed_sql(s);
+    // The actor's value: attributed (first/last touch) or its partition's.
+    let attributed = match crate::funnel::shown_bd_sql(s) {
+        "bdv" => crate::funnel::attributed_sql(s),
+        part => part.to_string(),
+    };
     let persons = format!(
         "SELECT actor, any(person) AS person, part, arraySort(groupArray((ts, seq, mask, bd))) AS evs, \
          arrayMap(x -> x.1, evs) AS T, arrayMap(x -> x.3, evs) AS M, arrayMap(x -> x.4, evs) AS B, \
@@ -157,7 +160,7 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, range: DateRange) -> Result<TrendsR
             ))
             .map_err(QueryError::Backend)?;
         for row in r["data"].as_array().into_iter().flatten() {
-            by_value.push((row["bdv"].clone(), BTreeMap::new()));
+            by_value.push((crate::bd_output(q, &row["bdv"]), BTreeMap::new()));
         }
     }
     for row in r["data"].as_array().into_iter().flatten() {
@@ -170,7 +173,7 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, range: DateRange) -> Result<TrendsR
         let Some(&b) = c.starts.get(i.wrapping_sub(1)) else {
             continue;
         };
-        let v = row["bd"].clone();
+        let v = crate::bd_output(q, &row["bd"]);
         let conv = row["conv"].as_u64().unwrap_or(0);
         match by_value.iter_mut().find(|(x, _)| *x == v) {
             Some((_, m)) => {
@@ -228,7 +231,7 @@ pub fn persons(
     };
     let mut cond = format!("bucket = {idx} AND {outcome}");
     if let (Some(w), Some(_)) = (&q.breakdown_value, &c.spec.breakdown) {
-        cond.push_str(&format!(" AND {}", crate::persons::bd_match_sql(w)));
+        cond.push_str(&format!(" AND {}", crate::persons::bd_match_sql(q, w)));
     }
     if c.starts.is_empty() {
         cond = "0".into();
