@@ -28,8 +28,11 @@ fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
     if q.counting != Counting::Unique {
         return unsupported(&format!("counting `totals` with query kind {kind:?}"));
     }
+    let correlation = matches!(kind, QueryKind::Correlation | QueryKind::CorrelationPersons);
     if let Some(a) = q.aggregation.as_deref().map(str::trim) {
-        if !a.is_empty() && a != "person" && a != "person_id" {
+        // Correlation also takes group actors (`correlation::group_of`).
+        let group = correlation && crate::correlation::group_of(q).is_some();
+        if !a.is_empty() && a != "person" && a != "person_id" && !group {
             return unsupported(&format!("aggregation {a:?} with query kind {kind:?}"));
         }
     }

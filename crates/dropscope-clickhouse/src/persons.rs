@@ -101,8 +101,19 @@ pub(crate) fn labels_sql(db: &str) -> String {
     )
 }
 
-/// One page of actors. `rows` has columns `person UInt64`, `lvl UInt32`,
-/// `bits UInt64` (steps of the path),
+/// Who the rows of [`page`] are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Actors {
+    /// `person` is a canonical person id (`UInt64`): labelled by its
+    /// person record, listed with its distinct ids.
+    Persons,
+    /// `person` is the actor's key (`String`, e.g. a group key): its own
+    /// label and only distinct id (the engine's non-person actors).
+    Keys,
+}
+
+/// One page of actors. `rows` has columns `person` (see [`Actors`]),
+/// `lvl UInt32`, `bits UInt64` (steps of the path),
 /// `times Array(Int64)`, `amb UInt8` and `sel UInt8` (selected); one row
 /// per actor. Refuses when any actor is `amb`.
 pub(crate) fn page(
@@ -111,6 +122,18 @@ pub(crate) fn page(
     n: usize,
     rows: &str,
     unordered_trends: bool,
+) -> Result<PersonsResult, QueryError> {
+    page_of(ch, q, n, rows, unordered_trends, Actors::Persons)
+}
+
+/// [`page`] for rows of either kind of actor.
+pub(crate) fn page_of(
+    ch: &ClickHouse,
+    q: &FunnelQuery,
+    n: usize,
+    rows: &str,
+    unordered_trends: bool,
+    actors: Actors,
 ) -> Result<PersonsResult, QueryError> {
     let db = ch.database();
     let r = ch
@@ -129,12 +152,20 @@ pub(crate) fn page(
     let total = r["data"][0]["total"].as_u64().unwrap_or(0);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let offset = q.offset.unwrap_or(0);
+    let selected = format!("SELECT person, lvl, times, bits FROM ({rows}) WHERE sel");
     let r = ch
-        .select_json(&format!(
-            "SELECT person, lvl, times, bits, label FROM (SELECT person, lvl, times, bits FROM ({rows}) WHERE sel) AS sr \
-             ANY LEFT JOIN ({labels}) AS lb USING person ORDER BY label, person LIMIT {limit} OFFSET {offset} FORMAT JSON",
-            labels = labels_sql(db)
-        ))
+        .select_json(&match actors {
+            Actors::Persons => format!(
+                "SELECT person, lvl, times, bits, label FROM ({selected}) AS sr \
+                 ANY LEFT JOIN ({labels}) AS lb USING person ORDER BY label, person LIMIT {limit} OFFSET {offset} FORMAT JSON",
+                labels = labels_sql(db)
+            ),
+            Actors::Keys => format!(
+                "SELECT 0 AS person, lvl, times, bits, label FROM \
+                 (SELECT person AS label, lvl, times, bits FROM ({selected})) \
+                 ORDER BY label LIMIT {limit} OFFSET {offset} FORMAT JSON"
+            ),
+        })
         .map_err(QueryError::Backend)?;
     let data = r["data"].as_array().cloned().unwrap_or_default();
     let ids: Vec<String> = data
@@ -142,7 +173,7 @@ pub(crate) fn page(
         .map(|row| row["person"].as_u64().unwrap_or(0).to_string())
         .collect();
     let mut dids: std::collections::HashMap<u64, Vec<String>> = Default::default();
-    if !ids.is_empty() {
+    if actors == Actors::Persons && !ids.is_empty() {
         let r = ch
             .select_json(&format!(
                 "SELECT person, arrayMap(x -> x.2, arraySort(groupArray((own_id, distinct_id)))) AS dids FROM \
@@ -176,9 +207,13 @@ pub(crate) fn page(
                 .flatten()
                 .map(|t| t.as_i64().unwrap_or(0))
                 .collect();
+            let label = row["label"].as_str().unwrap_or_default().to_string();
             ActorRow {
-                id: row["label"].as_str().unwrap_or_default().to_string(),
-                distinct_ids: dids.remove(&p).unwrap_or_default(),
+                distinct_ids: match actors {
+                    Actors::Persons => dids.remove(&p).unwrap_or_default(),
+                    Actors::Keys => vec![label.clone()],
+                },
+                id: label,
                 furthest_step: Some(lvl),
                 matched_times: (0..n)
                     .map(|s| {
