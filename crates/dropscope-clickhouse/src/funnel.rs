@@ -86,7 +86,7 @@ impl FunnelSpec {
 
     /// Bitmask of the exclusions active while an attempt sits at 0-based
     /// step `at`.
-    fn active(&self, at: usize) -> u64 {
+    pub(crate) fn active(&self, at: usize) -> u64 {
         self.excl_ranges
             .iter()
             .enumerate()
@@ -369,7 +369,7 @@ fn totals_layers(s: &FunnelSpec) -> Vec<String> {
 /// Wraps `base` in one `SELECT *, <layer> FROM (...)` per layer. Columns
 /// a layer's lambdas capture are also named in a `WHERE NOT ignore(...)`:
 /// ClickHouse 18.16 drops subquery columns referenced only inside lambdas.
-fn layered(mut sql: String, base: &[&str], layers: Vec<String>) -> String {
+pub(crate) fn layered(mut sql: String, base: &[&str], layers: Vec<String>) -> String {
     let mut defined: Vec<String> = base.iter().map(|s| s.to_string()).collect();
     for layer in layers {
         let tokens: std::collections::HashSet<&str> = layer
