@@ -71,8 +71,14 @@ fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
 /// compiles its funnel definition (date range filled in later).
 pub fn check(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
     dropscope_engine::plan::validate(q)?;
+    // The engine's breakdown checks with the query's own order (the
+    // stage specs may run trends' funnels as ordered ones).
+    dropscope_engine::plan::breakdown_shape(q)?;
+    // The funnel definition first: an invalid one is refused as invalid
+    // (as the engine does) even when the kind would refuse the shape.
+    let spec = check_supported(&funnel_of(q, true))?;
     check_kind(q)?;
-    check_supported(&funnel_of(q, true))
+    Ok(spec)
 }
 
 /// Whether the kind runs its own stage on stage A (funnel trends), so the
