@@ -27,6 +27,7 @@ use dropscope_engine::correlation::{
 use crate::dispatch::refuse_amb;
 use crate::events::{overrides_sql, PERSON_EXPR};
 use crate::funnel::{actors_sql, FunnelSpec};
+use crate::persons::Actors;
 use crate::sql::quote_str;
 use crate::ClickHouse;
 
@@ -84,7 +85,33 @@ fn step_event_names(q: &FunnelQuery) -> Vec<String> {
     out
 }
 
-/// Stage B actors with their outcome and observed span: columns `person`,
+/// The group type correlation aggregates by (`aggregation: group:N`), or
+/// `None` for persons. With a group, the actor key every correlation
+/// query joins on (its column `person`) is the group key (`String`), the
+/// events of an actor are those carrying it in `$group_N`, and its
+/// properties are the group's.
+pub(crate) fn group_of(q: &FunnelQuery) -> Option<u8> {
+    q.aggregation
+        .as_deref()
+        .map(str::trim)
+        .and_then(|a| a.strip_prefix("group:"))
+        .and_then(|g| g.parse::<u8>().ok())
+}
+
+/// Stage B's rows with the actor key as `person` (see [`group_of`]).
+fn keyed_actors_sql(db: &str, spec: &FunnelSpec, group: Option<u8>) -> String {
+    let actors = actors_sql(db, spec);
+    match group {
+        None => actors,
+        Some(_) => format!(
+            "SELECT actor AS person, bd, amb, lvl, times, start, bits FROM \
+             (SELECT actor, bd, amb, lvl, times, start, bits FROM ({actors}))"
+        ),
+    }
+}
+
+/// Stage B actors with their outcome and observed span: columns `person`
+/// (the actor key, see [`group_of`]),
 /// `lvl`, `times`, `bits`, `amb`, `pop` (reached `from`), `success`, `t0`,
 /// `t1` (until the last step reached for converters).
 fn spans_sql(db: &str, q: &FunnelQuery, spec: &FunnelSpec, opts: &CorrelationOptions) -> String {
@@ -100,17 +127,28 @@ fn spans_sql(db: &str, q: &FunnelQuery, spec: &FunnelSpec, opts: &CorrelationOpt
             .collect::<Vec<_>>()
             .join(", "),
         w = spec.window_ms,
-        actors = actors_sql(db, spec),
+        actors = keyed_actors_sql(db, spec, group_of(q)),
     )
 }
 
-/// Events of the persons in `spans` inside their span: columns `person`,
+/// Events of the actors in `spans` inside their span: columns `person`
+/// (the actor key, see [`group_of`]),
 /// `success`, `event`, `prop_keys`, `prop_values`. `cond` filters the
 /// events before the join.
-fn span_events_sql(db: &str, spec: &FunnelSpec, spans: &str, cond: &str) -> String {
+fn span_events_sql(
+    db: &str,
+    spec: &FunnelSpec,
+    group: Option<u8>,
+    spans: &str,
+    cond: &str,
+) -> String {
+    let key = match group {
+        None => PERSON_EXPR.to_string(),
+        Some(g) => crate::sql::prop_value(&format!("$group_{g}")),
+    };
     format!(
         "SELECT person, success, event, prop_keys, prop_values FROM \
-         (SELECT {PERSON_EXPR} AS person, event, timestamp AS ts, prop_keys, prop_values FROM {db}.events \
+         (SELECT {key} AS person, event, timestamp AS ts, prop_keys, prop_values FROM {db}.events \
           ANY LEFT JOIN ({ov}) AS ov USING distinct_id \
           WHERE timestamp >= {from} AND timestamp <= {to} AND ({cond})) AS ev \
          ALL INNER JOIN (SELECT person, success, t0, t1 FROM ({spans})) AS sp USING person \
@@ -146,13 +184,17 @@ fn row_names_sql(
             format!(
                 "SELECT person, success, concat(event, '::', k, '::', v) AS name FROM ({}) \
                  ARRAY JOIN prop_keys AS k, prop_values AS v WHERE k NOT IN ({})",
-                span_events_sql(db, spec, pop, &cond),
+                span_events_sql(db, spec, group_of(q), pop, &cond),
                 list_sql(&skip)
             )
         }
-        CorrelationType::Properties => {
-            person_rows_sql(db, pop, &opts.names.clone().unwrap_or_default(), "")
-        }
+        CorrelationType::Properties => person_rows_sql(
+            db,
+            group_of(q),
+            pop,
+            &opts.names.clone().unwrap_or_default(),
+            "",
+        ),
         CorrelationType::Events => {
             let steps = step_event_names(q);
             let cond = if steps.is_empty() {
@@ -162,12 +204,18 @@ fn row_names_sql(
             };
             let events = format!(
                 "SELECT person, success, event AS name FROM ({})",
-                span_events_sql(db, spec, pop, &cond)
+                span_events_sql(db, spec, group_of(q), pop, &cond)
             );
             match &opts.with_person_properties {
                 Some(names) => format!(
                     "{events} UNION ALL {}",
-                    person_rows_sql(db, pop, names, dropscope_core::query::PERSON_ROW_PREFIX)
+                    person_rows_sql(
+                        db,
+                        group_of(q),
+                        pop,
+                        names,
+                        dropscope_core::query::PERSON_ROW_PREFIX
+                    )
                 ),
                 None => events,
             }
@@ -175,16 +223,31 @@ fn row_names_sql(
     }
 }
 
-/// Person-property rows of the actors of `pop`: columns `person`,
+/// Property rows of the actors of `pop`: columns `person`,
 /// `success`, `name` = `{prefix}key::value` — for `$all` every property
-/// the person has (a JSON null value reads `''`), for named keys the value
-/// or `''`. Current values (`person_props`, latest version).
-fn person_rows_sql(db: &str, pop: &str, names: &[String], prefix: &str) -> String {
-    let props = format!(
-        "SELECT person_id AS person, argMax(keys, version) AS k0, argMax(values, version) AS v0, \
-         argMax(nulls, version) AS z0, argMax(deleted, version) AS del FROM {db}.person_props \
-         GROUP BY person_id"
-    );
+/// the actor has (a person's JSON null value reads `''`), for named keys
+/// the value or `''`. Current values: the person's (`person_props`, latest
+/// version), or with a group (see [`group_of`]) the group's (a JSON null
+/// removes the key, as `events::group_properties_sql`).
+fn person_rows_sql(
+    db: &str,
+    group: Option<u8>,
+    pop: &str,
+    names: &[String],
+    prefix: &str,
+) -> String {
+    let props = match group {
+        None => format!(
+            "SELECT person_id AS person, argMax(keys, version) AS k0, argMax(values, version) AS v0, \
+             argMax(nulls, version) AS z0, argMax(deleted, version) AS del FROM {db}.person_props \
+             GROUP BY person_id"
+        ),
+        Some(g) => format!(
+            "SELECT group_key AS person, keys AS k0, values AS v0, \
+             arrayMap(k -> toUInt8(0), keys) AS z0, toUInt8(0) AS del FROM ({})",
+            crate::events::group_properties_sql(db, g)
+        ),
+    };
     let joined = format!(
         "SELECT person, success, if(del = 1, emptyArrayString(), k0) AS K, \
          if(del = 1, emptyArrayString(), v0) AS V, if(del = 1, emptyArrayUInt8(), z0) AS Z \
@@ -328,7 +391,7 @@ fn simpson(
     };
     let segs = format!(
         "SELECT person, bd FROM ({})",
-        actors_sql(ch.database(), &bspec)
+        keyed_actors_sql(ch.database(), &bspec, group_of(q))
     );
     let r = ch
         .select_json(&format!(
@@ -395,23 +458,37 @@ pub fn persons(
         };
         // The row's key (before the first `::`), its rows, the one named.
         let key = prop.split("::").next().unwrap_or("").to_string();
-        let hits = person_rows_sql(db, &all, &[key], "");
+        let hits = person_rows_sql(db, group_of(q), &all, &[key], "");
         let rows = format!(
             "SELECT person, lvl, times, bits, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) AS sp \
              ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) WHERE name = {p} GROUP BY person) AS h \
              USING person",
             p = quote_str(prop)
         );
-        return crate::persons::page(ch, q, spec.steps.len(), &rows, false);
+        return page(ch, q, spec, &rows);
     };
     let mut cond = format!("event = {}", quote_str(event));
     if let Some(f) = crate::sql::filters(pf.properties.as_ref(), "persons_for.properties")? {
         cond.push_str(&format!(" AND ({f})"));
     }
-    let hits = span_events_sql(db, spec, &all, &cond);
+    let hits = span_events_sql(db, spec, group_of(q), &all, &cond);
     let rows = format!(
         "SELECT person, lvl, times, bits, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) AS sp \
          ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) GROUP BY person) AS h USING person"
     );
-    crate::persons::page(ch, q, spec.steps.len(), &rows, false)
+    page(ch, q, spec, &rows)
+}
+
+/// One page of the actors behind a row (persons, or group keys).
+fn page(
+    ch: &ClickHouse,
+    q: &FunnelQuery,
+    spec: &FunnelSpec,
+    rows: &str,
+) -> Result<PersonsResult, QueryError> {
+    let actors = match group_of(q) {
+        None => Actors::Persons,
+        Some(_) => Actors::Keys,
+    };
+    crate::persons::page_of(ch, q, spec.steps.len(), rows, false, actors)
 }

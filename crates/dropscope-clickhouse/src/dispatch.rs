@@ -4,9 +4,7 @@
 //! aggregates inside ClickHouse; only aggregates (or one page of a persons
 //! list) come back.
 
-use dropscope_core::query::{
-    Attribution, BreakdownType, Counting, FunnelOrder, FunnelQuery, QueryKind,
-};
+use dropscope_core::query::{Counting, FunnelOrder, FunnelQuery, QueryKind};
 use dropscope_core::result::QueryResult;
 use dropscope_core::time::DateRange;
 use dropscope_core::QueryError;
@@ -30,8 +28,11 @@ fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
     if q.counting != Counting::Unique {
         return unsupported(&format!("counting `totals` with query kind {kind:?}"));
     }
+    let correlation = matches!(kind, QueryKind::Correlation | QueryKind::CorrelationPersons);
     if let Some(a) = q.aggregation.as_deref().map(str::trim) {
-        if !a.is_empty() && a != "person" && a != "person_id" {
+        // Correlation also takes group actors (`correlation::group_of`).
+        let group = correlation && crate::correlation::group_of(q).is_some();
+        if !a.is_empty() && a != "person" && a != "person_id" && !group {
             return unsupported(&format!("aggregation {a:?} with query kind {kind:?}"));
         }
     }
@@ -43,36 +44,19 @@ fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
         if q.order == FunnelOrder::Strict && q.breakdown.is_some() {
             return unsupported("strict funnel trends with a breakdown");
         }
-        if !q.exclusions.is_empty() {
-            return unsupported("funnel trends with exclusions");
+        // The engine's unordered trends run every value's walk over all
+        // the actor's events (the step constraint is not applied there).
+        if q.order == FunnelOrder::Unordered
+            && q.breakdown
+                .as_ref()
+                .is_some_and(|b| b.attribution == Some(dropscope_core::query::Attribution::Step))
+        {
+            return unsupported("breakdown attribution `step` in unordered funnel trends");
         }
     }
-    // Kinds whose answer depends on the breakdown value.
-    if trends || kind == QueryKind::FunnelPersons {
-        if let Some(b) = &q.breakdown {
-            // Funnel persons also take person and group breakdowns (one
-            // value per actor with first/last touch; stage B's `bd` is the
-            // value as a one-element list for groups, which `bd_match_sql`
-            // matches against a plain string).
-            let persons_ok = kind == QueryKind::FunnelPersons
-                && matches!(b.kind, Some(BreakdownType::Person | BreakdownType::Group));
-            if !matches!(b.kind, None | Some(BreakdownType::Event)) && !persons_ok {
-                return unsupported(&format!(
-                    "breakdown type {:?} with query kind {kind:?}",
-                    b.kind.unwrap_or_default()
-                ));
-            }
-            if !matches!(
-                b.attribution.unwrap_or_default(),
-                Attribution::FirstTouch | Attribution::LastTouch
-            ) {
-                return unsupported(&format!(
-                    "breakdown attribution {:?} with query kind {kind:?}",
-                    b.attribution.unwrap_or_default()
-                ));
-            }
-        }
-    }
+    // Funnel trends and persons take every breakdown the steps view takes
+    // (stage A partitions the events for `all_events`, `step` and
+    // cohorts; stage B and trends count each partition under its value).
     match kind {
         QueryKind::Correlation | QueryKind::CorrelationPersons => {
             crate::correlation::check(q)?;
@@ -87,8 +71,14 @@ fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
 /// compiles its funnel definition (date range filled in later).
 pub fn check(q: &FunnelQuery) -> Result<FunnelSpec, QueryError> {
     dropscope_engine::plan::validate(q)?;
+    // The engine's breakdown checks with the query's own order (the
+    // stage specs may run trends' funnels as ordered ones).
+    dropscope_engine::plan::breakdown_shape(q)?;
+    // The funnel definition first: an invalid one is refused as invalid
+    // (as the engine does) even when the kind would refuse the shape.
+    let spec = check_supported(&funnel_of(q, true))?;
     check_kind(q)?;
-    check_supported(&funnel_of(q, true))
+    Ok(spec)
 }
 
 /// Whether the kind runs its own stage on stage A (funnel trends), so the
@@ -186,6 +176,13 @@ pub(crate) fn run_kind(
 /// matching several steps of an unordered funnel); `amb` is the max over
 /// actors.
 pub(crate) fn refuse_amb(amb: &serde_json::Value) -> Result<(), QueryError> {
+    if amb.as_u64() == Some(3) {
+        return Err(QueryError::Unsupported(format!(
+            "more than {} full exclusions for one actor in funnel trends are not supported by \
+             the ClickHouse backend yet",
+            crate::trends::EPOCHS
+        )));
+    }
     if amb.as_u64().unwrap_or(0) != 0 {
         return Err(QueryError::Unsupported(
             "an event matching several steps of an unordered funnel (SEMANTICS rule 8) is not \

@@ -20,8 +20,10 @@
 //!   `times Array(Int64)` (length n: timestamp of each step of the counted
 //!   path, 0 where not done), `start Int64` (= `times[1]`), `bits UInt64`
 //!   (bit k: step k done — with optional steps not every step below `lvl`
-//!   is done; counts are by bit, SEMANTICS rule 9). Actors removed by
-//!   exclusions do not appear.
+//!   is done; counts are by bit, SEMANTICS rule 9), `pord_t Int64`,
+//!   `pord_s UInt64` (the order in which the engine visits the actor's
+//!   partitions, see `part_order_sql`). Actors removed by exclusions do not
+//!   appear.
 //! * **Stage C — [`steps_sql`]**: the steps view aggregated per breakdown
 //!   value.
 
@@ -29,7 +31,7 @@ use std::fmt::Write as _;
 
 use dropscope_core::query::FunnelOrder;
 
-use crate::events::events_sql;
+use crate::events::{events_sql, Part};
 use crate::sql::quote_str;
 
 /// Breakdown attribution supported here.
@@ -84,7 +86,7 @@ impl FunnelSpec {
 
     /// Bitmask of the exclusions active while an attempt sits at 0-based
     /// step `at`.
-    fn active(&self, at: usize) -> u64 {
+    pub(crate) fn active(&self, at: usize) -> u64 {
         self.excl_ranges
             .iter()
             .enumerate()
@@ -112,6 +114,41 @@ pub(crate) fn attributed_sql(s: &FunnelSpec) -> String {
     format!("if(length({pick} AS bd_raw) = 0, {empty}, bd_raw)")
 }
 
+/// The breakdown value an actor's row is counted under, over stage B's
+/// per-actor columns `bdv` ([`attributed_sql`]) and `part`: the attributed
+/// value for first/last touch, else the partition value (tagged, see
+/// `events::Part`: the shown value drops the tag).
+pub(crate) fn shown_bd_sql(s: &FunnelSpec) -> &'static str {
+    if matches!(s.breakdown, Some((_, Touch::First | Touch::Last))) {
+        "bdv"
+    } else {
+        "arrayMap(x -> substring(x, 2), part)"
+    }
+}
+
+/// Where the engine visits an actor's partition among its others
+/// (`Plan::attributed`), over the sorted events `evs` of the partition
+/// `part`: `all_events` in the order the values first appear, `step` N in
+/// the order of the first step-N event carrying each value, cohorts in
+/// the order listed. Two columns `pord_t Int64`, `pord_s UInt64` (compared
+/// as a pair; constant with one partition per actor).
+fn part_order_sql(s: &FunnelSpec) -> String {
+    match &s.data.part {
+        Part::None => "toInt64(0) AS pord_t, toUInt64(0) AS pord_s".to_string(),
+        Part::Value => "evs[1].1 AS pord_t, evs[1].2 AS pord_s".to_string(),
+        Part::Step(n) => format!(
+            "arrayFirst(x -> bitTest(x.3, {n}), evs) AS pord_e, pord_e.1 AS pord_t, pord_e.2 AS pord_s"
+        ),
+        Part::Cohorts(cs) => format!(
+            "toInt64(indexOf([{}], part[1])) AS pord_t, toUInt64(0) AS pord_s",
+            cs.iter()
+                .map(|(v, _)| quote_str(&format!("s{v}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// Stage B: one row per counted actor (see the module docs).
 pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
     let events = events_sql(db, s);
@@ -123,24 +160,21 @@ pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
     let mut sql = format!(
         "SELECT actor, person, part, arrayMap(x -> x.1, evs) AS T, arrayMap(x -> x.3, evs) AS M, \
          arrayMap(x -> x.4, evs) AS X, arrayMap(x -> x.5, evs) AS B, {attributed} AS bdv, \
-         arrayEnumerate(T) AS I FROM ({persons})"
+         {pord}, arrayEnumerate(T) AS I FROM ({persons})",
+        pord = part_order_sql(s)
     );
     // One subquery per layer: ClickHouse expands aliases in place, so
     // each layer only refers to the previous layers' columns.
-    // Partition values are tagged (see `events::Part`): the shown value
-    // drops the tag.
     let bd = if s.totals {
         // The engine tallies every attempt under one key (no breakdown).
         "emptyArrayString()"
-    } else if matches!(s.breakdown, Some((_, Touch::First | Touch::Last))) {
-        "bdv"
     } else {
-        "arrayMap(x -> substring(x, 2), part)"
+        shown_bd_sql(s)
     };
     if s.totals {
         sql = layered(sql, &["T", "M", "X", "B", "I"], totals_layers(s));
         return format!(
-            "SELECT actor, person, {bd} AS bd, amb, lvl, times, times[1] AS start, bits \
+            "SELECT actor, person, {bd} AS bd, amb, lvl, times, times[1] AS start, bits, pord_t, pord_s \
              FROM ({sql}) ARRAY JOIN TL AS lvl, TT AS times, TB AS bits"
         );
     }
@@ -151,7 +185,7 @@ pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
     };
     sql = layered(sql, &["T", "M", "X", "B", "I"], layers);
     format!(
-        "SELECT actor, person, {bd} AS bd, amb, lvl, times, times[1] AS start, bits \
+        "SELECT actor, person, {bd} AS bd, amb, lvl, times, times[1] AS start, bits, pord_t, pord_s \
          FROM ({sql}) WHERE lvl > 0"
     )
 }
@@ -335,7 +369,7 @@ fn totals_layers(s: &FunnelSpec) -> Vec<String> {
 /// Wraps `base` in one `SELECT *, <layer> FROM (...)` per layer. Columns
 /// a layer's lambdas capture are also named in a `WHERE NOT ignore(...)`:
 /// ClickHouse 18.16 drops subquery columns referenced only inside lambdas.
-fn layered(mut sql: String, base: &[&str], layers: Vec<String>) -> String {
+pub(crate) fn layered(mut sql: String, base: &[&str], layers: Vec<String>) -> String {
     let mut defined: Vec<String> = base.iter().map(|s| s.to_string()).collect();
     for layer in layers {
         let tokens: std::collections::HashSet<&str> = layer

@@ -955,7 +955,7 @@ fn compile_breakdown(q: &FunnelQuery, sc: sql::Scope<'_>) -> Result<CompiledBrea
 /// The output value of a breakdown row from its raw `Array(String)` value
 /// (the engine's `bd_value`): cohort ids as numbers, group values as plain
 /// strings, everything else boxed as a list (`["Other"]` for the rest).
-fn bd_output(q: &FunnelQuery, raw: &Value) -> Value {
+pub(crate) fn bd_output(q: &FunnelQuery, raw: &Value) -> Value {
     let kind = q
         .breakdown
         .as_ref()

@@ -4,7 +4,7 @@
 //! ids. A person's label is its person record's `id`, else its first-seen
 //! distinct id (the one whose own id is the canonical person id).
 
-use dropscope_core::query::FunnelQuery;
+use dropscope_core::query::{BreakdownType, FunnelQuery};
 use dropscope_core::result::{ActorRow, PersonsResult};
 use dropscope_core::time::format_ts;
 use dropscope_core::QueryError;
@@ -12,7 +12,7 @@ use dropscope_engine::persons::{selector_for, DEFAULT_LIMIT, MAX_LIMIT};
 use serde_json::Value;
 
 use crate::dispatch::refuse_amb;
-use crate::events::overrides_sql;
+use crate::events::{overrides_sql, Part};
 use crate::funnel::{actors_sql, FunnelSpec};
 use crate::sql::quote_str;
 use crate::ClickHouse;
@@ -34,18 +34,44 @@ pub fn run(
         format!("lvl IN ({})", list.join(", "))
     };
     if let (Some(w), Some(_)) = (&q.breakdown_value, &spec.breakdown) {
-        cond.push_str(&format!(" AND {}", bd_match_sql(w)));
+        cond.push_str(&format!(" AND {}", bd_match_sql(q, w)));
     }
-    let rows = format!(
-        "SELECT person, lvl, times, bits, amb, ({cond}) AS sel FROM ({})",
-        actors_sql(ch.database(), spec)
-    );
+    let actors = actors_sql(ch.database(), spec);
+    let rows = if spec.data.part == Part::None {
+        format!("SELECT person, lvl, times, bits, amb, ({cond}) AS sel FROM ({actors})")
+    } else {
+        // One row per partition: the engine shows the path of the first
+        // partition (in its visiting order) that is selected.
+        format!(
+            "SELECT person, argMin(lvl, k) AS lvl, argMin(times, k) AS times, argMin(bits, k) AS bits, \
+             max(amb) AS amb, max(sel) AS sel FROM \
+             (SELECT person, lvl, times, bits, amb, toUInt8({cond}) AS sel, \
+             tuple(1 - sel, pord_t, pord_s) AS k FROM ({actors})) GROUP BY person"
+        )
+    };
     page(ch, q, n, &rows, false)
 }
 
 /// SQL for "the actor's breakdown value `bd` is `want`" (the engine's
-/// `bd_matches` for event breakdowns, whose values are lists of strings).
-pub(crate) fn bd_match_sql(want: &Value) -> String {
+/// `bd_matches`). Event, person and group values are lists of strings in
+/// `bd` (a bare string matches a one-element list); cohort values are
+/// numbers (`bd` holds the id as a string), matched by numeric value.
+pub(crate) fn bd_match_sql(q: &FunnelQuery, want: &Value) -> String {
+    let cohort = q
+        .breakdown
+        .as_ref()
+        .is_some_and(|b| b.kind == Some(BreakdownType::Cohort));
+    if cohort {
+        let id = match want {
+            Value::Number(x) => x.as_f64(),
+            Value::String(s) => s.parse::<f64>().ok(),
+            _ => None,
+        };
+        return match id.filter(|x| *x >= 0.0 && x.fract() == 0.0 && *x < 1e18) {
+            Some(x) => format!("bd = [{}]", quote_str(&format!("{}", x as u64))),
+            None => "0".into(),
+        };
+    }
     let strings: Option<Vec<String>> = match want {
         Value::String(s) => Some(vec![s.clone()]),
         Value::Array(a) => a.iter().map(|x| x.as_str().map(String::from)).collect(),
@@ -75,8 +101,19 @@ pub(crate) fn labels_sql(db: &str) -> String {
     )
 }
 
-/// One page of actors. `rows` has columns `person UInt64`, `lvl UInt32`,
-/// `bits UInt64` (steps of the path),
+/// Who the rows of [`page`] are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Actors {
+    /// `person` is a canonical person id (`UInt64`): labelled by its
+    /// person record, listed with its distinct ids.
+    Persons,
+    /// `person` is the actor's key (`String`, e.g. a group key): its own
+    /// label and only distinct id (the engine's non-person actors).
+    Keys,
+}
+
+/// One page of actors. `rows` has columns `person` (see [`Actors`]),
+/// `lvl UInt32`, `bits UInt64` (steps of the path),
 /// `times Array(Int64)`, `amb UInt8` and `sel UInt8` (selected); one row
 /// per actor. Refuses when any actor is `amb`.
 pub(crate) fn page(
@@ -85,6 +122,18 @@ pub(crate) fn page(
     n: usize,
     rows: &str,
     unordered_trends: bool,
+) -> Result<PersonsResult, QueryError> {
+    page_of(ch, q, n, rows, unordered_trends, Actors::Persons)
+}
+
+/// [`page`] for rows of either kind of actor.
+pub(crate) fn page_of(
+    ch: &ClickHouse,
+    q: &FunnelQuery,
+    n: usize,
+    rows: &str,
+    unordered_trends: bool,
+    actors: Actors,
 ) -> Result<PersonsResult, QueryError> {
     let db = ch.database();
     let r = ch
@@ -103,12 +152,20 @@ pub(crate) fn page(
     let total = r["data"][0]["total"].as_u64().unwrap_or(0);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let offset = q.offset.unwrap_or(0);
+    let selected = format!("SELECT person, lvl, times, bits FROM ({rows}) WHERE sel");
     let r = ch
-        .select_json(&format!(
-            "SELECT person, lvl, times, bits, label FROM (SELECT person, lvl, times, bits FROM ({rows}) WHERE sel) AS sr \
-             ANY LEFT JOIN ({labels}) AS lb USING person ORDER BY label, person LIMIT {limit} OFFSET {offset} FORMAT JSON",
-            labels = labels_sql(db)
-        ))
+        .select_json(&match actors {
+            Actors::Persons => format!(
+                "SELECT person, lvl, times, bits, label FROM ({selected}) AS sr \
+                 ANY LEFT JOIN ({labels}) AS lb USING person ORDER BY label, person LIMIT {limit} OFFSET {offset} FORMAT JSON",
+                labels = labels_sql(db)
+            ),
+            Actors::Keys => format!(
+                "SELECT 0 AS person, lvl, times, bits, label FROM \
+                 (SELECT person AS label, lvl, times, bits FROM ({selected})) \
+                 ORDER BY label LIMIT {limit} OFFSET {offset} FORMAT JSON"
+            ),
+        })
         .map_err(QueryError::Backend)?;
     let data = r["data"].as_array().cloned().unwrap_or_default();
     let ids: Vec<String> = data
@@ -116,7 +173,7 @@ pub(crate) fn page(
         .map(|row| row["person"].as_u64().unwrap_or(0).to_string())
         .collect();
     let mut dids: std::collections::HashMap<u64, Vec<String>> = Default::default();
-    if !ids.is_empty() {
+    if actors == Actors::Persons && !ids.is_empty() {
         let r = ch
             .select_json(&format!(
                 "SELECT person, arrayMap(x -> x.2, arraySort(groupArray((own_id, distinct_id)))) AS dids FROM \
@@ -150,9 +207,13 @@ pub(crate) fn page(
                 .flatten()
                 .map(|t| t.as_i64().unwrap_or(0))
                 .collect();
+            let label = row["label"].as_str().unwrap_or_default().to_string();
             ActorRow {
-                id: row["label"].as_str().unwrap_or_default().to_string(),
-                distinct_ids: dids.remove(&p).unwrap_or_default(),
+                distinct_ids: match actors {
+                    Actors::Persons => dids.remove(&p).unwrap_or_default(),
+                    Actors::Keys => vec![label.clone()],
+                },
+                id: label,
                 furthest_step: Some(lvl),
                 matched_times: (0..n)
                     .map(|s| {

@@ -31,11 +31,15 @@ use crate::ClickHouse;
 /// breakdown value `bdv`, `amb`.
 fn actors_events_sql(db: &str, s: &FunnelSpec, unordered: bool) -> String {
     let events = events_sql(db, s);
-    // Partition attributions are refused for trends (dispatch).
-    let attributed = crate::funnel::attributed_sql(s);
+    // The actor's value: attributed (first/last touch) or its partition's.
+    let attributed = match crate::funnel::shown_bd_sql(s) {
+        "bdv" => crate::funnel::attributed_sql(s),
+        part => part.to_string(),
+    };
     let persons = format!(
-        "SELECT actor, any(person) AS person, part, arraySort(groupArray((ts, seq, mask, bd))) AS evs, \
+        "SELECT actor, any(person) AS person, part, arraySort(groupArray((ts, seq, mask, bd, xmask))) AS evs, \
          arrayMap(x -> x.1, evs) AS T, arrayMap(x -> x.3, evs) AS M, arrayMap(x -> x.4, evs) AS B, \
+         arrayMap(x -> x.5, evs) AS X, \
          {attributed} AS bdv, \
          toUInt8({amb}) AS amb FROM ({events}) GROUP BY actor, part",
         amb = if unordered {
@@ -51,11 +55,24 @@ fn actors_events_sql(db: &str, s: &FunnelSpec, unordered: bool) -> String {
 /// `bucket` (1-based index into `starts`), `lvl` (best chain, 1-based,
 /// capped at `to + 1`; unordered: most distinct steps), `amb` (unordered: an
 /// event matching several steps).
-fn buckets_sql(db: &str, s: &FunnelSpec, to: usize, starts: &[i64], unordered: bool) -> String {
+fn buckets_sql(
+    db: &str,
+    s: &FunnelSpec,
+    (from, to): (usize, usize),
+    starts: &[i64],
+    unordered: bool,
+) -> String {
     let w = s.window_ms;
     let persons = actors_events_sql(db, s, unordered);
     let starts_lit: Vec<String> = starts.iter().map(|b| format!("toInt64({b})")).collect();
     let starts_lit = starts_lit.join(", ");
+    if !s.exclusions.is_empty() {
+        return if unordered {
+            unordered_exclusions_sql(s, &persons, &starts_lit)
+        } else {
+            ordered_exclusions_sql(s, &persons, (from, to), &starts_lit)
+        };
+    }
     if unordered {
         // Every step event is an entry; its result is the number of
         // distinct steps among the events from it (in (time, ingest)
@@ -93,6 +110,173 @@ fn buckets_sql(db: &str, s: &FunnelSpec, to: usize, starts: &[i64], unordered: b
          arrayCount(b -> b <= T[i0], [{starts}]) AS bucket \
          FROM ({persons}) ARRAY JOIN arrayFilter(i -> bitAnd(M[i], toUInt64(1)) != 0, arrayEnumerate(M)) AS i0",
         starts = starts_lit
+    );
+    format!(
+        "SELECT actor, any(person) AS person, any(bdv) AS bd, bucket, max(lvl) AS lvl, max(amb) AS amb \
+         FROM ({entries}) GROUP BY actor, part, bucket"
+    )
+}
+
+/// Full exclusions one actor may have in ordered funnel trends with
+/// exclusions; beyond, the answer is refused (`amb` = 3).
+pub(crate) const EPOCHS: usize = 4;
+
+/// "Never": larger than any event index.
+const INF: &str = "toUInt32(4294967295)";
+
+/// Ordered funnel trends with exclusions (the engine's `actor_buckets`),
+/// same output as [`buckets_sql`] (`lvl` is `to + 1` for a converted
+/// bucket, `from + 1` for an entered one, else 0).
+///
+/// Between two full exclusions (an "epoch": the first starts at the first
+/// event, each next one at the event of a full exclusion, which clears
+/// every open bucket) the engine's per-bucket slots hold what the greedy
+/// chains of the bucket's entries say (`CH{k}[q]`: the event that takes
+/// entry q from step k-1 to step k; the occupant of a slot is the latest
+/// writer, and a chain displaced from a slot runs on with its displacer's
+/// events). An exclusion marks the occupant of slot L when it comes after
+/// the slot's last write; the occupant's next advance is then a full
+/// exclusion instead. So in an epoch, entry q's advance from slot L at
+/// event e = `CH{L}[q]` is a full exclusion iff an exclusion active at L
+/// lies in (last write of the bucket's slot L before e, e]. A bucket
+/// converts at its first clean advance to `to`; its later entries are
+/// ignored, in later epochs too (`CB`: converted buckets). The epoch ends
+/// at the first full exclusion of a bucket not converted before it;
+/// conversions up to that event stay, everything else restarts. At most
+/// [`EPOCHS`] epochs end early (`amb` = 3 beyond); the last one's entries
+/// decide which unconverted buckets were entered.
+fn ordered_exclusions_sql(
+    s: &FunnelSpec,
+    persons: &str,
+    (from, to): (usize, usize),
+    starts: &str,
+) -> String {
+    let w = s.window_ms;
+    let mut layers = vec![
+        "arrayEnumerate(T) AS I".to_string(),
+        format!(
+            "arrayFilter(i -> bitTest(M[i], 0), I) AS EI, arrayEnumerate(EI) AS QI, \
+         arrayMap(i -> toUInt32(arrayCount(b -> b <= T[i], [{starts}])), EI) AS BK, \
+         arrayMap(i -> toUInt32(i), EI) AS CH0, toUInt32(1) AS C1, emptyArrayUInt32() AS CB1"
+        ),
+    ];
+    // Levels L (1-based slot, 1..=to) where some exclusion is active, and
+    // the running count of those exclusion events.
+    let levels: Vec<(usize, u64)> = (1..=to)
+        .map(|l| (l, s.active(l - 1)))
+        .filter(|(_, a)| *a != 0)
+        .collect();
+    let mut xc = Vec::new();
+    for (l, act) in &levels {
+        xc.push(format!(
+            "arrayCumSum(arrayMap(x -> toUInt32(bitAnd(x, toUInt64({act})) != 0), X)) AS XC{l}"
+        ));
+    }
+    if !xc.is_empty() {
+        layers.push(xc.join(", "));
+    }
+    for k in 1..=to {
+        layers.push(format!(
+            "arrayMap((i0, p) -> if(p = 0, toUInt32(0), toUInt32(arrayFirstIndex((t, m, j) -> \
+             bitTest(m, {k}) AND j > p AND t - T[i0] <= {w}, T, M, I))), EI, CH{p}) AS CH{k}",
+            p = k - 1
+        ));
+    }
+    for r in 1..=EPOCHS {
+        layers.push(format!(
+            "arrayMap((i0, bk) -> i0 >= C{r} AND NOT has(CB{r}, bk), EI, BK) AS V{r}"
+        ));
+        // Full exclusion candidates per level.
+        let mut bads = Vec::new();
+        for (l, _) in &levels {
+            bads.push(format!(
+                "arrayMap(q -> V{r}[q] AND CH{l}[q] != 0 AND XC{l}[CH{l}[q]] > XC{l}[arrayReduce('max', \
+                 arrayMap(q2 -> if(V{r}[q2] AND BK[q2] = BK[q] AND CH{p}[q2] != 0 AND CH{p}[q2] < CH{l}[q], \
+                 CH{p}[q2], toUInt32(0)), QI))], QI) AS BAD{r}_{l}",
+                p = l - 1
+            ));
+        }
+        if !bads.is_empty() {
+            layers.push(bads.join(", "));
+        }
+        let clean_conv = if levels.iter().any(|(l, _)| *l == to) {
+            format!(" AND NOT BAD{r}_{to}[q2]")
+        } else {
+            String::new()
+        };
+        layers.push(format!(
+            "arrayMap(q -> arrayReduce('min', arrayMap(q2 -> if(V{r}[q2] AND BK[q2] = BK[q] AND CH{to}[q2] != 0{clean_conv}, \
+             CH{to}[q2], {INF}), QI)), QI) AS EC{r}"
+        ));
+        let mut fulls = vec![format!("[{INF}]")];
+        for (l, _) in &levels {
+            fulls.push(format!(
+                "arrayMap(q -> if(BAD{r}_{l}[q] AND CH{l}[q] < EC{r}[q], CH{l}[q], {INF}), QI)"
+            ));
+        }
+        layers.push(format!(
+            "arrayReduce('min', arrayConcat({})) AS F{r}",
+            fulls.join(", ")
+        ));
+        layers.push(format!(
+            "arrayConcat(CB{r}, arrayFilter((bk, ec) -> ec != {INF} AND ec <= F{r}, BK, EC{r})) AS CB{n}, \
+             if(F{r} = {INF}, C{r}, F{r}) AS C{n}",
+            n = r + 1
+        ));
+    }
+    let last = EPOCHS;
+    let reached = if from == 0 {
+        "1".to_string()
+    } else {
+        format!("CH{from}[q] != 0")
+    };
+    layers.push(format!(
+        "toUInt8(if(F{last} != {INF}, 3, 0)) AS xamb, \
+         arrayMap(q -> toUInt32(if(has(CB{n}, BK[q]), {conv}, if(V{last}[q] AND {reached}, {ent}, 0))), QI) AS LV",
+        n = last + 1,
+        conv = to + 1,
+        ent = from + 1,
+    ));
+    let sql = crate::funnel::layered(persons.to_string(), &["T", "M", "X"], layers);
+    format!(
+        "SELECT actor, any(person) AS person, any(bdv) AS bd, bucket, max(lvl) AS lvl, \
+         max(greatest(amb, xamb)) AS amb FROM \
+         (SELECT actor, person, part, bdv, amb, xamb, lvl, bucket FROM ({sql}) \
+          ARRAY JOIN LV AS lvl, BK AS bucket) \
+         GROUP BY actor, part, bucket"
+    )
+}
+
+/// Unordered funnel trends with exclusions (the engine's
+/// `unordered_buckets`): from each step event (an entry) the unordered
+/// walk over its window, where an exclusion event clears every queue
+/// without recording. Inside one entry's window no queued event slides
+/// out, so the walk records only at completion (every step among the
+/// events of one stretch between exclusions) or at the end: the entry's
+/// result is every step when a stretch completes, else the number of
+/// distinct steps after the window's last exclusion. An event matching
+/// several steps is flagged `amb` (refused), as without exclusions.
+fn unordered_exclusions_sql(s: &FunnelSpec, persons: &str, starts: &str) -> String {
+    let w = s.window_ms;
+    let n = s.steps.len();
+    let full = (1u64 << n) - 1;
+    let pop = |m: &str| {
+        (0..n)
+            .map(|k| format!("(bitAnd({m}, toUInt64({})) != 0)", 1u64 << k))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
+    let entries = format!(
+        "SELECT actor, person, part, bdv, amb, i0, \
+         arrayFilter((x, t, j) -> j >= i0 AND t - T[i0] <= {w}, XS, T, arrayEnumerate(T)) AS WS, \
+         arrayFilter((m, x, t, j) -> x = 0 AND j >= i0 AND t - T[i0] <= {w}, M, X, T, arrayEnumerate(T)) AS WM, \
+         arrayFilter((xs, x, t, j) -> x = 0 AND j >= i0 AND t - T[i0] <= {w}, XS, X, T, arrayEnumerate(T)) AS WG, \
+         arrayExists(g -> arrayReduce('groupBitOr', arrayFilter((m, h) -> h = g, WM, WG)) = toUInt64({full}), WG) AS done, \
+         arrayReduce('groupBitOr', arrayFilter((m, h) -> h = WS[length(WS)], WM, WG)) AS orm, \
+         toUInt32(if(done, {n}, {p})) AS lvl, arrayCount(b -> b <= T[i0], [{starts}]) AS bucket \
+         FROM (SELECT *, arrayCumSum(arrayMap(x -> x != 0, X)) AS XS FROM ({persons}) WHERE NOT ignore(T, M, X, XS)) \
+         ARRAY JOIN arrayFilter(i -> M[i] != 0, arrayEnumerate(M)) AS i0",
+        p = pop("orm")
     );
     format!(
         "SELECT actor, any(person) AS person, any(bdv) AS bd, bucket, max(lvl) AS lvl, max(amb) AS amb \
@@ -143,7 +327,7 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, range: DateRange) -> Result<TrendsR
              FROM ({b}) GROUP BY bd, bucket FORMAT JSON",
             f = c.from + 1,
             t = c.to + 1,
-            b = buckets_sql(ch.database(), &c.spec, c.to, &c.starts, c.unordered)
+            b = buckets_sql(ch.database(), &c.spec, (c.from, c.to), &c.starts, c.unordered)
         ))
         .map_err(QueryError::Backend)?;
     let mut by_value: Vec<(Value, Buckets)> = Vec::new();
@@ -157,7 +341,7 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, range: DateRange) -> Result<TrendsR
             ))
             .map_err(QueryError::Backend)?;
         for row in r["data"].as_array().into_iter().flatten() {
-            by_value.push((row["bdv"].clone(), BTreeMap::new()));
+            by_value.push((crate::bd_output(q, &row["bdv"]), BTreeMap::new()));
         }
     }
     for row in r["data"].as_array().into_iter().flatten() {
@@ -170,7 +354,7 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, range: DateRange) -> Result<TrendsR
         let Some(&b) = c.starts.get(i.wrapping_sub(1)) else {
             continue;
         };
-        let v = row["bd"].clone();
+        let v = crate::bd_output(q, &row["bd"]);
         let conv = row["conv"].as_u64().unwrap_or(0);
         match by_value.iter_mut().find(|(x, _)| *x == v) {
             Some((_, m)) => {
@@ -228,7 +412,7 @@ pub fn persons(
     };
     let mut cond = format!("bucket = {idx} AND {outcome}");
     if let (Some(w), Some(_)) = (&q.breakdown_value, &c.spec.breakdown) {
-        cond.push_str(&format!(" AND {}", crate::persons::bd_match_sql(w)));
+        cond.push_str(&format!(" AND {}", crate::persons::bd_match_sql(q, w)));
     }
     if c.starts.is_empty() {
         cond = "0".into();
@@ -239,7 +423,7 @@ pub fn persons(
         format!(
             "SELECT person, toUInt32(0) AS lvl, emptyArrayInt64() AS times, toUInt64(0) AS bits, amb, hit AS sel FROM \
              (SELECT person, max(amb) AS amb, max(toUInt8({cond})) AS hit FROM ({b}) GROUP BY person)",
-            b = buckets_sql(ch.database(), &c.spec, c.to, &c.starts, c.unordered)
+            b = buckets_sql(ch.database(), &c.spec, (c.from, c.to), &c.starts, c.unordered)
         )
     };
     crate::persons::page(ch, q, n, &rows, c.unordered)
