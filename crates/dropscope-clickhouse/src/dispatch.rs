@@ -32,7 +32,10 @@ fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
     if let Some(a) = q.aggregation.as_deref().map(str::trim) {
         // Correlation also takes group actors (`correlation::group_of`).
         let group = correlation && crate::correlation::group_of(q).is_some();
-        if !a.is_empty() && a != "person" && a != "person_id" && !group {
+        // Funnel trends and persons count and list stage A's actors,
+        // whatever the aggregation (`persons::actors_of`).
+        let staged = matches!(kind, QueryKind::FunnelTrends | QueryKind::FunnelPersons);
+        if !a.is_empty() && a != "person" && a != "person_id" && !group && !staged {
             return unsupported(&format!("aggregation {a:?} with query kind {kind:?}"));
         }
     }

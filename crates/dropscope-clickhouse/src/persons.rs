@@ -36,7 +36,12 @@ pub fn run(
     if let (Some(w), Some(_)) = (&q.breakdown_value, &spec.breakdown) {
         cond.push_str(&format!(" AND {}", bd_match_sql(q, w)));
     }
-    let actors = actors_sql(ch.database(), spec);
+    let who = actors_of(q);
+    let actors = keyed(
+        actors_sql(ch.database(), spec),
+        who,
+        "lvl, times, bits, amb, bd, pord_t, pord_s",
+    );
     let rows = if spec.data.part == Part::None {
         format!("SELECT person, lvl, times, bits, amb, ({cond}) AS sel FROM ({actors})")
     } else {
@@ -49,7 +54,28 @@ pub fn run(
              tuple(1 - sel, pord_t, pord_s) AS k FROM ({actors})) GROUP BY person"
         )
     };
-    page(ch, q, n, &rows, false)
+    page_of(ch, q, n, &rows, false, who)
+}
+
+/// Who a query's actors are: persons, or keys of another aggregation
+/// (`group:N`, `distinct_id`, `event_property:`, `person_property:`),
+/// which the engine lists by their key.
+pub(crate) fn actors_of(q: &FunnelQuery) -> Actors {
+    match q.aggregation.as_deref().map(str::trim) {
+        None | Some("") | Some("person") | Some("person_id") => Actors::Persons,
+        Some(_) => Actors::Keys,
+    }
+}
+
+/// Stage rows with `person` replaced by the actor key for key actors
+/// (`cols`: the other columns to keep).
+pub(crate) fn keyed(rows: String, who: Actors, cols: &str) -> String {
+    match who {
+        Actors::Persons => rows,
+        Actors::Keys => {
+            format!("SELECT actor AS person, {cols} FROM (SELECT actor, {cols} FROM ({rows}))")
+        }
+    }
 }
 
 /// SQL for "the actor's breakdown value `bd` is `want`" (the engine's
@@ -112,21 +138,10 @@ pub(crate) enum Actors {
     Keys,
 }
 
-/// One page of actors. `rows` has columns `person` (see [`Actors`]),
+/// One page of actors (persons or keys, see [`Actors`]). `rows` has columns `person` (see [`Actors`]),
 /// `lvl UInt32`, `bits UInt64` (steps of the path),
 /// `times Array(Int64)`, `amb UInt8` and `sel UInt8` (selected); one row
 /// per actor. Refuses when any actor is `amb`.
-pub(crate) fn page(
-    ch: &ClickHouse,
-    q: &FunnelQuery,
-    n: usize,
-    rows: &str,
-    unordered_trends: bool,
-) -> Result<PersonsResult, QueryError> {
-    page_of(ch, q, n, rows, unordered_trends, Actors::Persons)
-}
-
-/// [`page`] for rows of either kind of actor.
 pub(crate) fn page_of(
     ch: &ClickHouse,
     q: &FunnelQuery,

@@ -417,14 +417,25 @@ pub fn persons(
     if c.starts.is_empty() {
         cond = "0".into();
     }
+    let who = crate::persons::actors_of(q);
     let rows = if c.starts.is_empty() {
         "SELECT toUInt64(0) AS person, toUInt32(0) AS lvl, emptyArrayInt64() AS times, toUInt64(0) AS bits, toUInt8(0) AS amb, toUInt8(0) AS sel WHERE 0".to_string()
     } else {
+        let b = crate::persons::keyed(
+            buckets_sql(
+                ch.database(),
+                &c.spec,
+                (c.from, c.to),
+                &c.starts,
+                c.unordered,
+            ),
+            who,
+            "bd, bucket, lvl, amb",
+        );
         format!(
             "SELECT person, toUInt32(0) AS lvl, emptyArrayInt64() AS times, toUInt64(0) AS bits, amb, hit AS sel FROM \
-             (SELECT person, max(amb) AS amb, max(toUInt8({cond})) AS hit FROM ({b}) GROUP BY person)",
-            b = buckets_sql(ch.database(), &c.spec, (c.from, c.to), &c.starts, c.unordered)
+             (SELECT person, max(amb) AS amb, max(toUInt8({cond})) AS hit FROM ({b}) GROUP BY person)"
         )
     };
-    crate::persons::page(ch, q, n, &rows, c.unordered)
+    crate::persons::page_of(ch, q, n, &rows, c.unordered, who)
 }
