@@ -617,24 +617,6 @@ proptest! {
     }
 }
 
-/// Persons as comparable keys: (sorted distinct ids, furthest step,
-/// matched times), sorted (labels may differ after identity joins).
-type PersonKey = (Vec<String>, Option<usize>, Vec<Option<String>>);
-
-fn persons_keys(p: &dropscope_core::result::PersonsResult) -> (u64, Vec<PersonKey>) {
-    let mut v: Vec<_> = p
-        .persons
-        .iter()
-        .map(|r| {
-            let mut d = r.distinct_ids.clone();
-            d.sort();
-            (d, r.furthest_step, r.matched_times.clone())
-        })
-        .collect();
-    v.sort();
-    (p.total, v)
-}
-
 /// Correlation rows as (name, successes, failures), plus the totals.
 fn correlation_keys(
     c: &dropscope_core::result::CorrelationResult,
@@ -708,7 +690,7 @@ proptest! {
         let same = match (&want, &got) {
             (Ok(QueryResult::FunnelTrends(a)), Ok(QueryResult::FunnelTrends(b))) => a == b,
             (Ok(QueryResult::FunnelPersons(a)), Ok(QueryResult::FunnelPersons(b))) => {
-                persons_keys(a) == persons_keys(b)
+                common::same_persons(a, b, false).is_ok()
             }
             (Ok(QueryResult::Correlation(a)), Ok(QueryResult::Correlation(b))) => {
                 correlation_keys(a) == correlation_keys(b)

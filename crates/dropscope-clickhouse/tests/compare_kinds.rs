@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dropscope_core::event::Event;
 use dropscope_core::query::FunnelQuery;
-use dropscope_core::result::{
-    CorrelationResult, CorrelationRow, PathsResult, PersonsResult, QueryResult,
-};
+use dropscope_core::result::{CorrelationResult, CorrelationRow, PathsResult, QueryResult};
 use dropscope_core::QueryError;
 use dropscope_store::{Record, Store};
 use dropscope_testkit::Backend;
@@ -446,38 +444,6 @@ fn same_correlation(a: &CorrelationResult, b: &CorrelationResult) -> Result<(), 
     Ok(())
 }
 
-/// (sorted distinct ids, furthest step, matched times) of a persons row.
-type PersonKey = (Vec<String>, Option<usize>, Vec<Option<String>>);
-
-/// Persons pages: equal as lists when labels agree (no identity joins);
-/// otherwise (labels may differ: see README) as sets of rows keyed by
-/// their distinct ids, on a single page.
-fn same_persons(a: &PersonsResult, b: &PersonsResult, exact_order: bool) -> Result<(), String> {
-    let key = |p: &PersonsResult| {
-        let mut v: Vec<PersonKey> = p
-            .persons
-            .iter()
-            .map(|r| {
-                let mut d = r.distinct_ids.clone();
-                d.sort();
-                (d, r.furthest_step, r.matched_times.clone())
-            })
-            .collect();
-        if !exact_order {
-            v.sort();
-        }
-        v
-    };
-    let ids = |p: &PersonsResult| p.persons.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
-    if (a.total, a.offset, a.next_offset) != (b.total, b.offset, b.next_offset)
-        || key(a) != key(b)
-        || (exact_order && ids(a) != ids(b))
-    {
-        return Err(format!("persons:\n engine     {a:?}\n clickhouse {b:?}"));
-    }
-    Ok(())
-}
-
 fn same_paths(a: &PathsResult, b: &PathsResult) -> Result<(), String> {
     let ok = a.after_step == b.after_step
         && a.dropped == b.dropped
@@ -524,7 +490,7 @@ fn compare(want: &QueryResult, got: &QueryResult, labels_agree: bool) -> Result<
         }
         (QueryResult::FunnelPersons(a), QueryResult::FunnelPersons(b))
         | (QueryResult::CorrelationPersons(a), QueryResult::CorrelationPersons(b)) => {
-            same_persons(a, b, labels_agree)
+            common::same_persons(a, b, labels_agree)
         }
         (QueryResult::Correlation(a), QueryResult::Correlation(b)) => same_correlation(a, b),
         (QueryResult::Paths(a), QueryResult::Paths(b)) => same_paths(a, b),

@@ -15,19 +15,20 @@
 //! timestamps, so runs of step-1 events, events of several steps and
 //! rule 5's pairing all occur.
 
-use dropscope_core::event::{Event, PersonRecord};
-use dropscope_core::query::FunnelQuery;
+mod common;
+
+use common::{events, force_general_path, funnel, run, store_of};
+use dropscope_core::event::PersonRecord;
 use dropscope_core::result::QueryResult;
 use dropscope_store::{Record, Store};
 use proptest::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-const T0: i64 = 1_620_000_000_000;
 const NAMES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
 const PLANS: [&str; 3] = ["free", "pro", ""];
 
+/// Persons `p{i}` with a `plan` property (none for `""`), then the log.
 fn store(log: &[(u8, u8, i64)], plans: &[u8]) -> Store {
-    let s = Store::in_memory();
     let mut recs: Vec<Record> = plans
         .iter()
         .enumerate()
@@ -43,22 +44,8 @@ fn store(log: &[(u8, u8, i64)], plans: &[u8]) -> Store {
             })
         })
         .collect();
-    recs.extend(log.iter().enumerate().map(|(i, &(person, name, minutes))| {
-        Record::Event(Event {
-            uuid: i as u128 + 1,
-            event: NAMES[name as usize].into(),
-            distinct_id: format!("p{person}"),
-            timestamp: T0 + minutes * 60_000,
-            properties: Map::new(),
-        })
-    }));
-    s.append(&recs).expect("append");
-    s
-}
-
-fn run(s: &Store, q: &Value) -> QueryResult {
-    let q: FunnelQuery = serde_json::from_value(q.clone()).expect("query");
-    dropscope_engine::run_query(&s.snapshot().expect("snapshot"), &q).expect("run")
+    recs.extend(events(log, &NAMES));
+    store_of(&recs)
 }
 
 /// A correlation query over `steps` (name indexes) with every row shown
@@ -70,30 +57,14 @@ fn query(
     range: Option<(i64, i64)>,
     correlation: Value,
 ) -> Value {
-    let fmt = |m: i64| {
-        chrono::DateTime::from_timestamp_millis(T0 + m * 60_000)
-            .expect("ts")
-            .to_rfc3339()
-    };
-    let (from, to) = match range {
-        Some((a, b)) => (json!(fmt(a)), json!(fmt(b))),
-        None => (json!("all"), Value::Null),
-    };
     let mut corr = json!({"min_person_count": 0, "min_person_percentage": 0, "top": 100});
     for (k, v) in correlation.as_object().expect("object") {
         corr[k] = v.clone();
     }
-    json!({
-        "kind": "correlation",
-        "steps": steps.iter().map(|&s| json!({"event": NAMES[s as usize]})).collect::<Vec<_>>(),
-        "order": if strict { "strict" } else { "ordered" },
-        "window": {"value": window_min, "unit": "minute"},
-        "date_from": from,
-        "date_to": to,
-        "explicit_date": true,
-        "now": fmt(60),
-        "correlation": corr,
-    })
+    let mut q = funnel(steps, &NAMES, strict, window_min, range);
+    q["kind"] = json!("correlation");
+    q["correlation"] = corr;
+    q
 }
 
 fn kinds() -> impl Strategy<Value = Value> {
@@ -105,9 +76,7 @@ fn kinds() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256)
-    ))]
+    #![proptest_config(ProptestConfig::with_cases(common::cases()))]
 
     #[test]
     fn kernel_path_equals_general_path(
@@ -129,7 +98,7 @@ proptest! {
         }
         let fast = query(&steps, strict, window, range, corr);
         let mut general = fast.clone();
-        general["exclusions"] = json!([{"event": "never-stored", "from_step": 0, "to_step": steps.len() - 1}]);
+        force_general_path(&mut general, steps.len());
         let (a, b) = (run(&s, &fast), run(&s, &general));
         prop_assert_eq!(
             serde_json::to_value(&a).expect("json"),
@@ -149,7 +118,7 @@ proptest! {
         let s = store(&log, &[]);
         let mut q = query(&steps, strict, window, range, json!({"type": "events"}));
         if general {
-            q["exclusions"] = json!([{"event": "never-stored", "from_step": 0, "to_step": steps.len() - 1}]);
+            force_general_path(&mut q, steps.len());
         }
         let QueryResult::Correlation(res) = run(&s, &q) else {
             panic!("not a correlation result");

@@ -280,7 +280,7 @@ impl State {
         // Keep the memtable's capacity: capture refills it right away, and
         // growing it again from empty costs fresh pages and copies (first
         // touches of fresh memory were ~13% of capture CPU, BENCHMARKS.md).
-        // The memory is the same the memtable reaches before each flush.
+        // Appends seal it every 64k events, which bounds what is kept.
         self.memtable.clear();
         self.runs.push(run.clone());
         Some(run)

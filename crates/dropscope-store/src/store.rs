@@ -143,7 +143,7 @@ struct Mem {
     /// Meta-log frames of records applied since the last flush.
     meta: Vec<u8>,
     /// The store has a disk: records go to the meta log, runs to segments.
-    track_meta: bool,
+    on_disk: bool,
     /// Runs that live in segment files, by `Arc` address.
     segs: HashMap<usize, SegFile>,
     /// Events applied since the last flush.
@@ -185,6 +185,12 @@ struct Disk {
 const FLUSH_RETRY: Duration = Duration::from_secs(1);
 
 impl Disk {
+    /// `unflushed` events are enough for a flush, and an earlier failure is
+    /// not too recent to try again.
+    fn flush_wanted(&self, unflushed: usize) -> bool {
+        unflushed >= self.opts.flush_threshold && self.flush_retry_due()
+    }
+
     fn flush_retry_due(&self) -> bool {
         match self.flush_failed.lock() {
             Ok(f) => f.as_ref().is_none_or(|(t, _)| t.elapsed() >= FLUSH_RETRY),
@@ -220,11 +226,11 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StoreError> {
 }
 
 impl Mem {
-    fn new(track_meta: bool) -> Mem {
+    fn new(on_disk: bool) -> Mem {
         Mem {
             st: State::new(),
             meta: Vec::new(),
-            track_meta,
+            on_disk,
             segs: HashMap::new(),
             unflushed: 0,
             cutting: HashSet::new(),
@@ -285,13 +291,13 @@ impl Mem {
                     match r {
                         Record::Event(e) => {
                             self.unflushed += 1;
-                            if self.track_meta {
+                            if self.on_disk {
                                 if let Some(p) = meta_projection(e, self.st.last) {
                                     encode_frame(&Record::Event(p), &mut self.meta);
                                 }
                             }
                         }
-                        other if self.track_meta => encode_frame(other, &mut self.meta),
+                        other if self.on_disk => encode_frame(other, &mut self.meta),
                         _ => {}
                     }
                 }
@@ -310,7 +316,7 @@ impl Mem {
     /// snapshot merges them as it always does); without one nothing flushes,
     /// so the chunks are merged here the way snapshots merge.
     fn seal_chunk(&mut self) {
-        if self.track_meta {
+        if self.on_disk {
             self.st.seal();
         } else {
             self.seal_and_merge();
@@ -380,7 +386,7 @@ impl Core {
             }
             res
         })??;
-        if unflushed >= d.opts.flush_threshold && d.flush_retry_due() {
+        if d.flush_wanted(unflushed) {
             // With a background thread, it flushes and no request waits for
             // the segment to be merged and written (one request per flush
             // took ~2.5 s under capture load). Without one, one appender
@@ -388,17 +394,25 @@ impl Core {
             // the WAL whatever the flush does: a failed flush (a full disk,
             // say) is logged and retried later, not reported as a failed
             // append.
-            if let Some(sig) = &d.signal {
-                sig.poke();
-            } else if let Ok(g) = d.flush_lock.try_lock() {
-                let res = self.flush_locked(d, g);
-                d.note_flush(&res);
-                if let Err(e) = res {
-                    tracing::warn!("flush failed; the events stay in the write-ahead log: {e}");
-                }
+            match &d.signal {
+                Some(sig) => sig.poke(),
+                None => self.try_flush(d),
             }
         }
         Ok(stats)
+    }
+
+    /// Flushes unless another flush is running; a failure is logged and
+    /// noted for the retry delay, never returned (the events stay in the
+    /// WAL).
+    fn try_flush(&self, d: &Disk) {
+        if let Ok(g) = d.flush_lock.try_lock() {
+            let res = self.flush_locked(d, g);
+            d.note_flush(&res);
+            if let Err(e) = res {
+                tracing::warn!("flush failed; the events stay in the write-ahead log: {e}");
+            }
+        }
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -531,13 +545,6 @@ impl Core {
             }
         }
         Ok(())
-    }
-
-    /// Enough events wait for a flush, and an earlier failure is not too
-    /// recent to try again.
-    fn flush_due(&self, d: &Disk) -> bool {
-        let unflushed = self.mem.lock().map(|m| m.unflushed).unwrap_or(0);
-        unflushed >= d.opts.flush_threshold && d.flush_retry_due()
     }
 
     fn segment_count(&self) -> usize {
@@ -733,16 +740,9 @@ impl Worker {
                     s.0 = false;
                 }
                 let Some(d) = &core.disk else { return };
-                if core.flush_due(d) {
-                    if let Ok(g) = d.flush_lock.try_lock() {
-                        let res = core.flush_locked(d, g);
-                        d.note_flush(&res);
-                        if let Err(e) = res {
-                            tracing::warn!(
-                                "flush failed; the events stay in the write-ahead log: {e}"
-                            );
-                        }
-                    }
+                let unflushed = core.mem.lock().map(|m| m.unflushed).unwrap_or(0);
+                if d.flush_wanted(unflushed) {
+                    core.try_flush(d);
                 }
                 if core.segment_count() > d.opts.compaction_threshold {
                     let res = core.compact();

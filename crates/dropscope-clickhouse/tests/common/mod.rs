@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dropscope_clickhouse::ClickHouse;
 use dropscope_core::query::FunnelQuery;
-use dropscope_core::result::{BreakdownRow, FunnelResult, QueryResult, StepResult};
+use dropscope_core::result::{BreakdownRow, FunnelResult, PersonsResult, QueryResult, StepResult};
 use dropscope_core::QueryError;
 use dropscope_store::Record;
 use dropscope_testkit::Backend;
@@ -144,6 +144,38 @@ pub fn same_curve(a: &FunnelResult, b: &FunnelResult) -> Result<(), String> {
             "curve: engine {:?}, clickhouse {:?}",
             a.conversion_curve, b.conversion_curve
         ));
+    }
+    Ok(())
+}
+
+/// (sorted distinct ids, furthest step, matched times) of a persons row.
+pub type PersonKey = (Vec<String>, Option<usize>, Vec<Option<String>>);
+
+/// Persons pages: equal as lists when labels agree (no identity joins);
+/// otherwise (labels may differ: see README) as sets of rows keyed by
+/// their distinct ids, on a single page.
+pub fn same_persons(a: &PersonsResult, b: &PersonsResult, exact_order: bool) -> Result<(), String> {
+    let key = |p: &PersonsResult| {
+        let mut v: Vec<PersonKey> = p
+            .persons
+            .iter()
+            .map(|r| {
+                let mut d = r.distinct_ids.clone();
+                d.sort();
+                (d, r.furthest_step, r.matched_times.clone())
+            })
+            .collect();
+        if !exact_order {
+            v.sort();
+        }
+        v
+    };
+    let ids = |p: &PersonsResult| p.persons.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    if (a.total, a.offset, a.next_offset) != (b.total, b.offset, b.next_offset)
+        || key(a) != key(b)
+        || (exact_order && ids(a) != ids(b))
+    {
+        return Err(format!("persons:\n engine     {a:?}\n clickhouse {b:?}"));
     }
     Ok(())
 }
