@@ -198,17 +198,21 @@ impl KeyCtx {
             (CorrelationType::Events, Some(n)) => n.clone(),
             _ => Vec::new(),
         };
-        let mut missing_names = Vec::new();
-        let named = names
-            .iter()
-            .filter(|n| n.as_str() != "$all")
-            .map(|n| {
-                d.keys.get(n).unwrap_or_else(|| {
-                    missing_names.push(n.clone());
-                    u32::MAX - missing_names.len() as u32
-                })
-            })
-            .collect();
+        // Each name once: a repeated name is one row, not two rows with the
+        // same name whose counts would be summed (and then exceed the
+        // number of actors).
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut missing_names: Vec<String> = Vec::new();
+        let mut named: Vec<u32> = Vec::new();
+        for n in names.iter().filter(|n| n.as_str() != "$all") {
+            if !seen.insert(n.as_str()) {
+                continue;
+            }
+            named.push(d.keys.get(n).unwrap_or_else(|| {
+                missing_names.push(n.clone());
+                u32::MAX - missing_names.len() as u32
+            }));
+        }
         let props = KeyCtx {
             step_ids: step_event_ids(plan),
             event_names: opts
@@ -286,12 +290,20 @@ impl KeyCtx {
     }
 }
 
-/// A value id, or MISSING when its string form is empty.
+/// The id that stands for a value's string form in row keys: MISSING when
+/// the form is empty, else the id of the string with that form when one is
+/// stored (`1` and `"1"` are one row, so they must be one key: an actor
+/// with both is still one actor of that row), else the value's own id.
 fn canonical_value(plan: &Plan<'_>, v: u32) -> u32 {
-    if value_str(plan.dicts.values.resolve(v)).is_empty() {
+    let tagged = plan.dicts.values.resolve(v);
+    let form = value_str(tagged);
+    if form.is_empty() {
         MISSING
-    } else {
+    } else if tagged.starts_with('s') {
         v
+    } else {
+        // Only non-string values pay for this lookup's allocation.
+        plan.dicts.values.get(&format!("s{form}")).unwrap_or(v)
     }
 }
 
@@ -592,10 +604,11 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
         e.0 .1 += f;
         e.1.push(k);
     }
-    let named: Vec<(String, (u64, u64), Vec<Key>)> = named
+    let mut named: Vec<(String, (u64, u64), Vec<Key>)> = named
         .into_iter()
         .map(|(name, (c, ks))| (name, c, ks))
         .collect();
+    recount_shared_names(&mut named, &parts);
     let (mut rows, row_keys): (Vec<CorrelationRow>, Vec<Vec<Key>>) =
         tested_rows(named, big_s, big_f, &opts).into_iter().unzip();
     let cand = adjust_candidates(&rows, opts.adjusted_top_k.unwrap_or(20), actors);
@@ -607,6 +620,46 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
         simpson(&mut rows, &row_keys, &parts);
     }
     Ok(finish(rows, big_s, big_f, &opts, from_step, to_step))
+}
+
+/// The counts of the rows that several keys share a name with (`1` and
+/// `"1"` are canonicalised earlier, but names can still meet, as key
+/// `a::b` with value `c` and key `a` with value `b::c`): summing their
+/// keys' counts would count an actor having two of them twice, so these
+/// rows are recounted as the number of distinct actors having any of
+/// their keys. Rare, so it costs nothing when no names are shared.
+fn recount_shared_names(named: &mut [(String, (u64, u64), Vec<Key>)], parts: &[Part]) {
+    let mut group: FxHashMap<Key, usize> = FxHashMap::default();
+    for (i, (_, _, keys)) in named.iter().enumerate() {
+        if keys.len() > 1 {
+            group.extend(keys.iter().map(|&k| (k, i)));
+        }
+    }
+    if group.is_empty() {
+        return;
+    }
+    let mut counts: FxHashMap<usize, (u64, u64)> = FxHashMap::default();
+    let mut hit: Vec<usize> = Vec::new();
+    for part in parts {
+        for (o, events, others) in part.actors() {
+            hit.clear();
+            let event_keys = events.iter().map(|&e| key(K_EVENT, 0, 0, e));
+            for k in event_keys.chain(others.iter().copied()) {
+                if let Some(&i) = group.get(&k) {
+                    hit.push(i);
+                }
+            }
+            hit.sort_unstable();
+            hit.dedup();
+            for &i in &hit {
+                let c = counts.entry(i).or_default();
+                *c = count(*c, o.success);
+            }
+        }
+    }
+    for (i, c) in counts {
+        named[i].1 = c;
+    }
 }
 
 /// The answer when one side is empty: no rows, `skewed`.
@@ -942,7 +995,24 @@ pub fn correlation_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError>
     let prop_ctx = pf.property.as_ref().map(|prop| {
         let mut o = opts.clone();
         o.kind = CorrelationType::Properties;
-        o.names = Some(vec![prop.split("::").next().unwrap_or("").to_string()]);
+        // The row's key is a prefix of `key::value` ending before a `::`;
+        // keys can hold `::` themselves, so every such prefix the query
+        // looks at is a name.
+        let asked = match (opts.kind, &opts.with_person_properties) {
+            (CorrelationType::Events, Some(n)) => Some(n.clone()),
+            _ => opts.names.clone(),
+        };
+        let looked_at = |k: &str| {
+            asked
+                .as_ref()
+                .is_none_or(|n| n.iter().any(|x| x == "$all" || x == k))
+        };
+        o.names = Some(
+            prop.match_indices("::")
+                .map(|(i, _)| prop[..i].to_string())
+                .filter(|k| looked_at(k))
+                .collect(),
+        );
         o.with_person_properties = None;
         let ctx = KeyCtx::new(plan, &o);
         (o, ctx)

@@ -11,6 +11,12 @@
 //!    number of converted and dropped actors that `correlation_persons`
 //!    lists for that row, which scans every event of each actor.
 //!
+//! 3. Property and event-property rows count distinct actors even where
+//!    several stored values or keys share a row name (`1` and `"1"`; key
+//!    `a::b` = `c` and key `a` = `b::c`) and where `names` repeats a
+//!    name: each row's counts equal the actors `correlation_persons`
+//!    lists for it, and never exceed the totals (a fuzz-found panic).
+//!
 //! Logs are random with few persons, few event names and many identical
 //! timestamps, so runs of step-1 events, events of several steps and
 //! rule 5's pairing all occur.
@@ -18,7 +24,7 @@
 mod common;
 
 use common::{events, force_general_path, funnel, run, store_of};
-use dropscope_core::event::PersonRecord;
+use dropscope_core::event::{Event, PersonRecord};
 use dropscope_core::result::QueryResult;
 use dropscope_store::{Record, Store};
 use proptest::prelude::*;
@@ -65,6 +71,58 @@ fn query(
     q["kind"] = json!("correlation");
     q["correlation"] = corr;
     q
+}
+
+/// Values whose string forms meet: `1` and `"1"`, `true` and `"true"`,
+/// and `b::c` that makes key `a` = `b::c` read like key `a::b` = `c`.
+fn shared_value(i: u8) -> Value {
+    [
+        json!(1),
+        json!("1"),
+        json!(true),
+        json!("true"),
+        json!("b::c"),
+        json!("c"),
+    ][i as usize]
+        .clone()
+}
+
+/// Persons with properties under keys `a`, `a::b` and `n`, and events
+/// with a property `x`, all of [`shared_value`]s.
+fn store_with_shared_names(log: &[(u8, u8, i64, u8)], persons: &[(u8, u8, u8)]) -> Store {
+    let mut recs: Vec<Record> = persons
+        .iter()
+        .enumerate()
+        .map(|(i, &(a, ab, n))| {
+            let mut props = serde_json::Map::new();
+            props.insert("a".into(), shared_value(a));
+            if ab < 6 {
+                props.insert("a::b".into(), shared_value(ab));
+            }
+            props.insert("n".into(), shared_value(n % 4));
+            Record::Person(PersonRecord {
+                id: format!("p{i}"),
+                distinct_ids: vec![format!("p{i}")],
+                properties: props,
+            })
+        })
+        .collect();
+    recs.extend(
+        log.iter()
+            .enumerate()
+            .map(|(i, &(person, name, minutes, x))| {
+                let mut props = serde_json::Map::new();
+                props.insert("x".into(), shared_value(x));
+                Record::Event(Event {
+                    uuid: i as u128 + 1,
+                    event: NAMES[name as usize].into(),
+                    distinct_id: format!("p{person}"),
+                    timestamp: common::T0 + minutes * 60_000,
+                    properties: props,
+                })
+            }),
+    );
+    store_of(&recs)
 }
 
 fn kinds() -> impl Strategy<Value = Value> {
@@ -130,6 +188,50 @@ proptest! {
                 pq["kind"] = json!("correlation_persons");
                 pq["persons_for"] = json!({"event": row.event, "converted": converted});
                 pq["limit"] = json!(1000);
+                let QueryResult::CorrelationPersons(p) = run(&s, &pq) else {
+                    panic!("not a persons result");
+                };
+                prop_assert_eq!(p.total, count, "row {} converted {}", row.event, converted);
+            }
+        }
+    }
+
+    #[test]
+    fn rows_sharing_a_name_count_distinct_actors(
+        log in prop::collection::vec((0u8..8, 0u8..5, 0i64..40, 0u8..6), 0..120),
+        persons in prop::collection::vec((0u8..6, 0u8..8, 0u8..6), 8),
+        steps in prop::collection::vec(0u8..3, 2..4),
+        names in prop::collection::vec(
+            prop::sample::select(vec!["a", "a::b", "n", "missing", "$all"]), 1..8),
+        event_props in any::<bool>(),
+    ) {
+        let s = store_with_shared_names(&log, &persons);
+        let corr = if event_props {
+            json!({"type": "event_with_properties", "event_names": NAMES})
+        } else {
+            json!({"type": "properties", "names": names})
+        };
+        let q = query(&steps, false, 30, None, corr);
+        let QueryResult::Correlation(res) = run(&s, &q) else {
+            panic!("not a correlation result");
+        };
+        let mut seen = std::collections::HashSet::new();
+        for row in res.events.iter().chain(&res.low_support) {
+            prop_assert!(seen.insert(row.event.clone()), "row {} twice", row.event);
+            prop_assert!(row.success_count <= res.success_total, "row {}", row.event);
+            prop_assert!(row.failure_count <= res.failure_total, "row {}", row.event);
+            for (converted, count) in [(true, row.success_count), (false, row.failure_count)] {
+                let mut pq = q.clone();
+                pq["kind"] = json!("correlation_persons");
+                pq["limit"] = json!(1000);
+                pq["persons_for"] = if event_props {
+                    // `event::x::value`: the event's rows with that `x`.
+                    let (event, value) = row.event.split_once("::x::").expect("event row");
+                    json!({"event": event, "converted": converted, "properties": [
+                        {"key": "x", "value": value, "operator": "exact", "type": "event"}]})
+                } else {
+                    json!({"property": row.event, "converted": converted})
+                };
                 let QueryResult::CorrelationPersons(p) = run(&s, &pq) else {
                     panic!("not a persons result");
                 };
