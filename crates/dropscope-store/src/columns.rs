@@ -5,6 +5,13 @@
 //! into runs; the memtable is sealed into a run for each snapshot.
 //! [`EventsView`] is a borrowed, person-local window over columns, the only
 //! thing the query engine sees.
+//!
+//! A run's columns are [`Col`]s: owned vectors for runs built in memory,
+//! or slices of a memory-mapped segment file (format version 2), so that a
+//! query touches only the columns it reads and the rest stays on disk.
+
+use std::ops::{Deref, Range};
+use std::sync::Arc;
 
 /// Owned event columns. Properties are stored as a flat list of
 /// (key id, value id) pairs; event `i` owns pairs
@@ -184,15 +191,138 @@ impl<'a> EventsView<'a> {
     }
 }
 
+/// One column of a run: an owned vector, or a range of a mapped segment
+/// file holding `T`s in native (little-endian) layout, aligned for `T`
+/// (checked when the segment is opened: see `segment::map_segment`).
+pub enum Col<T> {
+    Owned(Vec<T>),
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        bytes: Range<usize>,
+    },
+}
+
+impl<T: bytemuck::Pod> Deref for Col<T> {
+    type Target = [T];
+
+    #[inline]
+    fn deref(&self) -> &[T] {
+        match self {
+            Col::Owned(v) => v,
+            // Alignment and size were checked when the column was mapped,
+            // so this cast cannot fail.
+            Col::Mapped { map, bytes } => bytemuck::cast_slice(&map[bytes.clone()]),
+        }
+    }
+}
+
+impl<T> Default for Col<T> {
+    fn default() -> Self {
+        Col::Owned(Vec::new())
+    }
+}
+
+impl<T: bytemuck::Pod> std::fmt::Debug for Col<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Col::Owned(v) => write!(f, "Owned({} values)", v.len()),
+            Col::Mapped { bytes, .. } => write!(f, "Mapped({bytes:?})"),
+        }
+    }
+}
+
+impl<T> Col<T> {
+    /// Heap bytes held (a mapped column holds none: its pages belong to the
+    /// page cache).
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Col::Owned(v) => v.capacity() * std::mem::size_of::<T>(),
+            Col::Mapped { .. } => 0,
+        }
+    }
+}
+
+/// A run's event columns (see [`EventColumns`] for what each holds).
+#[derive(Debug, Default)]
+pub struct RunColumns {
+    pub ts: Col<i64>,
+    pub seq: Col<u64>,
+    pub event: Col<u32>,
+    pub did: Col<u32>,
+    pub uuid: Col<u128>,
+    pub prop_start: Col<u32>,
+    pub prop_key: Col<u32>,
+    pub prop_val: Col<u32>,
+}
+
+impl From<EventColumns> for RunColumns {
+    fn from(c: EventColumns) -> Self {
+        RunColumns {
+            ts: Col::Owned(c.ts),
+            seq: Col::Owned(c.seq),
+            event: Col::Owned(c.event),
+            did: Col::Owned(c.did),
+            uuid: Col::Owned(c.uuid),
+            prop_start: Col::Owned(c.prop_start),
+            prop_key: Col::Owned(c.prop_key),
+            prop_val: Col::Owned(c.prop_val),
+        }
+    }
+}
+
+impl RunColumns {
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// A view of events `start..end`.
+    pub fn view_range(&self, start: usize, end: usize) -> EventsView<'_> {
+        EventsView {
+            ts: &self.ts[start..end],
+            seq: &self.seq[start..end],
+            event: &self.event[start..end],
+            did: &self.did[start..end],
+            uuid: &self.uuid[start..end],
+            prop_start: &self.prop_start[start..=end],
+            prop_key: &self.prop_key,
+            prop_val: &self.prop_val,
+        }
+    }
+
+    /// A view of all events.
+    pub fn view(&self) -> EventsView<'_> {
+        self.view_range(0, self.len())
+    }
+
+    /// Heap bytes held by the columns (none for mapped ones).
+    pub fn heap_bytes(&self) -> usize {
+        self.ts.heap_bytes()
+            + self.seq.heap_bytes()
+            + self.event.heap_bytes()
+            + self.did.heap_bytes()
+            + self.uuid.heap_bytes()
+            + self.prop_start.heap_bytes()
+            + self.prop_key.heap_bytes()
+            + self.prop_val.heap_bytes()
+    }
+}
+
 /// Events sorted by (person, ts, seq), with the person index.
 #[derive(Debug, Default)]
 pub struct Run {
-    pub cols: EventColumns,
+    pub cols: RunColumns,
     /// Person ids (as of when the run was built), ascending.
     pub persons: Vec<u32>,
     /// `persons.len() + 1` offsets: person `persons[i]` owns events
     /// `person_start[i] .. person_start[i + 1]`.
     pub person_start: Vec<u32>,
+    /// For a run that is a segment: its uuids, ascending (deduplication
+    /// looks events up here; see `State`). `None` for runs only in memory.
+    pub uuid_sorted: Option<Col<u128>>,
 }
 
 impl Run {
@@ -220,9 +350,10 @@ impl Run {
         }
         person_start.push(n as u32);
         Run {
-            cols: out,
+            cols: out.into(),
             persons,
             person_start,
+            uuid_sorted: None,
         }
     }
 
@@ -306,9 +437,10 @@ impl Run {
         }
         person_start.push(cols.len() as u32);
         Run {
-            cols,
+            cols: cols.into(),
             persons,
             person_start,
+            uuid_sorted: None,
         }
     }
 

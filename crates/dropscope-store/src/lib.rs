@@ -18,9 +18,15 @@
 //! assert_eq!(snap.actor_count(), 1);
 //! ```
 
+// Segment columns are mapped in place (segment.rs): their bytes are
+// little-endian values.
+#[cfg(target_endian = "big")]
+compile_error!("dropscope's store maps little-endian segment files in place");
+
 pub mod codec;
 pub mod columns;
 pub mod dict;
+pub mod dictlog;
 pub mod error;
 pub mod identity;
 pub mod meta;

@@ -6,7 +6,7 @@
 //! ```text
 //! manifest := "DSCOPE-MANIFEST 1 " crc32-of-json:8 hex digits "\n" json
 //! json     := {"segments": [file names], "wal_start": gen, "meta_len": bytes,
-//!              "next_segment": id}
+//!              "next_segment": id, "dict_len": bytes}
 //! ```
 //!
 //! Files named in `segments` are the live segments; WAL generations
@@ -47,6 +47,10 @@ pub struct Manifest {
     pub wal_start: u64,
     pub meta_len: u64,
     pub next_segment: u64,
+    /// Committed length of `dicts.log` (dictlog.rs); 0 for stores written
+    /// before it existed.
+    #[serde(default)]
+    pub dict_len: u64,
 }
 
 impl Manifest {

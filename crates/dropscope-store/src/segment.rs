@@ -1,31 +1,31 @@
-//! Immutable segment files: one sealed [`Run`] in columns, self-contained.
+//! Immutable segment files: one sealed [`Run`] in columns.
 //!
-//! # On-disk format (version 1)
+//! # On-disk format (version 2, written since 2026-12)
 //!
-//! All integers little-endian. Dictionary ids in a segment are *local* to it:
-//! the file carries the strings for every id it uses, and loading remaps them
-//! to the open store's global [`Dicts`].
+//! All integers little-endian. Dictionary ids are the store's *global* ids:
+//! the dictionaries are persisted in `dicts.log` (dictlog.rs), which is
+//! replayed before any segment is opened, and every id a segment uses is in
+//! that log before the segment is written. So a segment's columns are used
+//! in place: the file is memory-mapped and a run's columns are slices of
+//! it ([`crate::columns::Col`]); a query touches only the columns it reads.
 //!
 //! ```text
-//! file         := header section{14} footer
-//! header       := magic:"DSCOPSEG" version:u32 (=1) flags:u32 (=0)        -- 16 bytes
-//! section      := raw bytes; sections follow each other in this order:
+//! file         := header (pad section){11} footer
+//! header       := magic:"DSCOPSEG" version:u32 (=2) flags:u32 (=0)        -- 16 bytes
+//! pad          := zero bytes up to the next multiple of 16
+//! section      := raw bytes, in this order:
 //!    0 ts           i64{n}        event timestamps, ms UTC
 //!    1 seq          u64{n}        ingest order
-//!    2 event        u32{n}        local event-name id
-//!    3 did          u32{n}        local distinct-id id
+//!    2 event        u32{n}        event-name id
+//!    3 did          u32{n}        distinct-id id
 //!    4 uuid         u128{n}
 //!    5 prop_start   u32{n+1}      event i owns props prop_start[i]..prop_start[i+1]
-//!    6 prop_key     u32{m}        local key id
-//!    7 prop_val     u32{m}        local value id
-//!    8 person_did   u32{p}        per person block: local id of its representative
-//!                                 distinct id (the one that created the person)
+//!    6 prop_key     u32{m}        key id
+//!    7 prop_val     u32{m}        value id
+//!    8 person_did   u32{p}        per person block: the distinct id that
+//!                                 created its person
 //!    9 person_start u32{p+1}      block j owns events person_start[j]..person_start[j+1]
-//!   10 dict_events  strs
-//!   11 dict_dids    strs
-//!   12 dict_keys    strs
-//!   13 dict_values  strs          tagged values (dict.rs)
-//! strs         := count:u32 (len:u32 utf8{len}){count}
+//!   10 uuid_sorted  u128{n}       the uuids again, ascending (deduplication)
 //! footer       := n:u64 m:u64 p:u64 nsec:u32 (offset:u64 len:u64 crc32:u32){nsec}
 //!                 footer_crc:u32  -- crc32 of the footer bytes before it
 //!                 footer_len:u32  -- number of footer bytes before footer_crc
@@ -38,15 +38,27 @@
 //! person id, so the layout stays correct after later identity joins (they
 //! only merge persons; the snapshot resolves blocks to canonical persons).
 //!
+//! Opening a segment reads it once with plain reads (not through the map,
+//! so the pages do not count against the process): every section's
+//! checksum, ids in range of the dictionaries, offsets monotone, the uuid
+//! list sorted. Any mismatch (magic, version, sizes, checksums, ids out of
+//! range) is a [`StoreError::Corrupt`] naming the file.
+//!
+//! Version 1 (the format before the dictionary log) carried its own
+//! dictionary: sections 0–9 as above with ids local to the file, then four
+//! string tables (`count:u32 (len:u32 utf8{len}){count}`: event names,
+//! distinct ids, keys, tagged values), no padding, 14 sections. Such files
+//! are still read (decoded into memory and remapped to global ids); the
+//! next compaction rewrites them as version 2.
+//!
 //! Files are written to `<name>.tmp`, fsynced, renamed, and the directory is
-//! fsynced. Any mismatch on load (magic, version, sizes, checksums, ids out
-//! of range) is a [`StoreError::Corrupt`] naming the file.
+//! fsynced.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use crate::columns::{EventColumns, Run};
+use crate::columns::{Col, EventColumns, Run};
 use crate::dict::{Dicts, Interner};
 use crate::error::StoreError;
 use crate::identity::Identity;
@@ -54,8 +66,11 @@ use crate::wal::{io_err, sync_dir};
 
 pub const SEG_MAGIC: &[u8; 8] = b"DSCOPSEG";
 pub const END_MAGIC: &[u8; 8] = b"DSCOPEND";
-pub const VERSION: u32 = 1;
-const NSEC: usize = 14;
+/// The version written.
+pub const VERSION: u32 = 2;
+const NSEC_V1: usize = 14;
+const NSEC: usize = 11;
+const ALIGN: usize = 16;
 
 pub fn segment_name(id: u64) -> String {
     format!("seg-{id:08}.dss")
@@ -106,10 +121,69 @@ fn put<T: Copy, const N: usize>(xs: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
     out
 }
 
-/// Encodes a run as a segment file image. `rep_did(person)` gives the
-/// global distinct id that created each person of `run.persons`.
-/// The dictionaries are read-locked only to copy out the strings used.
-pub fn encode_segment(run: &Run, dicts: &Dicts, rep_did: impl Fn(u32) -> u32) -> Vec<u8> {
+/// Encodes a run as a segment file image (version 2, global ids).
+/// `rep_did(person)` gives the distinct id that created each person of
+/// `run.persons`.
+pub fn encode_segment(run: &Run, rep_did: impl Fn(u32) -> u32) -> Vec<u8> {
+    let c = &run.cols;
+    let rep: Vec<u32> = run.persons.iter().map(|&p| rep_did(p)).collect();
+    let mut prop_start = c.prop_start.to_vec();
+    if prop_start.is_empty() {
+        prop_start.push(0);
+    }
+    let mut person_start = run.person_start.clone();
+    if person_start.is_empty() {
+        person_start.push(0);
+    }
+    let mut sorted = c.uuid.to_vec();
+    sorted.sort_unstable();
+    let sections: [Vec<u8>; NSEC] = [
+        put(&c.ts, i64::to_le_bytes),
+        put(&c.seq, u64::to_le_bytes),
+        put(&c.event, u32::to_le_bytes),
+        put(&c.did, u32::to_le_bytes),
+        put(&c.uuid, u128::to_le_bytes),
+        put(&prop_start, u32::to_le_bytes),
+        put(&c.prop_key, u32::to_le_bytes),
+        put(&c.prop_val, u32::to_le_bytes),
+        put(&rep, u32::to_le_bytes),
+        put(&person_start, u32::to_le_bytes),
+        put(&sorted, u128::to_le_bytes),
+    ];
+    let total: usize = sections.iter().map(|s| s.len() + ALIGN).sum();
+    let mut out = Vec::with_capacity(16 + total + 64 + NSEC * 20);
+    out.extend_from_slice(SEG_MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut index = Vec::new();
+    for s in &sections {
+        out.resize(out.len().next_multiple_of(ALIGN), 0);
+        index.push((out.len() as u64, s.len() as u64, crc32fast::hash(s)));
+        out.extend_from_slice(s);
+    }
+    let fstart = out.len();
+    out.extend_from_slice(&(c.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(c.prop_key.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(run.persons.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(NSEC as u32).to_le_bytes());
+    for (off, len, crc) in index {
+        out.extend_from_slice(&off.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&crc.to_le_bytes());
+    }
+    let flen = (out.len() - fstart) as u32;
+    let fcrc = crc32fast::hash(&out[fstart..]);
+    out.extend_from_slice(&fcrc.to_le_bytes());
+    out.extend_from_slice(&flen.to_le_bytes());
+    out.extend_from_slice(END_MAGIC);
+    out
+}
+
+/// Encodes a run in the version 1 format (its own dictionaries, local
+/// ids). Nothing writes it any more; it is kept so that tests can make the
+/// files older stores hold and check they are still read.
+#[doc(hidden)]
+pub fn encode_segment_v1(run: &Run, dicts: &Dicts, rep_did: impl Fn(u32) -> u32) -> Vec<u8> {
     let c = &run.cols;
     let (mut ev, mut did, mut key, mut val) = (
         Local::default(),
@@ -122,7 +196,7 @@ pub fn encode_segment(run: &Run, dicts: &Dicts, rep_did: impl Fn(u32) -> u32) ->
     let l_key: Vec<u32> = c.prop_key.iter().map(|&g| key.get(g)).collect();
     let l_val: Vec<u32> = c.prop_val.iter().map(|&g| val.get(g)).collect();
     let l_person: Vec<u32> = run.persons.iter().map(|&p| did.get(rep_did(p))).collect();
-    let mut prop_start = c.prop_start.clone();
+    let mut prop_start = c.prop_start.to_vec();
     if prop_start.is_empty() {
         prop_start.push(0);
     }
@@ -152,10 +226,9 @@ pub fn encode_segment(run: &Run, dicts: &Dicts, rep_did: impl Fn(u32) -> u32) ->
         local.strings(dict, &mut s);
         sections.push(s);
     }
-    let total: usize = sections.iter().map(Vec::len).sum();
-    let mut out = Vec::with_capacity(16 + total + 64 + NSEC * 20);
+    let mut out = Vec::new();
     out.extend_from_slice(SEG_MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     let mut index = Vec::new();
     for s in &sections {
@@ -166,7 +239,7 @@ pub fn encode_segment(run: &Run, dicts: &Dicts, rep_did: impl Fn(u32) -> u32) ->
     out.extend_from_slice(&(c.len() as u64).to_le_bytes());
     out.extend_from_slice(&(c.prop_key.len() as u64).to_le_bytes());
     out.extend_from_slice(&(run.persons.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(NSEC as u32).to_le_bytes());
+    out.extend_from_slice(&(NSEC_V1 as u32).to_le_bytes());
     for (off, len, crc) in index {
         out.extend_from_slice(&off.to_le_bytes());
         out.extend_from_slice(&len.to_le_bytes());
@@ -278,8 +351,19 @@ fn get_strs(s: &[u8], what: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// Decodes a segment image, checking everything; errors are reasons.
-pub fn decode_segment(b: &[u8]) -> Result<SegmentData, String> {
+/// Where a segment file's sections are, from its header and footer.
+struct Layout {
+    version: u32,
+    n: u64,
+    m: u64,
+    p: u64,
+    /// (offset, length, crc32) of each section.
+    secs: Vec<(usize, usize, u32)>,
+}
+
+/// Reads the header and footer of a segment image (of either version) and
+/// checks them; the sections themselves are not read.
+fn layout(b: &[u8]) -> Result<Layout, String> {
     let len = b.len();
     if len < 16 + 8 + 8 {
         return Err(format!("file too short ({len} bytes)"));
@@ -288,9 +372,11 @@ pub fn decode_segment(b: &[u8]) -> Result<SegmentData, String> {
         return Err("bad header magic".into());
     }
     let version = le_u32(b, 8);
-    if version != VERSION {
-        return Err(format!("unsupported format version {version}"));
-    }
+    let nsec_expected = match version {
+        1 => NSEC_V1,
+        2 => NSEC,
+        _ => return Err(format!("unsupported format version {version}")),
+    };
     if le_u32(b, 12) != 0 {
         return Err("unknown header flags".into());
     }
@@ -314,14 +400,16 @@ pub fn decode_segment(b: &[u8]) -> Result<SegmentData, String> {
     let m = le_u64(footer, 8);
     let p = le_u64(footer, 16);
     let nsec = le_u32(footer, 24) as usize;
-    if nsec != NSEC || flen != 28 + nsec * 20 {
-        return Err(format!("footer lists {nsec} sections, expected {NSEC}"));
+    if nsec != nsec_expected || flen != 28 + nsec * 20 {
+        return Err(format!(
+            "footer lists {nsec} sections, expected {nsec_expected}"
+        ));
     }
     if n > u32::MAX as u64 || m > u32::MAX as u64 || p > n {
         return Err("implausible counts in footer".into());
     }
-    let mut secs: Vec<&[u8]> = Vec::with_capacity(NSEC);
-    for i in 0..NSEC {
+    let mut secs = Vec::with_capacity(nsec);
+    for i in 0..nsec {
         let at = 28 + i * 20;
         let off = le_u64(footer, at);
         let sl = le_u64(footer, at + 8);
@@ -329,7 +417,36 @@ pub fn decode_segment(b: &[u8]) -> Result<SegmentData, String> {
         if off < 16 || off.checked_add(sl).is_none_or(|e| e > fstart as u64) {
             return Err(format!("section {i} out of bounds"));
         }
-        let s = &b[off as usize..(off + sl) as usize];
+        secs.push((off as usize, sl as usize, crc));
+    }
+    Ok(Layout {
+        version,
+        n,
+        m,
+        p,
+        secs,
+    })
+}
+
+/// Decodes a version 1 segment image, checking everything; errors are
+/// reasons.
+pub fn decode_segment(b: &[u8]) -> Result<SegmentData, String> {
+    let len = b.len();
+    let Layout {
+        version,
+        n,
+        m,
+        p,
+        secs: index,
+    } = layout(b)?;
+    if version != 1 {
+        return Err(format!(
+            "version {version} segments are mapped, not decoded"
+        ));
+    }
+    let mut secs: Vec<&[u8]> = Vec::with_capacity(NSEC_V1);
+    for (i, &(off, sl, crc)) in index.iter().enumerate() {
+        let s = &b[off..off + sl];
         if crc32fast::hash(s) != crc {
             return Err(format!("checksum mismatch in section {i}"));
         }
@@ -413,34 +530,266 @@ impl SegmentData {
             })?;
             persons.push(p);
         }
-        let person_start = self.person_start;
-        if persons.windows(2).all(|w| w[0] < w[1]) {
-            return Ok(Run {
-                cols,
-                persons,
-                person_start,
-            });
+        let mut sorted = cols.uuid.clone();
+        sorted.sort_unstable();
+        let run = Run {
+            cols: cols.into(),
+            persons,
+            person_start: self.person_start,
+            uuid_sorted: Some(Col::Owned(sorted)),
+        };
+        if run.persons.windows(2).all(|w| w[0] < w[1]) {
+            Ok(run)
+        } else {
+            Ok(reorder_blocks(run))
         }
-        // Re-order blocks by person id.
-        let mut order: Vec<usize> = (0..persons.len()).collect();
-        order.sort_by_key(|&j| persons[j]);
-        let mut out = EventColumns::new();
-        let mut new_persons = Vec::with_capacity(persons.len());
-        let mut new_start = Vec::with_capacity(persons.len() + 1);
-        let v = cols.view();
-        for j in order {
-            new_persons.push(persons[j]);
-            new_start.push(out.len() as u32);
-            for i in person_start[j] as usize..person_start[j + 1] as usize {
-                out.push_from(&v, i);
+    }
+}
+
+/// A segment file opened by the store.
+pub enum Opened {
+    /// Version 2: the run's columns are mapped from the file.
+    Mapped(MappedSegment),
+    /// Version 1: decoded, to be remapped to global ids in manifest order
+    /// ([`SegmentData::into_run`]).
+    Decoded(SegmentData),
+}
+
+/// A version 2 segment, checked and mapped.
+pub struct MappedSegment {
+    pub run: Run,
+    pub file_bytes: u64,
+    pub max_seq: Option<u64>,
+    pub min_ts: Option<i64>,
+    /// [`crate::state::uuid_fingerprint`] of every event's uuid.
+    pub fingerprints: Vec<u64>,
+}
+
+/// Bytes read at a time while checking a mapped segment (a multiple of
+/// every element size).
+const CHECK_CHUNK: usize = 1 << 20;
+
+/// Opens a segment file: version 2 files are checked with plain reads and
+/// then mapped (`identity` maps person blocks, `dicts` bounds the ids);
+/// version 1 files are decoded.
+pub fn open_segment(path: &Path, dicts: &Dicts, identity: &Identity) -> Result<Opened, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = File::open(path).map_err(io_err(path))?;
+    // SAFETY: segment files are immutable once renamed into place, and the
+    // store holds the directory's LOCK, so nothing in dropscope writes or
+    // truncates a file while it is mapped (compaction unlinks inputs, which
+    // leaves a mapping intact). A file truncated by another program would
+    // fault, as with any store that maps its files.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(path))?;
+    let lay = layout(&map).map_err(corrupt)?;
+    if lay.version == 1 {
+        drop(map);
+        return read_segment(path).map(Opened::Decoded);
+    }
+    let mut info = MappedSegment {
+        run: Run::default(),
+        file_bytes: map.len() as u64,
+        max_seq: None,
+        min_ts: None,
+        fingerprints: Vec::with_capacity(lay.n as usize),
+    };
+    let (n, m, p) = (lay.n as usize, lay.m as usize, lay.p as usize);
+    let widths = [8, 8, 4, 4, 16, 4, 4, 4, 4, 4, 16];
+    let counts = [n, n, n, n, n, n + 1, m, m, p, p + 1, n];
+    let names = [
+        "ts",
+        "seq",
+        "event",
+        "did",
+        "uuid",
+        "prop_start",
+        "prop_key",
+        "prop_val",
+        "person_did",
+        "person_start",
+        "uuid_sorted",
+    ];
+    let limits = [
+        dicts.events.len(),
+        dicts.distinct_ids.len(),
+        dicts.keys.len(),
+        dicts.values.len(),
+    ];
+    let mut person_did: Vec<u32> = Vec::with_capacity(p);
+    let mut person_start: Vec<u32> = Vec::with_capacity(p + 1);
+    let mut buf = vec![0u8; CHECK_CHUNK];
+    for (i, &(off, len, crc)) in lay.secs.iter().enumerate() {
+        let what = names[i];
+        if len != counts[i] * widths[i] {
+            return Err(corrupt(format!(
+                "section {what}: {len} bytes, expected {} x {}",
+                counts[i], widths[i]
+            )));
+        }
+        if off % ALIGN != 0 {
+            return Err(corrupt(format!("section {what} not aligned")));
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        // The previous element of sections checked for order.
+        let mut prev_u32: Option<u32> = None;
+        let mut prev_u128: Option<u128> = None;
+        let mut bad: Option<String> = None;
+        let mut at = 0;
+        while at < len && bad.is_none() {
+            let k = CHECK_CHUNK.min(len - at);
+            let chunk = &mut buf[..k];
+            std::os::unix::fs::FileExt::read_exact_at(&file, chunk, (off + at) as u64)
+                .map_err(io_err(path))?;
+            hasher.update(chunk);
+            let u32s = || chunk.chunks_exact(4).map(|c| le_u32(c, 0));
+            let in_dict = |limit: usize| u32s().all(|x| (x as usize) < limit);
+            match i {
+                0 => {
+                    let min = chunk
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                        .min();
+                    if let Some(x) = min {
+                        info.min_ts = Some(info.min_ts.map_or(x, |y| y.min(x)));
+                    }
+                }
+                1 => {
+                    let max = chunk.chunks_exact(8).map(|c| le_u64(c, 0)).max();
+                    info.max_seq = info.max_seq.max(max);
+                }
+                2 if !in_dict(limits[0]) => bad = Some("event id out of range".into()),
+                3 if !in_dict(limits[1]) => bad = Some("distinct id out of range".into()),
+                6 if !in_dict(limits[2]) => bad = Some("property key out of range".into()),
+                7 if !in_dict(limits[3]) => bad = Some("property value out of range".into()),
+                4 => info.fingerprints.extend(
+                    chunk
+                        .chunks_exact(16)
+                        .map(|c| crate::state::uuid_fingerprint(le_u128(c))),
+                ),
+                5 => {
+                    for x in u32s() {
+                        if prev_u32.is_some_and(|p| x < p) || (prev_u32.is_none() && x != 0) {
+                            bad = Some("property offsets not monotone".into());
+                            break;
+                        }
+                        prev_u32 = Some(x);
+                    }
+                }
+                8 => {
+                    if !in_dict(limits[1]) {
+                        bad = Some("person distinct id out of range".into());
+                    }
+                    person_did.extend(u32s());
+                }
+                9 => person_start.extend(u32s()),
+                10 => {
+                    for x in chunk.chunks_exact(16).map(le_u128) {
+                        if prev_u128.is_some_and(|p| x <= p) {
+                            bad = Some("sorted uuids out of order".into());
+                            break;
+                        }
+                        prev_u128 = Some(x);
+                    }
+                }
+                _ => {}
             }
+            at += k;
         }
-        new_start.push(out.len() as u32);
-        Ok(Run {
-            cols: out,
-            persons: new_persons,
-            person_start: new_start,
-        })
+        if let Some(reason) = bad {
+            return Err(corrupt(format!("section {what}: {reason}")));
+        }
+        if hasher.finalize() != crc {
+            return Err(corrupt(format!("checksum mismatch in section {what}")));
+        }
+        if i == 5 && prev_u32.unwrap_or(0) as usize != m {
+            return Err(corrupt(
+                "property offsets do not end at the property count".into(),
+            ));
+        }
+    }
+    if !monotone(&person_start, 0, n as u32) {
+        return Err(corrupt("person offsets not monotone".into()));
+    }
+    let map = std::sync::Arc::new(map);
+    let col = |i: usize| {
+        let (off, len, _) = lay.secs[i];
+        off..off + len
+    };
+    let cols = crate::columns::RunColumns {
+        ts: mapped(&map, col(0)),
+        seq: mapped(&map, col(1)),
+        event: mapped(&map, col(2)),
+        did: mapped(&map, col(3)),
+        uuid: mapped(&map, col(4)),
+        prop_start: mapped(&map, col(5)),
+        prop_key: mapped(&map, col(6)),
+        prop_val: mapped(&map, col(7)),
+    };
+    let mut persons = Vec::with_capacity(p);
+    for &d in &person_did {
+        let person = identity.original_person(d).ok_or_else(|| {
+            corrupt(format!(
+                "person block for distinct id {:?} unknown to the identity log",
+                dicts.distinct_ids.resolve(d)
+            ))
+        })?;
+        persons.push(person);
+    }
+    let run = Run {
+        cols,
+        persons,
+        person_start,
+        uuid_sorted: Some(mapped(&map, col(10))),
+    };
+    info.run = if run.persons.windows(2).all(|w| w[0] < w[1]) {
+        run
+    } else {
+        reorder_blocks(run)
+    };
+    Ok(Opened::Mapped(info))
+}
+
+/// A mapped column over `bytes` of `map` (checked: aligned, whole values).
+fn mapped<T: bytemuck::Pod>(
+    map: &std::sync::Arc<memmap2::Mmap>,
+    bytes: std::ops::Range<usize>,
+) -> Col<T> {
+    debug_assert!(bytemuck::try_cast_slice::<u8, T>(&map[bytes.clone()]).is_ok());
+    Col::Mapped {
+        map: map.clone(),
+        bytes,
+    }
+}
+
+fn le_u128(b: &[u8]) -> u128 {
+    u128::from_le_bytes(b[..16].try_into().expect("16 bytes"))
+}
+
+/// The run with its person blocks re-sorted by person id (when the
+/// identity maps blocks to persons in another order), copied into memory.
+fn reorder_blocks(run: Run) -> Run {
+    let mut order: Vec<usize> = (0..run.persons.len()).collect();
+    order.sort_by_key(|&j| run.persons[j]);
+    let mut out = EventColumns::new();
+    let mut persons = Vec::with_capacity(order.len());
+    let mut person_start = Vec::with_capacity(order.len() + 1);
+    for j in order {
+        persons.push(run.persons[j]);
+        person_start.push(out.len() as u32);
+        let v = run.person_view(j);
+        for i in 0..v.len() {
+            out.push_from(&v, i);
+        }
+    }
+    person_start.push(out.len() as u32);
+    Run {
+        cols: out.into(),
+        persons,
+        person_start,
+        uuid_sorted: run.uuid_sorted,
     }
 }
 
@@ -448,8 +797,9 @@ impl SegmentData {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_and_corruption() {
+    /// Two persons, three events, and the dictionaries and identity they
+    /// need.
+    fn sample() -> (Dicts, Identity, Run, [u32; 2], [u32; 2]) {
         let dicts = Dicts::default();
         let mut ident = Identity::default();
         let a = dicts.distinct_ids.intern("a");
@@ -464,16 +814,38 @@ mod tests {
         cols.push(3, 1, e, b, 2, []);
         cols.push(4, 2, e, a, 3, [(k, v)]);
         let run = Run::build(&cols, |i| ident.original_person(cols.did[i]).unwrap());
-        let img = encode_segment(&run, &dicts, |p| if p == pa { a } else { b });
+        (dicts, ident, run, [a, b], [pa, pb])
+    }
+
+    fn same(x: &Run, y: &Run) {
+        assert_eq!(x.persons, y.persons);
+        assert_eq!(x.person_start, y.person_start);
+        assert_eq!(*x.cols.ts, *y.cols.ts);
+        assert_eq!(*x.cols.seq, *y.cols.seq);
+        assert_eq!(*x.cols.event, *y.cols.event);
+        assert_eq!(*x.cols.did, *y.cols.did);
+        assert_eq!(*x.cols.uuid, *y.cols.uuid);
+        assert_eq!(*x.cols.prop_start, *y.cols.prop_start);
+        assert_eq!(*x.cols.prop_key, *y.cols.prop_key);
+        assert_eq!(*x.cols.prop_val, *y.cols.prop_val);
+    }
+
+    #[test]
+    fn version_1_round_trip_and_corruption() {
+        let (dicts, ident, run, [a, b], [pa, _]) = sample();
+        let img = encode_segment_v1(&run, &dicts, |p| if p == pa { a } else { b });
         let data = decode_segment(&img).unwrap();
         let d2 = Dicts::default();
         d2.distinct_ids.intern("a");
         d2.distinct_ids.intern("b");
         let back = data.into_run(&d2, &ident).unwrap();
-        assert_eq!(back.persons, vec![pa, pb]);
-        assert_eq!(back.cols.ts, run.cols.ts);
-        assert_eq!(back.cols.uuid, run.cols.uuid);
+        assert_eq!(back.persons, run.persons);
+        assert_eq!(*back.cols.ts, *run.cols.ts);
+        assert_eq!(*back.cols.uuid, *run.cols.uuid);
         assert_eq!(back.person_start, run.person_start);
+        let mut sorted = run.cols.uuid.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(back.uuid_sorted.as_deref(), Some(&sorted[..]));
         for i in 0..img.len() {
             let mut bad = img.clone();
             bad[i] ^= 0x40;
@@ -482,5 +854,55 @@ mod tests {
         for cut in 0..img.len() {
             assert!(decode_segment(&img[..cut]).is_err());
         }
+    }
+
+    #[test]
+    fn version_2_maps_what_was_written_and_finds_every_corruption() {
+        let (dicts, ident, run, [a, b], [pa, _]) = sample();
+        let img = encode_segment(&run, |p| if p == pa { a } else { b });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg-00000001.dss");
+        std::fs::write(&path, &img).unwrap();
+        let Opened::Mapped(m) = open_segment(&path, &dicts, &ident).unwrap() else {
+            panic!("version 2 is mapped");
+        };
+        same(&m.run, &run);
+        assert!(matches!(m.run.cols.ts, Col::Mapped { .. }));
+        assert_eq!(m.max_seq, Some(2));
+        assert_eq!(m.min_ts, Some(3));
+        assert_eq!(m.fingerprints.len(), 3);
+        let mut sorted = run.cols.uuid.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(m.run.uuid_sorted.as_deref(), Some(&sorted[..]));
+        // Every byte of a section, the header and the footer is checked
+        // (padding is not read: flipping it changes nothing).
+        let lay = layout(&img).unwrap();
+        let covered = |i: usize| {
+            i < 16
+                || i >= lay.secs.last().map_or(0, |&(o, l, _)| o + l)
+                || lay.secs.iter().any(|&(o, l, _)| (o..o + l).contains(&i))
+        };
+        for i in (0..img.len()).filter(|&i| covered(i)) {
+            let mut bad = img.clone();
+            bad[i] ^= 0x40;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(
+                open_segment(&path, &dicts, &ident).is_err(),
+                "flip at {i} undetected"
+            );
+        }
+        for cut in 0..img.len() {
+            std::fs::write(&path, &img[..cut]).unwrap();
+            assert!(open_segment(&path, &dicts, &ident).is_err());
+        }
+        // Ids beyond the dictionaries the store has are corruption.
+        std::fs::write(&path, &img).unwrap();
+        let small = Dicts::default();
+        small.distinct_ids.intern("a");
+        small.distinct_ids.intern("b");
+        let err = open_segment(&path, &small, &ident)
+            .err()
+            .expect("ids out of range");
+        assert!(err.to_string().contains("out of range"), "{err}");
     }
 }

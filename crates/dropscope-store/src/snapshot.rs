@@ -188,9 +188,10 @@ impl Snapshot {
         }
         person_start.push(out.len() as u32);
         Run {
-            cols: out,
+            cols: out.into(),
             persons,
             person_start,
+            uuid_sorted: None,
         }
     }
 }

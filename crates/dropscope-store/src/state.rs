@@ -53,7 +53,14 @@ pub struct State {
     pub cohorts: Arc<Vec<CohortRecord>>,
     pub runs: Vec<Arc<Run>>,
     pub memtable: EventColumns,
+    /// Uuids of the events not in segments (all of them in memory-only
+    /// stores).
     pub uuids: rustc_hash::FxHashSet<u128>,
+    /// [`uuid_fingerprint`]s of the events in segments: 8 bytes per event
+    /// instead of a set of every uuid. A fingerprint found is confirmed
+    /// in the segments' sorted uuid columns ([`Run::uuid_sorted`]), so a
+    /// colliding fingerprint never drops an event.
+    pub seg_fingerprints: rustc_hash::FxHashSet<u64>,
     pub next_seq: u64,
     pub earliest: Option<i64>,
     /// What the last event applied did beyond being stored.
@@ -132,10 +139,31 @@ impl State {
         }
     }
 
+    /// Whether an event with this uuid is in a segment.
+    fn in_segments(&self, uuid: u128) -> bool {
+        self.seg_fingerprints.contains(&uuid_fingerprint(uuid))
+            && self.runs.iter().any(|r| {
+                r.uuid_sorted
+                    .as_ref()
+                    .is_some_and(|s| s.binary_search(&uuid).is_ok())
+            })
+    }
+
+    /// Records that events held in memory are now in a segment: their
+    /// uuids move from the in-memory set to the fingerprints.
+    pub fn uuids_to_segment(&mut self, uuids: &[u128]) {
+        self.seg_fingerprints.reserve(uuids.len());
+        for u in uuids {
+            self.uuids.remove(u);
+            self.seg_fingerprints.insert(uuid_fingerprint(*u));
+        }
+    }
+
     fn apply_event(&mut self, e: &Event) -> Applied {
-        if !self.uuids.insert(e.uuid) {
+        if self.uuids.contains(&e.uuid) || self.in_segments(e.uuid) {
             return Applied::Duplicate;
         }
+        self.uuids.insert(e.uuid);
         self.event_effects(e, true);
         Applied::Stored
     }
@@ -165,10 +193,13 @@ impl State {
     fn event_effects(&mut self, e: &Event, store: bool) {
         let dicts = &*self.dicts;
         let ident = Arc::make_mut(&mut self.identity);
-        let known = dicts.distinct_ids.len();
         let did = dicts.distinct_ids.intern(&e.distinct_id);
         self.last = Effects {
-            new_did: dicts.distinct_ids.len() > known,
+            // New to the identity, not to the dictionary: a reopened store's
+            // dictionary already holds strings of events still in the WAL
+            // (dicts.log logs every string interned before a flush), and the
+            // meta log must still record the distinct id's first event.
+            new_did: ident.original_person(did).is_none(),
             new_group_type: false,
         };
         let person = ident.ensure(did, &e.distinct_id);
@@ -390,6 +421,13 @@ pub fn meta_projection(e: &Event, fx: Effects) -> Option<Event> {
         timestamp: e.timestamp,
         properties: props,
     })
+}
+
+/// A 64-bit fingerprint of a uuid (both halves mixed, so that uuids that
+/// differ in either half differ here almost always).
+pub fn uuid_fingerprint(u: u128) -> u64 {
+    let (lo, hi) = (u as u64, (u >> 64) as u64);
+    lo ^ hi.rotate_left(29).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Builds the properties map of an event from JSON pairs (helper for tests).

@@ -6,6 +6,7 @@
 //! <dir>/LOCK                  flock'ed while open
 //! <dir>/MANIFEST              commit point: live segments, wal_start, meta_len (meta.rs)
 //! <dir>/meta.log              identity/person/group/cohort effects of flushed records
+//! <dir>/dicts.log             every dictionary string, in id order (dictlog.rs)
 //! <dir>/seg-<id:08>.dss       immutable columnar segments (segment.rs)
 //! <dir>/wal-<gen:016x>.log    write-ahead log generations >= wal_start (wal.rs)
 //! ```
@@ -19,10 +20,17 @@
 //! are written as one segment and the cut's meta-log entries appended, the
 //! manifest switches, and the covered WAL generations are deleted.
 //!
-//! Open: load the manifest, drop garbage, replay `meta.log` (identity
-//! first), load segments (remapping their local dictionaries, rebuilding the
-//! uuid set), then replay the WAL through `State::apply`, truncating a torn
-//! or corrupt tail and reporting it in [`OpenReport`].
+//! A flush or compaction logs the dictionaries' new strings to `dicts.log`
+//! before it writes a segment (segments hold global ids), and swaps the
+//! written run for the segment mapped from its file, so flushed events
+//! leave the heap.
+//!
+//! Open: load the manifest, drop garbage, replay `dicts.log` (so every
+//! string gets its id back), then `meta.log` (identity), check and map the
+//! segments (version 1 files are decoded and remapped), collect the uuid
+//! fingerprints of their events, then replay the WAL through
+//! `State::apply`, truncating a torn or corrupt tail and reporting it in
+//! [`OpenReport`].
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -35,11 +43,12 @@ use rayon::prelude::*;
 
 use crate::columns::{EventColumns, Run};
 use crate::dict::Dicts;
+use crate::dictlog::{append_dicts, replay_dicts, DictLogState};
 use crate::error::StoreError;
 use crate::identity::Identity;
 use crate::meta::{append_meta, replay_meta, Manifest};
 use crate::segment::{
-    encode_segment, parse_segment_name, read_segment, segment_name, write_file_atomic,
+    encode_segment, open_segment, parse_segment_name, segment_name, write_file_atomic, Opened,
 };
 use crate::snapshot::Snapshot;
 use crate::state::{meta_projection, Applied, Record, State};
@@ -170,6 +179,8 @@ struct Disk {
     opts: StoreOptions,
     wal: Wal,
     manifest: Mutex<Manifest>,
+    /// How far `dicts.log` goes (its committed part is `manifest.dict_len`).
+    dict_log: Mutex<DictLogState>,
     flush_lock: Mutex<()>,
     compact_lock: Mutex<()>,
     report: OpenReport,
@@ -425,13 +436,21 @@ impl Core {
         res
     }
 
+    /// Writes `run` as a new segment file and returns the file and the run
+    /// read back from it: mapped, so the written events leave the heap.
+    /// The dictionaries' new strings are logged first (the segment holds
+    /// global ids).
     fn write_run(
         &self,
         d: &Disk,
         run: &Run,
         identity: &Identity,
         dicts: &Dicts,
-    ) -> Result<SegFile, StoreError> {
+    ) -> Result<(Arc<Run>, SegFile), StoreError> {
+        {
+            let mut log = lock(&d.dict_log)?;
+            append_dicts(&d.dir, &mut log, dicts, d.opts.fsync)?;
+        }
         let id = {
             let mut m = lock(&d.manifest)?;
             m.next_segment += 1;
@@ -439,9 +458,19 @@ impl Core {
         };
         let name = segment_name(id);
         let creator = creators(identity, dicts);
-        let img = encode_segment(run, dicts, |p| creator[p as usize]);
-        let bytes = write_file_atomic(&d.dir.join(&name), &img, d.opts.fsync)?;
-        Ok(SegFile { name, bytes })
+        let img = encode_segment(run, |p| creator[p as usize]);
+        let path = d.dir.join(&name);
+        let bytes = write_file_atomic(&path, &img, d.opts.fsync)?;
+        drop(img);
+        let mapped = match open_segment(&path, dicts, identity) {
+            Ok(Opened::Mapped(m)) => m.run,
+            Ok(Opened::Decoded(_)) => unreachable!("version 2 is written"),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        Ok((Arc::new(mapped), SegFile { name, bytes }))
     }
 
     /// A flush that did not commit gives its cut back: the WAL generations
@@ -496,12 +525,12 @@ impl Core {
                 1 => Some(cut.runs[0].clone()),
                 _ => Some(Arc::new(merge_runs(&cut.runs))),
             };
-            if let Some(run) = merged {
-                let seg = self.write_run(d, &run, &cut.identity, &cut.dicts)?;
-                written = Some((run, seg));
+            if let Some(run) = &merged {
+                written = Some(self.write_run(d, run, &cut.identity, &cut.dicts)?);
             }
             let mut m = lock(&d.manifest)?;
             let mut next = m.clone();
+            next.dict_len = lock(&d.dict_log)?.len;
             if !cut.meta.is_empty() {
                 next.meta_len = append_meta(&d.dir, m.meta_len, &cut.meta, d.opts.fsync)?;
             }
@@ -526,6 +555,9 @@ impl Core {
                 mem.segs.insert(ptr(run), seg.clone());
             }
             mem.st.set_runs(runs);
+            if let Some(merged) = &merged {
+                mem.st.uuids_to_segment(&merged.cols.uuid);
+            }
             mem.cutting.clear();
             mem.flushed_identity = cut.identity.clone();
             Ok(())
@@ -599,40 +631,40 @@ impl Core {
             return Ok(());
         }
         let nparts = d.opts.partitions.max(1);
-        let mut parts: Vec<Run> = (0..nparts)
-            .map(|_| Run {
-                cols: EventColumns::new(),
-                persons: Vec::new(),
-                person_start: Vec::new(),
-            })
+        // Per partition: columns, persons and their starts.
+        type Part = (EventColumns, Vec<u32>, Vec<u32>);
+        let mut parts: Vec<Part> = (0..nparts)
+            .map(|_| (EventColumns::new(), Vec::new(), Vec::new()))
             .collect();
         let mut scratch = EventColumns::new();
         for i in 0..snap.actor_count() {
             let p = snap.actor_person(i);
             let k = ((p as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % nparts;
-            let part = &mut parts[k];
-            part.persons.push(p);
-            part.person_start.push(part.cols.len() as u32);
+            let (cols, persons, starts) = &mut parts[k];
+            persons.push(p);
+            starts.push(cols.len() as u32);
             let v = snap.events_of(i, &mut scratch);
             for j in 0..v.len() {
-                part.cols.push_from(&v, j);
+                cols.push_from(&v, j);
             }
         }
         drop(snap);
         let parts: Vec<Run> = parts
             .into_iter()
-            .filter(|p| !p.persons.is_empty())
-            .map(|mut p| {
-                p.person_start.push(p.cols.len() as u32);
-                p
+            .filter(|(_, persons, _)| !persons.is_empty())
+            .map(|(cols, persons, mut person_start)| {
+                person_start.push(cols.len() as u32);
+                Run {
+                    cols: cols.into(),
+                    persons,
+                    person_start,
+                    uuid_sorted: None,
+                }
             })
             .collect();
         let written: Vec<Result<(Arc<Run>, SegFile), StoreError>> = parts
             .into_par_iter()
-            .map(|run| {
-                let seg = self.write_run(d, &run, &identity, &dicts)?;
-                Ok((Arc::new(run), seg))
-            })
+            .map(|run| self.write_run(d, &run, &identity, &dicts))
             .collect();
         if written.iter().any(Result::is_err) {
             // Not committed: remove the outputs that were written, so a
@@ -656,6 +688,7 @@ impl Core {
         {
             let mut m = lock(&d.manifest)?;
             let mut next = m.clone();
+            next.dict_len = lock(&d.dict_log)?.len;
             next.segments.retain(|n| !old_names.contains(n.as_str()));
             next.segments
                 .extend(outputs.iter().map(|(_, s)| s.name.clone()));
@@ -850,47 +883,65 @@ impl Store {
         }
         wal_gens.sort_unstable();
 
-        // Identity first, so that segments' person blocks map.
+        // Dictionaries first (segments hold their ids), then identity, so
+        // that segments' person blocks map.
         let mut mem = Mem::new(true);
+        let dict_log = replay_dicts(dir, manifest.dict_len, &mem.st.dicts)?;
         report.meta_records_replayed =
             replay_meta(dir, manifest.meta_len, |r| mem.st.apply_meta(&r))?;
         mem.flushed_identity = mem.st.identity.clone();
 
-        // Segments: decode and verify in parallel, remap in order.
-        let datas: Vec<_> = manifest
-            .segments
-            .par_iter()
-            .map(|n| {
-                let path = dir.join(n);
-                if !path.exists() {
-                    return Err(StoreError::Corrupt {
-                        path,
-                        reason: "listed in the manifest but missing".into(),
-                    });
-                }
-                read_segment(&path)
-            })
-            .collect();
-        let mut runs = Vec::with_capacity(datas.len());
+        // Segments: check and map (version 2) or decode (version 1) in
+        // parallel; version 1 files are remapped to global ids in order.
+        let opened: Vec<_> = {
+            let (dicts, identity) = (&*mem.st.dicts, &*mem.st.identity);
+            manifest
+                .segments
+                .par_iter()
+                .map(|n| {
+                    let path = dir.join(n);
+                    if !path.exists() {
+                        return Err(StoreError::Corrupt {
+                            path,
+                            reason: "listed in the manifest but missing".into(),
+                        });
+                    }
+                    open_segment(&path, dicts, identity)
+                })
+                .collect()
+        };
+        let mut runs = Vec::with_capacity(opened.len());
         let mut max_seq: Option<u64> = None;
         let mut earliest: Option<i64> = None;
-        for (name, data) in manifest.segments.iter().zip(datas) {
-            let data = data?;
-            let bytes = data.file_bytes;
-            let run = {
-                let dicts = &*mem.st.dicts;
-                data.into_run(dicts, &mem.st.identity)
-                    .map_err(|reason| StoreError::Corrupt {
-                        path: dir.join(name),
-                        reason,
-                    })?
+        for (name, opened) in manifest.segments.iter().zip(opened) {
+            let (run, bytes, seg_max_seq, min_ts) = match opened? {
+                Opened::Mapped(m) => {
+                    mem.st.seg_fingerprints.extend(m.fingerprints);
+                    (m.run, m.file_bytes, m.max_seq, m.min_ts)
+                }
+                Opened::Decoded(data) => {
+                    let bytes = data.file_bytes;
+                    let run = data
+                        .into_run(&mem.st.dicts, &mem.st.identity)
+                        .map_err(|reason| StoreError::Corrupt {
+                            path: dir.join(name),
+                            reason,
+                        })?;
+                    mem.st.seg_fingerprints.extend(
+                        run.cols
+                            .uuid
+                            .iter()
+                            .map(|&u| crate::state::uuid_fingerprint(u)),
+                    );
+                    let (seq, ts) = (
+                        run.cols.seq.iter().max().copied(),
+                        run.cols.ts.iter().min().copied(),
+                    );
+                    (run, bytes, seq, ts)
+                }
             };
-            mem.st.uuids.reserve(run.len());
-            mem.st.uuids.extend(run.cols.uuid.iter().copied());
-            if let Some(&m) = run.cols.seq.iter().max() {
-                max_seq = Some(max_seq.map_or(m, |x| x.max(m)));
-            }
-            if let Some(&m) = run.cols.ts.iter().min() {
+            max_seq = max_seq.max(seg_max_seq);
+            if let Some(m) = min_ts {
                 earliest = Some(earliest.map_or(m, |x| x.min(m)));
             }
             report.events_loaded += run.len() as u64;
@@ -971,6 +1022,7 @@ impl Store {
                 opts,
                 wal,
                 manifest: Mutex::new(manifest),
+                dict_log: Mutex::new(dict_log),
                 flush_lock: Mutex::new(()),
                 compact_lock: Mutex::new(()),
                 report,
