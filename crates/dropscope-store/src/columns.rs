@@ -232,6 +232,26 @@ impl<T: bytemuck::Pod> std::fmt::Debug for Col<T> {
 }
 
 impl<T> Col<T> {
+    /// Drops a mapped column's pages from this process (they are read from
+    /// the file again if touched), after a one-off scan such as building
+    /// the uuid fingerprints, so that such a scan does not stay resident.
+    pub fn release(&self) {
+        if let Col::Mapped { map, bytes } = self {
+            let page = 4096;
+            let start = bytes.start / page * page;
+            // SAFETY: the map is a read-only mapping of an immutable file;
+            // MADV_DONTNEED only drops its pages from this process, and
+            // later reads fault them in again from the file unchanged.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    bytes.end - start,
+                )
+            };
+        }
+    }
+
     /// Heap bytes held (a mapped column holds none: its pages belong to the
     /// page cache).
     fn heap_bytes(&self) -> usize {

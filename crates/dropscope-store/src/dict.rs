@@ -1,9 +1,11 @@
 //! Dictionaries: strings interned to dense `u32` ids.
 //!
 //! Event names, distinct ids, property keys and property values are stored
-//! and compared as ids; the strings live once, here. Ids are global to an
-//! open store and never change while it is open (segment files carry their
-//! own local dictionaries and are remapped when loaded).
+//! and compared as ids; the strings live once, here. Ids are global to a
+//! store and never change: `dicts.log` (dictlog.rs) keeps every string in
+//! id order. The strings a store held when it was opened are read in place
+//! from that log, memory-mapped ([`BaseStrings`]); only strings interned
+//! since live on the heap.
 //!
 //! A property value is interned in a *tagged* text form so that the JSON
 //! type survives: the first byte is the type (`s` string, `n` number, `b`
@@ -17,13 +19,112 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
+/// The strings of a dictionary that its log held when the store was
+/// opened: ids `0..len()`, read in place from the mapped log. Each costs 8
+/// bytes for where it starts and ~10 for the index, instead of a heap
+/// string with its `Arc` and map entry (~140 bytes): at 100M demo events the
+/// values dictionary holds ~25M strings.
+#[derive(Default)]
+pub struct BaseStrings {
+    map: Option<Arc<memmap2::Mmap>>,
+    /// Byte offset of each string in `map`; its length is the
+    /// little-endian u32 just before it.
+    starts: Vec<u64>,
+    /// Ids by string hash, each beside the top half of its hash so that a
+    /// probe rarely reads a string to compare.
+    index: hashbrown::HashTable<(u32, u32)>,
+}
+
+/// The index's hash of an entry: from the top half of the string's hash
+/// kept in the entry, so that growing the index reads no string.
+fn table_hash(hi: u32) -> u64 {
+    (hi as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn hash_str(s: &str) -> u64 {
+    use std::hash::BuildHasher;
+    // FxHash is fast but its high bits are weak on similar strings; a
+    // finalizer (MurmurHash3's fmix64) spreads them, so that the top half
+    // kept in the index tells strings apart.
+    let mut h = rustc_hash::FxBuildHasher.hash_one(s);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+impl BaseStrings {
+    /// An empty set over the mapped log `map`, for [`BaseStrings::push`],
+    /// with room for `n` strings.
+    pub(crate) fn over(map: Arc<memmap2::Mmap>, n: usize) -> BaseStrings {
+        BaseStrings {
+            map: Some(map),
+            starts: Vec::with_capacity(n),
+            index: hashbrown::HashTable::with_capacity(n),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let m = self.map.as_deref().expect("strings come with their map");
+        let st = self.starts[i] as usize;
+        let len = u32::from_le_bytes(m[st - 4..st].try_into().expect("4 bytes")) as usize;
+        std::str::from_utf8(&m[st..st + len]).expect("checked when the log was read")
+    }
+
+    fn find(&self, s: &str, h: u64) -> Option<u32> {
+        let hi = (h >> 32) as u32;
+        self.index
+            .find(table_hash(hi), |&(id, x)| {
+                x == hi && self.get(id as usize) == s
+            })
+            .map(|&(id, _)| id)
+    }
+
+    /// Drops the map's pages from this process (see `Dicts::release_pages`).
+    fn release_pages(&self) {
+        if let Some(map) = &self.map {
+            // SAFETY: a read-only mapping of the committed part of the log,
+            // which never changes; MADV_DONTNEED only drops the pages from
+            // this process and later reads fault them in again unchanged.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
+    /// Appends the string `s`, found at byte `start` of the map (after its
+    /// length), as the next id; `false` if it is already there.
+    pub(crate) fn push(&mut self, start: u64, s: &str) -> bool {
+        let h = hash_str(s);
+        if self.find(s, h).is_some() {
+            return false;
+        }
+        let id = self.starts.len() as u32;
+        self.starts.push(start);
+        let hi = (h >> 32) as u32;
+        self.index
+            .insert_unique(table_hash(hi), (id, hi), |&(_, x)| table_hash(x));
+        true
+    }
+}
+
 /// An append-only string interner that ingest and queries share.
 ///
-/// Ids resolve to strings without any lock (`strings` is an append-only
-/// vector whose elements never move), so a query that resolves ids while it
-/// runs never holds up capture. Only the string -> id map is locked, and
+/// Ids resolve to strings without any lock: strings of the opened log are
+/// immutable ([`BaseStrings`]), and later ones sit in an append-only vector
+/// whose elements never move. So a query that resolves ids while it runs
+/// never holds up capture. Only the map of later strings is locked, and
 /// only for the moment of a lookup (plan compile) or an insert (ingest).
 pub struct Interner {
+    base: Arc<BaseStrings>,
+    /// Strings interned since the store was opened: ids from `base.len()`.
     map: RwLock<HashMap<Arc<str>, u32>>,
     // boxcar: a lock-free append-only vector; hand-writing one would mean
     // unsafe code for no gain.
@@ -33,6 +134,7 @@ pub struct Interner {
 impl Default for Interner {
     fn default() -> Self {
         Interner {
+            base: Arc::default(),
             map: RwLock::new(HashMap::default()),
             strings: boxcar::Vec::new(),
         }
@@ -48,6 +150,7 @@ impl Clone for Interner {
             strings.push(Arc::clone(&self.strings[i]));
         }
         Interner {
+            base: self.base.clone(),
             map: RwLock::new(map.clone()),
             strings,
         }
@@ -69,7 +172,26 @@ impl Interner {
         self.map.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Sets the strings read from the log; the interner must be empty.
+    pub(crate) fn set_base(&mut self, base: BaseStrings) {
+        assert!(
+            self.is_empty(),
+            "the log is read before anything is interned"
+        );
+        self.base = Arc::new(base);
+    }
+
+    fn find_base(&self, s: &str) -> Option<u32> {
+        if self.base.is_empty() {
+            return None;
+        }
+        self.base.find(s, hash_str(s))
+    }
+
     pub fn intern(&self, s: &str) -> u32 {
+        if let Some(id) = self.find_base(s) {
+            return id;
+        }
         if let Some(&id) = self.read_map().get(s) {
             return id;
         }
@@ -80,24 +202,30 @@ impl Interner {
         let arc: Arc<str> = s.into();
         // Pushes happen only under the map's write lock, so the vector's
         // index is the next dense id.
-        let id = self.strings.push(arc.clone()) as u32;
+        let id = (self.base.len() + self.strings.push(arc.clone())) as u32;
         map.insert(arc, id);
         id
     }
 
     pub fn get(&self, s: &str) -> Option<u32> {
-        self.read_map().get(s).copied()
+        self.find_base(s)
+            .or_else(|| self.read_map().get(s).copied())
     }
 
     pub fn resolve(&self, id: u32) -> &str {
-        match self.strings.get(id as usize) {
+        let i = id as usize;
+        let b = self.base.len();
+        if i < b {
+            return self.base.get(i);
+        }
+        match self.strings.get(i - b) {
             Some(s) => s,
             None => panic!("dictionary id {id} was never interned"),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.strings.count()
+        self.base.len() + self.strings.count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -105,7 +233,12 @@ impl Interner {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
-        self.strings.iter().map(|(i, s)| (i as u32, &**s))
+        let b = self.base.len();
+        (0..b).map(|i| (i as u32, self.base.get(i))).chain(
+            self.strings
+                .iter()
+                .map(move |(i, s)| ((b + i) as u32, &**s)),
+        )
     }
 }
 
@@ -193,6 +326,19 @@ pub fn decode_value(tagged: &str) -> Value {
 /// Whether a tagged value is a JSON number.
 pub fn value_is_number(tagged: &str) -> bool {
     tagged.as_bytes().first() == Some(&b'n')
+}
+
+impl Dicts {
+    /// Drops the pages of the mapped dictionary logs that lookups have read
+    /// (each confirms a hash hit by reading the string) from this process.
+    /// Nothing changes for readers: a page read again faults back in.
+    /// Opening a store calls this while it replays, so that confirming
+    /// every replayed string does not keep the whole log resident.
+    pub fn release_pages(&self) {
+        for d in [&self.events, &self.distinct_ids, &self.keys, &self.values] {
+            d.base.release_pages();
+        }
+    }
 }
 
 /// All dictionaries of an open store.

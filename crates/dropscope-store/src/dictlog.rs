@@ -26,7 +26,9 @@ use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use crate::dict::{Dicts, Interner};
+use std::sync::Arc;
+
+use crate::dict::{BaseStrings, Dicts, Interner};
 use crate::error::StoreError;
 use crate::wal::io_err;
 
@@ -45,9 +47,13 @@ fn interners(d: &Dicts) -> [&Interner; 4] {
     [&d.events, &d.distinct_ids, &d.keys, &d.values]
 }
 
-/// Replays the first `len` bytes of the log into `dicts` (which must hold
-/// nothing yet). A missing file is an empty log when `len` is 0.
-pub fn replay_dicts(dir: &Path, len: u64, dicts: &Dicts) -> Result<DictLogState, StoreError> {
+/// Reads the first `len` bytes of the log into `dicts` (which must hold
+/// nothing yet). The strings stay in the file: it is memory-mapped and each
+/// dictionary keeps where its strings start and an index
+/// ([`crate::dict::BaseStrings`]). The log is read with plain reads, one
+/// frame at a time, so checking it does not page the whole file into this
+/// process. A missing file is an empty log when `len` is 0.
+pub fn replay_dicts(dir: &Path, len: u64, dicts: &mut Dicts) -> Result<DictLogState, StoreError> {
     let path = dir.join(DICT_LOG);
     if len == 0 {
         return Ok(DictLogState::default());
@@ -56,46 +62,87 @@ pub fn replay_dicts(dir: &Path, len: u64, dicts: &Dicts) -> Result<DictLogState,
         path: path.clone(),
         reason,
     };
-    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-    if (bytes.len() as u64) < len {
-        return Err(corrupt(format!(
-            "{} bytes, manifest says {len}",
-            bytes.len()
-        )));
+    let file = std::fs::File::open(&path).map_err(io_err(&path))?;
+    let file_len = file.metadata().map_err(io_err(&path))?.len();
+    if file_len < len {
+        return Err(corrupt(format!("{file_len} bytes, manifest says {len}")));
     }
-    let b = &bytes[..len as usize];
-    if b.len() < MAGIC.len() || &b[..MAGIC.len()] != MAGIC {
+    // SAFETY: the log's first `len` bytes are committed and never written
+    // again (appends go past them), and the store holds the directory's
+    // LOCK, so the mapped bytes read here do not change.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(&path))?;
+    // Strings are read one at a time (a lookup confirming a hash hit), so
+    // no read-ahead: the kernel would otherwise map 64 KiB around each.
+    map.advise(memmap2::Advice::Random).map_err(io_err(&path))?;
+    let map = Arc::new(map);
+    let read_at = |buf: &mut [u8], at: u64| {
+        std::os::unix::fs::FileExt::read_exact_at(&file, buf, at).map_err(io_err(&path))
+    };
+    let mut magic = [0u8; 8];
+    if len < 8 {
         return Err(corrupt("bad magic".into()));
     }
-    let ds = interners(dicts);
-    let mut pos = MAGIC.len();
-    while pos < b.len() {
+    read_at(&mut magic, 0)?;
+    if &magic != MAGIC {
+        return Err(corrupt("bad magic".into()));
+    }
+    // A first pass over the frame headers only, to size each dictionary's
+    // index once: growing it would leave every smaller table behind in
+    // the allocator (~2x the memory at the end).
+    let mut sizes = [0usize; 4];
+    let mut pos = MAGIC.len() as u64;
+    while len.saturating_sub(pos) >= 17 {
+        let mut head = [0u8; 17];
+        read_at(&mut head, pos)?;
+        let flen = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as u64;
+        let count = u32::from_le_bytes(head[13..17].try_into().expect("4 bytes")) as usize;
+        if let Some(n) = sizes.get_mut(head[8] as usize) {
+            // Checked in the second pass; here only kept plausible.
+            *n += count.min(flen as usize / 4);
+        }
+        pos = pos.saturating_add(8 + flen);
+    }
+    // Every string costs at least its 4-byte length.
+    let sizes = sizes.map(|n| n.min(len as usize / 4));
+    let mut bases: [BaseStrings; 4] =
+        std::array::from_fn(|k| BaseStrings::over(map.clone(), sizes[k]));
+    let mut pos = MAGIC.len() as u64;
+    let mut payload = Vec::new();
+    while pos < len {
         let at = pos;
         let frame_err = |what: &str| corrupt(format!("frame at byte {at}: {what}"));
-        let head = b.get(pos..pos + 8).ok_or_else(|| frame_err("truncated"))?;
-        let flen = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        if len - pos < 8 {
+            return Err(frame_err("truncated"));
+        }
+        let mut head = [0u8; 8];
+        read_at(&mut head, pos)?;
+        let flen = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as u64;
         let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-        let payload = b
-            .get(pos + 8..pos + 8 + flen)
-            .ok_or_else(|| frame_err("truncated"))?;
-        if crc32fast::hash(payload) != crc {
+        if len - pos - 8 < flen {
+            return Err(frame_err("truncated"));
+        }
+        payload.resize(flen as usize, 0);
+        read_at(&mut payload, pos + 8)?;
+        if crc32fast::hash(&payload) != crc {
             return Err(frame_err("checksum mismatch"));
         }
+        let body = pos + 8;
         pos += 8 + flen;
-        let mut r = Reader { b: payload, at: 0 };
+        let mut r = Reader { b: &payload, at: 0 };
         let (kind, first, count) = (r.u8(), r.u32(), r.u32());
         let (Some(kind), Some(first), Some(count)) = (kind, first, count) else {
             return Err(frame_err("truncated header"));
         };
-        let dict = ds
-            .get(kind as usize)
+        let base = bases
+            .get_mut(kind as usize)
             .ok_or_else(|| frame_err("unknown dictionary"))?;
-        if first as usize != dict.len() {
+        if first as usize != base.len() {
             return Err(frame_err("strings out of order"));
         }
-        for i in 0..count {
+        for _ in 0..count {
             let s = r.str().ok_or_else(|| frame_err("malformed string"))?;
-            if dict.intern(s) != first + i {
+            let start = body + (r.at - s.len()) as u64;
+            if !base.push(start, s) {
                 return Err(frame_err("a string logged twice"));
             }
         }
@@ -103,10 +150,13 @@ pub fn replay_dicts(dir: &Path, len: u64, dicts: &Dicts) -> Result<DictLogState,
             return Err(frame_err("trailing bytes"));
         }
     }
-    Ok(DictLogState {
-        len,
-        logged: ds.map(Interner::len),
-    })
+    let logged = bases.each_ref().map(BaseStrings::len);
+    let [events, distinct_ids, keys, values] = bases;
+    dicts.events.set_base(events);
+    dicts.distinct_ids.set_base(distinct_ids);
+    dicts.keys.set_base(keys);
+    dicts.values.set_base(values);
+    Ok(DictLogState { len, logged })
 }
 
 struct Reader<'a> {

@@ -561,8 +561,6 @@ pub struct MappedSegment {
     pub file_bytes: u64,
     pub max_seq: Option<u64>,
     pub min_ts: Option<i64>,
-    /// [`crate::state::uuid_fingerprint`] of every event's uuid.
-    pub fingerprints: Vec<u64>,
 }
 
 /// Bytes read at a time while checking a mapped segment (a multiple of
@@ -594,7 +592,6 @@ pub fn open_segment(path: &Path, dicts: &Dicts, identity: &Identity) -> Result<O
         file_bytes: map.len() as u64,
         max_seq: None,
         min_ts: None,
-        fingerprints: Vec::with_capacity(lay.n as usize),
     };
     let (n, m, p) = (lay.n as usize, lay.m as usize, lay.p as usize);
     let widths = [8, 8, 4, 4, 16, 4, 4, 4, 4, 4, 16];
@@ -664,11 +661,6 @@ pub fn open_segment(path: &Path, dicts: &Dicts, identity: &Identity) -> Result<O
                 3 if !in_dict(limits[1]) => bad = Some("distinct id out of range".into()),
                 6 if !in_dict(limits[2]) => bad = Some("property key out of range".into()),
                 7 if !in_dict(limits[3]) => bad = Some("property value out of range".into()),
-                4 => info.fingerprints.extend(
-                    chunk
-                        .chunks_exact(16)
-                        .map(|c| crate::state::uuid_fingerprint(le_u128(c))),
-                ),
                 5 => {
                     for x in u32s() {
                         if prev_u32.is_some_and(|p| x < p) || (prev_u32.is_none() && x != 0) {
@@ -870,7 +862,6 @@ mod tests {
         assert!(matches!(m.run.cols.ts, Col::Mapped { .. }));
         assert_eq!(m.max_seq, Some(2));
         assert_eq!(m.min_ts, Some(3));
-        assert_eq!(m.fingerprints.len(), 3);
         let mut sorted = run.cols.uuid.to_vec();
         sorted.sort_unstable();
         assert_eq!(m.run.uuid_sorted.as_deref(), Some(&sorted[..]));

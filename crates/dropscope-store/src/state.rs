@@ -59,8 +59,9 @@ pub struct State {
     /// [`uuid_fingerprint`]s of the events in segments: 8 bytes per event
     /// instead of a set of every uuid. A fingerprint found is confirmed
     /// in the segments' sorted uuid columns ([`Run::uuid_sorted`]), so a
-    /// colliding fingerprint never drops an event.
-    pub seg_fingerprints: rustc_hash::FxHashSet<u64>,
+    /// colliding fingerprint never drops an event. `None` until the first
+    /// event is applied: a process that only queries never builds it.
+    pub seg_fingerprints: Option<rustc_hash::FxHashSet<u64>>,
     pub next_seq: u64,
     pub earliest: Option<i64>,
     /// What the last event applied did beyond being stored.
@@ -140,9 +141,13 @@ impl State {
     }
 
     /// Whether an event with this uuid is in a segment.
-    fn in_segments(&self, uuid: u128) -> bool {
-        self.seg_fingerprints.contains(&uuid_fingerprint(uuid))
-            && self.runs.iter().any(|r| {
+    fn in_segments(&mut self, uuid: u128) -> bool {
+        let runs = &self.runs;
+        let fps = self
+            .seg_fingerprints
+            .get_or_insert_with(|| segment_fingerprints(runs));
+        fps.contains(&uuid_fingerprint(uuid))
+            && runs.iter().any(|r| {
                 r.uuid_sorted
                     .as_ref()
                     .is_some_and(|s| s.binary_search(&uuid).is_ok())
@@ -150,12 +155,15 @@ impl State {
     }
 
     /// Records that events held in memory are now in a segment: their
-    /// uuids move from the in-memory set to the fingerprints.
+    /// uuids move from the in-memory set to the fingerprints (when those
+    /// are built; else they will be built from the segment).
     pub fn uuids_to_segment(&mut self, uuids: &[u128]) {
-        self.seg_fingerprints.reserve(uuids.len());
+        if let Some(fps) = &mut self.seg_fingerprints {
+            fps.reserve(uuids.len());
+            fps.extend(uuids.iter().map(|&u| uuid_fingerprint(u)));
+        }
         for u in uuids {
             self.uuids.remove(u);
-            self.seg_fingerprints.insert(uuid_fingerprint(*u));
         }
     }
 
@@ -421,6 +429,20 @@ pub fn meta_projection(e: &Event, fx: Effects) -> Option<Event> {
         timestamp: e.timestamp,
         properties: props,
     })
+}
+
+/// The fingerprints of every event in the segment runs among `runs`. The
+/// mapped uuid columns read for it are released again (their pages are not
+/// kept in this process: see `Col::release`).
+fn segment_fingerprints(runs: &[Arc<Run>]) -> rustc_hash::FxHashSet<u64> {
+    let sorted: Vec<_> = runs.iter().filter_map(|r| r.uuid_sorted.as_ref()).collect();
+    let n = sorted.iter().map(|s| s.len()).sum();
+    let mut fps = rustc_hash::FxHashSet::with_capacity_and_hasher(n, Default::default());
+    for s in sorted {
+        fps.extend(s.iter().map(|&u| uuid_fingerprint(u)));
+        s.release();
+    }
+    fps
 }
 
 /// A 64-bit fingerprint of a uuid (both halves mixed, so that uuids that

@@ -27,8 +27,8 @@
 //!
 //! Open: load the manifest, drop garbage, replay `dicts.log` (so every
 //! string gets its id back), then `meta.log` (identity), check and map the
-//! segments (version 1 files are decoded and remapped), collect the uuid
-//! fingerprints of their events, then replay the WAL through
+//! segments (version 1 files are decoded and remapped), then replay the
+//! WAL through
 //! `State::apply`, truncating a torn or corrupt tail and reporting it in
 //! [`OpenReport`].
 
@@ -891,9 +891,25 @@ impl Store {
         // Dictionaries first (segments hold their ids), then identity, so
         // that segments' person blocks map.
         let mut mem = Mem::new(true);
-        let dict_log = replay_dicts(dir, manifest.dict_len, &mem.st.dicts)?;
-        report.meta_records_replayed =
-            replay_meta(dir, manifest.meta_len, |r| mem.st.apply_meta(&r))?;
+        let dict_log = replay_dicts(
+            dir,
+            manifest.dict_len,
+            Arc::get_mut(&mut mem.st.dicts).expect("a new state's dictionaries are not shared"),
+        )?;
+        mem.st.dicts.release_pages();
+        let mut replayed = 0u64;
+        report.meta_records_replayed = replay_meta(dir, manifest.meta_len, |r| {
+            mem.st.apply_meta(&r);
+            // Replaying interns strings the dictionary log holds, and
+            // confirming each reads it from the mapped log: let go of
+            // those pages now and then, so that opening does not page
+            // the whole log into this process.
+            replayed += 1;
+            if replayed.is_multiple_of(65_536) {
+                mem.st.dicts.release_pages();
+            }
+        })?;
+        mem.st.dicts.release_pages();
         mem.flushed_identity = mem.st.identity.clone();
 
         // Segments: check and map (version 2) or decode (version 1) in
@@ -920,10 +936,7 @@ impl Store {
         let mut earliest: Option<i64> = None;
         for (name, opened) in manifest.segments.iter().zip(opened) {
             let (run, bytes, seg_max_seq, min_ts) = match opened? {
-                Opened::Mapped(m) => {
-                    mem.st.seg_fingerprints.extend(m.fingerprints);
-                    (m.run, m.file_bytes, m.max_seq, m.min_ts)
-                }
+                Opened::Mapped(m) => (m.run, m.file_bytes, m.max_seq, m.min_ts),
                 Opened::Decoded(data) => {
                     let bytes = data.file_bytes;
                     let run = data
@@ -932,12 +945,6 @@ impl Store {
                             path: dir.join(name),
                             reason,
                         })?;
-                    mem.st.seg_fingerprints.extend(
-                        run.cols
-                            .uuid
-                            .iter()
-                            .map(|&u| crate::state::uuid_fingerprint(u)),
-                    );
                     let (seq, ts) = (
                         run.cols.seq.iter().max().copied(),
                         run.cols.ts.iter().min().copied(),
@@ -961,6 +968,7 @@ impl Store {
             runs.push(run);
         }
         report.segments_loaded = runs.len();
+
         mem.st.set_runs(runs);
         mem.st.next_seq = max_seq.map_or(0, |m| m + 1);
         mem.st.earliest = earliest;

@@ -92,7 +92,12 @@ fn version(seg: &Path) -> u32 {
 fn downgrade(dir: &Path) {
     let mut m = Manifest::load(dir).unwrap().unwrap();
     let mut st = State::new();
-    replay_dicts(dir, m.dict_len, &st.dicts).unwrap();
+    replay_dicts(
+        dir,
+        m.dict_len,
+        std::sync::Arc::get_mut(&mut st.dicts).unwrap(),
+    )
+    .unwrap();
     replay_meta(dir, m.meta_len, |r| st.apply_meta(&r)).unwrap();
     let mut creator = vec![u32::MAX; st.identity.person_ids()];
     for did in 0..st.dicts.distinct_ids.len() as u32 {
@@ -200,4 +205,60 @@ fn dictionary_log_damage_fails_open_and_an_uncommitted_tail_is_ignored() {
     std::fs::write(&log, &good).unwrap();
     let store = Store::open(dir, opts()).unwrap();
     assert_eq!(events(&store), want);
+}
+
+#[test]
+fn dictionaries_read_in_place_keep_every_id() {
+    // Enough strings that the in-place index grows many times; ids must
+    // come back the same after a reopen, and new strings continue them.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = Store::open(dir, opts()).unwrap();
+    let recs: Vec<Record> = (1..=30_000u128)
+        .map(|u| {
+            let mut props = serde_json::Map::new();
+            props.insert("v".into(), json!(format!("distinct value {u}")));
+            props.insert("n".into(), json!(u as u64));
+            Record::Event(Event {
+                uuid: u,
+                event: format!("e{}", u % 13),
+                distinct_id: format!("person-{}", u % 4000),
+                timestamp: 1000 + u as i64,
+                properties: props,
+            })
+        })
+        .collect();
+    store.append(&recs).unwrap();
+    store.flush().unwrap();
+    let ids = |s: &Store| -> Vec<(u32, String)> {
+        let snap = s.snapshot().unwrap();
+        let d = snap.dicts();
+        let mut out = Vec::new();
+        for dict in [&d.events, &d.distinct_ids, &d.keys, &d.values] {
+            for (id, st) in dict.iter() {
+                assert_eq!(dict.get(st), Some(id), "{st:?}");
+                assert_eq!(dict.resolve(id), st);
+                out.push((id, st.to_string()));
+            }
+        }
+        out
+    };
+    let before = ids(&store);
+    assert!(before.len() > 60_000);
+    let want = events(&store);
+    store.close().unwrap();
+    let store = Store::open(dir, opts()).unwrap();
+    assert_eq!(ids(&store), before);
+    assert_eq!(events(&store), want);
+    // A new string gets the next id; a known one its old id.
+    let snap = store.snapshot().unwrap();
+    let next = snap.dicts().values.len() as u32;
+    assert_eq!(snap.dicts().values.intern("sa brand new value"), next);
+    assert_eq!(
+        snap.dicts().values.get("sdistinct value 7"),
+        before
+            .iter()
+            .find(|(_, s)| s == "sdistinct value 7")
+            .map(|(id, _)| *id)
+    );
 }

@@ -171,7 +171,7 @@ fn main() -> Result<()> {
     let st = store.stats()?;
     let per = |b: f64| b / st.events.max(1) as f64;
     println!(
-        "stored events: {}; on disk: {:.1} bytes/event (segments {:.1}); in memory: {:.1} bytes/event (columns); open: {open_s:.2} s",
+        "stored events: {}; on disk: {:.1} bytes/event (segments {:.1}); on the heap: {:.1} bytes/event (columns not in mapped segments); open: {open_s:.2} s",
         st.events,
         per(st.bytes_on_disk as f64),
         per(st.segment_bytes as f64),
