@@ -124,7 +124,8 @@ pub struct StoreStats {
     pub bytes_on_disk: u64,
     /// Bytes of the live segment files.
     pub segment_bytes: u64,
-    /// Approximate heap bytes of event columns and person indexes.
+    /// Approximate heap bytes of event columns and person indexes (mapped
+    /// segment columns are not on the heap and not counted).
     pub bytes_in_memory: usize,
     pub wal: Option<WalStats>,
     pub background_error: Option<String>,
