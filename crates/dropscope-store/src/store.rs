@@ -1011,6 +1011,11 @@ impl Store {
                     f.sync_all().map_err(io_err(&path))?;
                 }
                 stopped = true;
+            } else if scan.records == 0 && scan.file_len == HEADER_LEN {
+                // A generation with no record (a store opened and closed
+                // without appending): nothing to keep, and each open would
+                // otherwise leave one more behind.
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
             }
         }
         let next_gen = wal_gens

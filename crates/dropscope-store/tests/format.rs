@@ -262,3 +262,30 @@ fn dictionaries_read_in_place_keep_every_id() {
             .map(|(id, _)| *id)
     );
 }
+
+#[test]
+fn opening_without_appending_leaves_no_empty_logs_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = Store::open(dir, opts()).unwrap();
+    store.append(&(1..=20).map(ev).collect::<Vec<_>>()).unwrap();
+    let want = events(&store);
+    store.close().unwrap();
+    for _ in 0..5 {
+        let store = Store::open(dir, opts()).unwrap();
+        assert_eq!(events(&store), want);
+        store.close().unwrap();
+    }
+    let wals = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("wal-")
+        })
+        .count();
+    // The generation holding the 20 events, and the one the last open made.
+    assert!(wals <= 2, "{wals} WAL files after 5 opens");
+}
