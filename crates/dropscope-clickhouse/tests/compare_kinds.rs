@@ -79,6 +79,13 @@ fn records(evs: &[Ev], identify: &[bool], step_ms: i64) -> Vec<Record> {
             (3, 2) => {
                 props.insert("$set".into(), json!({"tier": null}));
             }
+            (0, 3) => {
+                props.insert("$set_once".into(), json!({"tier": "bronze"}));
+            }
+            (2, 4) => {
+                props.insert("$set_once".into(), json!({"n": 5, "tier": "once"}));
+                props.insert("$set".into(), json!({"n": 7}));
+            }
             _ => {}
         }
         let did = if e.anon {
@@ -122,6 +129,7 @@ fn query_strategy() -> impl Strategy<Value = Value> {
         (0..5i64, 0..4usize, prop::option::of(1..5usize)),
         (any::<bool>(), 0..3usize, prop::option::of(0..3usize)),
         (0..6usize, 0..4usize),
+        (0..8usize, 0..4usize, any::<bool>()),
     )
         .prop_map(
             |(
@@ -134,6 +142,7 @@ fn query_strategy() -> impl Strategy<Value = Value> {
                 (pstep, pfe, limit),
                 (eq, conv, after),
                 (xk, bk),
+                (agg, counting, at_step),
             )| {
                 let steps_idx = steps.clone();
                 let mut steps: Vec<Value> =
@@ -326,6 +335,9 @@ fn query_strategy() -> impl Strategy<Value = Value> {
                         if pfe == 1 {
                             c["exclude_event_names"] = json!(["noise"]);
                         }
+                        if at_step {
+                            c["properties_at_step"] = json!(true);
+                        }
                         if let Some(l) = limit {
                             c["top"] = json!(l);
                         }
@@ -370,6 +382,15 @@ fn query_strategy() -> impl Strategy<Value = Value> {
                         }
                         q["paths"] = p;
                     }
+                }
+                // Actors other than persons, and `totals` counting (which
+                // only the steps view reads), for every kind.
+                let aggs = ["distinct_id", "event_property:plan", "person_property:tier"];
+                if let Some(a) = agg.checked_sub(5).map(|i| aggs[i]) {
+                    q["aggregation"] = json!(a);
+                }
+                if counting == 0 {
+                    q["counting"] = json!("totals");
                 }
                 q
             },
@@ -573,6 +594,7 @@ proptest! {
                     prop_assert!(false, "query {qv}\n{e}");
                 }
                 COMPARED.fetch_add(1, Ordering::Relaxed);
+                common::count_shapes(&qv);
             }
             (Err(QueryError::Invalid { .. }), Err(QueryError::Invalid { .. })) => {}
             // Documented, data-dependent refusals (an event matching several
@@ -585,21 +607,23 @@ proptest! {
                 REFUSED.fetch_add(1, Ordering::Relaxed);
             }
             // A query outside the supported subset, refused up front.
-            (_, Err(QueryError::Unsupported(_)))
+            (_, Err(QueryError::Unsupported(m)))
                 if matches!(
                     dropscope_clickhouse::check_supported(&q),
                     Err(QueryError::Unsupported(_))
                 ) =>
             {
                 STATIC.fetch_add(1, Ordering::Relaxed);
+                println!("outside the subset: {m}");
             }
             (w, g) => prop_assert!(false, "query {qv}: engine {w:?}, clickhouse {g:?}"),
         }
         println!(
-            "compared {}, refused (data-dependent) {}, outside the subset {}",
+            "compared {}, refused (data-dependent) {}, outside the subset {}; lifted shapes compared {:?}",
             COMPARED.load(Ordering::Relaxed),
             REFUSED.load(Ordering::Relaxed),
-            STATIC.load(Ordering::Relaxed)
+            STATIC.load(Ordering::Relaxed),
+            common::shapes()
         );
     }
 }
@@ -695,19 +719,15 @@ fn trends_query_strategy() -> impl Strategy<Value = Value> {
                     2 if n > 2 => q["from_step"] = json!(1),
                     _ => {}
                 }
-                if order != 2 {
-                    match bd {
-                        1 => q["breakdown"] = json!({"property": "plan"}),
-                        2 => {
-                            q["breakdown"] =
-                                json!({"property": "plan", "attribution": "all_events"})
-                        }
-                        3 if order == 0 => {
-                            q["breakdown"] = json!({"property": "plan", "attribution": "step",
-                                                    "attribution_step": 1})
-                        }
-                        _ => {}
+                match bd {
+                    1 => q["breakdown"] = json!({"property": "plan"}),
+                    2 => q["breakdown"] = json!({"property": "plan", "attribution": "all_events"}),
+                    // (Unordered funnels take step 0 only.)
+                    3 => {
+                        q["breakdown"] = json!({"property": "plan", "attribution": "step",
+                                                    "attribution_step": usize::from(order != 1)})
                     }
+                    _ => {}
                 }
                 if persons {
                     q["entrance_period_start"] = json!(if interval == 0 {
@@ -752,6 +772,7 @@ proptest! {
                     prop_assert!(false, "query {qv}\n{e}");
                 }
                 X_COMPARED.fetch_add(1, Ordering::Relaxed);
+                common::count_shapes(&qv);
             }
             (Err(QueryError::Invalid { .. }), Err(QueryError::Invalid { .. })) => {}
             (Ok(_), Err(QueryError::Unsupported(m)))
@@ -762,18 +783,16 @@ proptest! {
                     X_EPOCHS.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            (_, Err(QueryError::Unsupported(_)))
-                if matches!(
-                    dropscope_clickhouse::check_supported(&q),
-                    Err(QueryError::Unsupported(_))
-                ) => {}
+            // Every shape generated here is supported: a refusal up front
+            // fails.
             (w, g) => prop_assert!(false, "query {qv}: engine {w:?}, clickhouse {g:?}"),
         }
         println!(
-            "trends with exclusions: compared {}, refused (data-dependent) {}, of which too many full exclusions {}",
+            "trends with exclusions: compared {}, refused (data-dependent) {}, of which too many full exclusions {}; lifted shapes compared {:?}",
             X_COMPARED.load(Ordering::Relaxed),
             X_REFUSED.load(Ordering::Relaxed),
-            X_EPOCHS.load(Ordering::Relaxed)
+            X_EPOCHS.load(Ordering::Relaxed),
+            common::shapes()
         );
     }
 }
