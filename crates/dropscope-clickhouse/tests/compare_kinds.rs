@@ -666,6 +666,191 @@ fn non_step_events_in_same_instant_groups() {
     }
 }
 
+/// Non-person actors in every kind on a hand-made log where they matter:
+/// two actors per aggregation (distinct ids, an event property, a person
+/// property, `$set` at different times), one converting, one dropping,
+/// each with other events in its span. Every answer is compared with the
+/// engine's, and the event and property correlations must have rows (so a wrong actor key
+/// cannot pass as "no rows on both sides").
+#[test]
+fn non_person_actors_in_every_kind() {
+    // (distinct id, event, minute, plan, $set tier)
+    let log: [(&str, &str, i64, &str, Option<&str>); 12] = [
+        ("user1", "a", 0, "free", Some("gold")),
+        ("user1", "noise", 1, "free", None),
+        ("user1", "b", 2, "free", None),
+        ("user2", "a", 3, "pro", Some("silver")),
+        ("user2", "noise", 4, "pro", None),
+        ("user2", "$pageview", 5, "pro", Some("bronze")),
+        ("user3", "a", 6, "free", None),
+        ("user3", "$pageview", 7, "free", Some("gold")),
+        ("user3", "b", 8, "free", None),
+        ("user4", "a", 9, "pro", Some("silver")),
+        ("user4", "noise", 10, "pro", None),
+        ("user4", "c", 11, "pro", None),
+    ];
+    let recs: Vec<Record> = log
+        .iter()
+        .enumerate()
+        .map(|(i, &(did, name, min, plan, tier))| {
+            let mut props = Map::new();
+            props.insert("plan".into(), json!(plan));
+            if let Some(t) = tier {
+                props.insert("$set".into(), json!({ "tier": t }));
+            }
+            Record::Event(Event {
+                uuid: i as u128 + 1,
+                event: name.into(),
+                distinct_id: did.into(),
+                timestamp: BASE + min * 60_000,
+                properties: props,
+            })
+        })
+        .collect();
+    let store = Store::in_memory();
+    store.append(&recs).expect("append");
+    let snap = store.snapshot().unwrap();
+    let mut ch = common::Fresh::new("dsnpa").expect("clickhouse");
+    ch.load(&recs).expect("load");
+    let kinds = [
+        json!({"kind": "correlation", "correlation": {"min_person_count": 1}}),
+        json!({"kind": "correlation", "correlation": {"type": "event_with_properties",
+               "event_names": ["noise", "$pageview"], "min_person_count": 1}}),
+        json!({"kind": "correlation", "correlation": {"type": "properties",
+               "names": ["tier", "$all"], "min_person_count": 1}}),
+        json!({"kind": "correlation", "correlation": {"type": "properties", "properties_at_step": true,
+               "names": ["tier", "$all"], "min_person_count": 1}}),
+        json!({"kind": "correlation_persons", "persons_for": {"event": "noise"}}),
+        json!({"kind": "correlation_persons", "persons_for": {"property": "tier::gold"},
+               "correlation": {"properties_at_step": true}}),
+        json!({"kind": "paths", "paths": {"after_step": 0}}),
+        json!({"kind": "time_to_convert"}),
+        json!({"kind": "funnel_persons", "persons_for": {"step": 1}}),
+        json!({"kind": "funnel_trends", "interval": "hour"}),
+    ];
+    for agg in [
+        "person",
+        "distinct_id",
+        "event_property:plan",
+        "person_property:tier",
+    ] {
+        for (i, k) in kinds.iter().enumerate() {
+            let mut qv = json!({
+                "steps": [{"event": "a"}, {"event": "b"}],
+                "date_from": "2021-04-30", "date_to": "2021-05-01",
+                "window": {"value": 1, "unit": "hour"},
+                "aggregation": agg,
+            });
+            for (key, v) in k.as_object().unwrap() {
+                qv[key] = v.clone();
+            }
+            if i % 2 == 1 {
+                qv["counting"] = json!("totals");
+            }
+            let q = FunnelQuery::from_json(qv.clone()).unwrap();
+            let want = dropscope_engine::run_query(&snap, &q).unwrap();
+            let got = ch
+                .query(&q)
+                .unwrap_or_else(|e| panic!("query {qv}: clickhouse {e:?}"));
+            compare(&want, &got, true).unwrap_or_else(|e| panic!("query {qv}\n{e}"));
+            // (`event_with_properties` rows need more than 2 actors.)
+            if let (QueryResult::Correlation(c), false) = (&want, i == 1) {
+                let rows = c.events.len() + c.low_support.len();
+                assert!(rows > 0, "query {qv}: no correlation rows to compare");
+            }
+        }
+    }
+}
+
+/// Funnel trends breakdowns where the order changes the answer: strict
+/// funnels attribute values from every event (here non-step events carry
+/// values of their own), unordered ones by `step` run the same walk under
+/// every value of the actor's step-0 events (here two, an hour apart).
+/// Trends and trend persons of every attribution, compared with the
+/// engine; each trends answer must have series.
+#[test]
+fn strict_and_unordered_trends_breakdowns() {
+    // (distinct id, event, minute, plan)
+    let log: [(&str, &str, i64, Option<&str>); 10] = [
+        ("user1", "noise", 0, Some("x")),
+        ("user1", "a", 5, Some("free")),
+        ("user1", "a", 70, Some("pro")),
+        ("user1", "b", 80, None),
+        ("user2", "a", 10, Some("pro")),
+        ("user2", "noise", 15, Some("y")),
+        ("user2", "b", 20, Some("pro")),
+        ("user3", "a", 130, Some("free")),
+        ("user3", "c", 135, Some("z")),
+        ("user3", "b", 140, Some("free")),
+    ];
+    let recs: Vec<Record> = log
+        .iter()
+        .enumerate()
+        .map(|(i, &(did, name, min, plan))| {
+            let mut props = Map::new();
+            if let Some(p) = plan {
+                props.insert("plan".into(), json!(p));
+            }
+            Record::Event(Event {
+                uuid: i as u128 + 1,
+                event: name.into(),
+                distinct_id: did.into(),
+                timestamp: BASE + min * 60_000,
+                properties: props,
+            })
+        })
+        .collect();
+    let store = Store::in_memory();
+    store.append(&recs).expect("append");
+    let snap = store.snapshot().unwrap();
+    let mut ch = common::Fresh::new("dstrbd").expect("clickhouse");
+    ch.load(&recs).expect("load");
+    for order in ["strict", "unordered"] {
+        let step = usize::from(order == "strict");
+        for b in [
+            json!({"property": "plan"}),
+            json!({"property": "plan", "attribution": "last_touch"}),
+            json!({"property": "plan", "attribution": "all_events"}),
+            json!({"property": "plan", "attribution": "step", "attribution_step": step}),
+        ] {
+            for persons in [
+                None,
+                Some(("2021-05-01T00:00:00Z", false)),
+                Some(("2021-05-01T01:00:00Z", true)),
+            ] {
+                let mut qv = json!({
+                    "kind": "funnel_trends",
+                    "steps": [{"event": "a"}, {"event": "b"}],
+                    "explicit_date": true,
+                    "date_from": "2021-05-01T00:00:00Z", "date_to": "2021-05-01T05:59:59Z",
+                    "window": {"value": 1, "unit": "day"},
+                    "interval": "hour",
+                    "order": order,
+                    "breakdown": b,
+                });
+                if let Some((start, drop)) = persons {
+                    qv["kind"] = json!("funnel_persons");
+                    qv["entrance_period_start"] = json!(start);
+                    qv["drop_off"] = json!(drop);
+                    qv["breakdown_value"] = json!(["free"]);
+                }
+                let q = FunnelQuery::from_json(qv.clone()).unwrap();
+                let want = dropscope_engine::run_query(&snap, &q).unwrap();
+                let got = ch
+                    .query(&q)
+                    .unwrap_or_else(|e| panic!("query {qv}: clickhouse {e:?}"));
+                compare(&want, &got, true).unwrap_or_else(|e| panic!("query {qv}\n{e}"));
+                if let QueryResult::FunnelTrends(t) = &want {
+                    assert!(
+                        t.series.as_ref().is_some_and(|s| s.len() > 1),
+                        "query {qv}: expected several series, got {t:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[allow(clippy::type_complexity)]
 fn trends_query_strategy() -> impl Strategy<Value = Value> {
     (
