@@ -46,15 +46,18 @@ pub fn check(q: &FunnelQuery) -> Result<(), QueryError> {
         .as_ref()
         .filter(|_| q.kind == QueryKind::Correlation)
     {
-        // The Simpson check's segments: one value per actor.
-        if !matches!(b.kind, None | Some(BreakdownType::Event))
-            || !matches!(
-                b.attribution.unwrap_or_default(),
-                Attribution::FirstTouch | Attribution::LastTouch
-            )
-        {
+        // The Simpson check's segments: one value per actor (an event,
+        // person or group property value, attributed as in the steps view).
+        if !matches!(
+            b.kind,
+            None | Some(BreakdownType::Event | BreakdownType::Person | BreakdownType::Group)
+        ) || !matches!(
+            b.attribution.unwrap_or_default(),
+            Attribution::FirstTouch | Attribution::LastTouch
+        ) {
             return unsupported(
-                "correlation with a breakdown other than an event property (first/last touch)",
+                "correlation with a breakdown other than an event, person or group property \
+                 (first/last touch)",
             );
         }
     }

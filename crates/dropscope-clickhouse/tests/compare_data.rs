@@ -617,15 +617,23 @@ proptest! {
     }
 }
 
-/// Correlation rows as (name, successes, failures), plus the totals.
-fn correlation_keys(
-    c: &dropscope_core::result::CorrelationResult,
-) -> (u64, u64, Vec<(String, u64, u64)>) {
+/// A correlation row as (name, successes, failures, Simpson warning).
+type RowKey = (String, u64, u64, Option<String>);
+
+/// Correlation rows as [`RowKey`]s, plus the totals.
+fn correlation_keys(c: &dropscope_core::result::CorrelationResult) -> (u64, u64, Vec<RowKey>) {
     let rows = c
         .events
         .iter()
         .chain(&c.low_support)
-        .map(|r| (r.event.clone(), r.success_count, r.failure_count))
+        .map(|r| {
+            (
+                r.event.clone(),
+                r.success_count,
+                r.failure_count,
+                r.simpson_warning.clone(),
+            )
+        })
         .collect();
     (c.success_total, c.failure_total, rows)
 }
@@ -703,7 +711,19 @@ proptest! {
                     json!({"type": "properties", "names": ["plan", "$all", "c"], "min_person_count": 1,
                            "properties_at_step": kind == 7 || (kind == 8 && pick)})
                 };
-                qv.as_object_mut().map(|o| o.remove("breakdown"));
+                // The Simpson check's segments: event, person or group
+                // values, first or last touch.
+                let touch = matches!(
+                    qv["breakdown"]["attribution"].as_str(),
+                    Some("first_touch" | "last_touch")
+                );
+                let typed = matches!(
+                    qv["breakdown"]["type"].as_str(),
+                    None | Some("person" | "group")
+                );
+                if !(kind == 2 && touch && typed) {
+                    qv.as_object_mut().map(|o| o.remove("breakdown"));
+                }
             }
         }
         if totals {

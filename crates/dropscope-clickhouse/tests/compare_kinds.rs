@@ -762,6 +762,80 @@ fn non_person_actors_in_every_kind() {
     }
 }
 
+/// The Simpson check with a person-property breakdown, on a log built to
+/// flip: `noise` goes with converting overall (it is frequent in the
+/// `gold` segment, which converts more) but with dropping inside both
+/// segments. The engine must warn on that row, and ClickHouse must agree.
+#[test]
+fn simpson_check_by_person_property() {
+    // Per segment: (tier, converting with noise, converting without,
+    // dropping with noise, dropping without).
+    let segments = [("gold", 5, 3, 2, 1), ("silver", 0, 2, 1, 7)];
+    let mut recs = Vec::new();
+    let mut person = 0;
+    for (tier, sx, s0, fx, f0) in segments {
+        let kinds = [
+            (true, true, sx),
+            (true, false, s0),
+            (false, true, fx),
+            (false, false, f0),
+        ];
+        for (conv, noise, count) in kinds {
+            for _ in 0..count {
+                let did = format!("p{person}");
+                let t = BASE + person * 600_000;
+                let mut ev = |name: &str, dt: i64, props: Value| {
+                    recs.push(Record::Event(Event {
+                        uuid: recs.len() as u128 + 1,
+                        event: name.into(),
+                        distinct_id: did.clone(),
+                        timestamp: t + dt,
+                        properties: props.as_object().cloned().unwrap_or_default(),
+                    }))
+                };
+                ev("a", 0, json!({"$set": {"tier": tier}}));
+                if noise {
+                    ev("noise", 60_000, json!({}));
+                }
+                if conv {
+                    ev("b", 120_000, json!({}));
+                }
+                person += 1;
+            }
+        }
+    }
+    let store = Store::in_memory();
+    store.append(&recs).expect("append");
+    let mut ch = common::Fresh::new("dssimp").expect("clickhouse");
+    ch.load(&recs).expect("load");
+    for touch in ["first_touch", "last_touch"] {
+        let qv = json!({
+            "kind": "correlation",
+            "steps": [{"event": "a"}, {"event": "b"}],
+            "date_from": "2021-04-30", "date_to": "2021-05-01",
+            "window": {"value": 1, "unit": "hour"},
+            "correlation": {"min_person_count": 1},
+            "breakdown": {"type": "person", "property": "tier", "attribution": touch},
+        });
+        let q = FunnelQuery::from_json(qv.clone()).unwrap();
+        let want = dropscope_engine::run_query(&store.snapshot().unwrap(), &q).unwrap();
+        let QueryResult::Correlation(c) = &want else {
+            panic!("not a correlation: {want:?}")
+        };
+        assert!(
+            c.events
+                .iter()
+                .chain(&c.low_support)
+                .any(|r| r.simpson_warning.is_some()),
+            "query {qv}: the log should flip: {c:?}"
+        );
+        let got = ch
+            .query(&q)
+            .unwrap_or_else(|e| panic!("query {qv}: clickhouse {e:?}"));
+        compare(&want, &got, true).unwrap_or_else(|e| panic!("query {qv}\n{e}"));
+    }
+}
+
 /// Funnel trends breakdowns where the order changes the answer: strict
 /// funnels attribute values from every event (here non-step events carry
 /// values of their own), unordered ones by `step` run the same walk under

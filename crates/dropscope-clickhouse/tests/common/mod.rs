@@ -180,9 +180,10 @@ pub fn same_persons(a: &PersonsResult, b: &PersonsResult, exact_order: bool) -> 
     Ok(())
 }
 
-/// Compared answers per query shape lifted from the refusals (non-person
-/// actors, `totals`, strict trends with a breakdown, unordered trends by
-/// step, properties at step), printed so a run shows they are compared.
+/// Compared answers per query shape along the lifted refusals (actors,
+/// `totals`, strict trends with a breakdown, unordered trends by step,
+/// properties at step, correlation breakdowns), printed so a run shows
+/// they are compared.
 static SHAPES: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
@@ -197,6 +198,10 @@ pub fn count_shapes(qv: &Value) {
     }
     if qv["correlation"]["properties_at_step"] == serde_json::json!(true) {
         tags.push(format!("{kind} properties_at_step"));
+    }
+    if kind == "correlation" && qv.get("breakdown").is_some() {
+        let t = qv["breakdown"]["type"].as_str().unwrap_or("event");
+        tags.push(format!("correlation with a {t} breakdown"));
     }
     if kind == "funnel_trends" || qv.get("entrance_period_start").is_some() {
         if qv["order"] == serde_json::json!("strict") && qv.get("breakdown").is_some() {
