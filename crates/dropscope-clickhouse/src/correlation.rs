@@ -25,9 +25,9 @@ use dropscope_engine::correlation::{
 };
 
 use crate::dispatch::refuse_amb;
-use crate::events::{overrides_sql, PERSON_EXPR};
+use crate::events::overrides_sql;
 use crate::funnel::{actors_sql, FunnelSpec};
-use crate::persons::Actors;
+use crate::persons::{actors_of, Actors};
 use crate::sql::quote_str;
 use crate::ClickHouse;
 
@@ -41,27 +41,23 @@ fn unsupported<T>(what: &str) -> Result<T, QueryError> {
 pub fn check(q: &FunnelQuery) -> Result<(), QueryError> {
     let opts = q.correlation.clone().unwrap_or_default();
     validate_options(q.steps.len(), &opts)?;
-    let pf = q.persons_for.clone().unwrap_or_default();
-    let person_rows = opts.kind == CorrelationType::Properties
-        || opts.with_person_properties.is_some()
-        || (pf.property.is_some() && pf.event.is_none());
-    if person_rows && opts.properties_at_step {
-        return unsupported("correlation.properties_at_step");
-    }
     if let Some(b) = q
         .breakdown
         .as_ref()
         .filter(|_| q.kind == QueryKind::Correlation)
     {
-        // The Simpson check's segments: one value per actor.
-        if !matches!(b.kind, None | Some(BreakdownType::Event))
-            || !matches!(
-                b.attribution.unwrap_or_default(),
-                Attribution::FirstTouch | Attribution::LastTouch
-            )
-        {
+        // The Simpson check's segments: one value per actor (an event,
+        // person or group property value, attributed as in the steps view).
+        if !matches!(
+            b.kind,
+            None | Some(BreakdownType::Event | BreakdownType::Person | BreakdownType::Group)
+        ) || !matches!(
+            b.attribution.unwrap_or_default(),
+            Attribution::FirstTouch | Attribution::LastTouch
+        ) {
             return unsupported(
-                "correlation with a breakdown other than an event property (first/last touch)",
+                "correlation with a breakdown other than an event, person or group property \
+                 (first/last touch)",
             );
         }
     }
@@ -86,10 +82,7 @@ fn step_event_names(q: &FunnelQuery) -> Vec<String> {
 }
 
 /// The group type correlation aggregates by (`aggregation: group:N`), or
-/// `None` for persons. With a group, the actor key every correlation
-/// query joins on (its column `person`) is the group key (`String`), the
-/// events of an actor are those carrying it in `$group_N`, and its
-/// properties are the group's.
+/// `None` for other actors: a group actor's properties are the group's.
 pub(crate) fn group_of(q: &FunnelQuery) -> Option<u8> {
     q.aggregation
         .as_deref()
@@ -98,16 +91,16 @@ pub(crate) fn group_of(q: &FunnelQuery) -> Option<u8> {
         .and_then(|g| g.parse::<u8>().ok())
 }
 
-/// Stage B's rows with the actor key as `person` (see [`group_of`]).
-fn keyed_actors_sql(db: &str, spec: &FunnelSpec, group: Option<u8>) -> String {
-    let actors = actors_sql(db, spec);
-    match group {
-        None => actors,
-        Some(_) => format!(
-            "SELECT actor AS person, bd, amb, lvl, times, start, bits FROM \
-             (SELECT actor, bd, amb, lvl, times, start, bits FROM ({actors}))"
-        ),
-    }
+/// Stage B's rows with the actor key as `person`: the canonical person
+/// (`UInt64`), or for other aggregations (`persons::actors_of`) the actor
+/// key (`String`: a group key, distinct id, property value), which every
+/// correlation query joins on.
+fn keyed_actors_sql(db: &str, spec: &FunnelSpec, who: Actors) -> String {
+    crate::persons::keyed(
+        actors_sql(db, spec),
+        who,
+        "bd, amb, lvl, times, start, bits",
+    )
 }
 
 /// Stage B actors with their outcome and observed span: columns `person`
@@ -127,35 +120,32 @@ fn spans_sql(db: &str, q: &FunnelQuery, spec: &FunnelSpec, opts: &CorrelationOpt
             .collect::<Vec<_>>()
             .join(", "),
         w = spec.window_ms,
-        actors = keyed_actors_sql(db, spec, group_of(q)),
+        actors = keyed_actors_sql(db, spec, actors_of(q)),
     )
 }
 
 /// Events of the actors in `spans` inside their span: columns `person`
-/// (the actor key, see [`group_of`]),
+/// (the actor key, see [`keyed_actors_sql`]),
 /// `success`, `event`, `prop_keys`, `prop_values`. `cond` filters the
-/// events before the join.
-fn span_events_sql(
-    db: &str,
-    spec: &FunnelSpec,
-    group: Option<u8>,
-    spans: &str,
-    cond: &str,
-) -> String {
-    let key = match group {
-        None => PERSON_EXPR.to_string(),
-        Some(g) => crate::sql::prop_value(&format!("$group_{g}")),
+/// events before the join. The events are stage A's rows before any step
+/// or filter (`events::joined_sql`: overrides applied, in range; for
+/// non-person actors only those with a key, as the engine regroups them).
+fn span_events_sql(db: &str, spec: &FunnelSpec, who: Actors, spans: &str, cond: &str) -> String {
+    let key = match who {
+        Actors::Persons => "person",
+        Actors::Keys => "actor",
+    };
+    let uses = match &spec.data.actor {
+        crate::events::ActorKind::Expr(e) => format!("{e} {cond}"),
+        crate::events::ActorKind::Person => cond.to_string(),
     };
     format!(
         "SELECT person, success, event, prop_keys, prop_values FROM \
-         (SELECT {key} AS person, event, timestamp AS ts, prop_keys, prop_values FROM {db}.events \
-          ANY LEFT JOIN ({ov}) AS ov USING distinct_id \
-          WHERE timestamp >= {from} AND timestamp <= {to} AND ({cond})) AS ev \
+         (SELECT {key} AS person, event, timestamp AS ts, prop_keys, prop_values FROM ({rows}) \
+          WHERE ({cond})) AS ev \
          ALL INNER JOIN (SELECT person, success, t0, t1 FROM ({spans})) AS sp USING person \
          WHERE ts > t0 AND ts < t1",
-        ov = overrides_sql(db),
-        from = spec.from_ms,
-        to = spec.to_ms,
+        rows = crate::events::joined_sql(db, spec, &uses, true),
     )
 }
 
@@ -184,17 +174,13 @@ fn row_names_sql(
             format!(
                 "SELECT person, success, concat(event, '::', k, '::', v) AS name FROM ({}) \
                  ARRAY JOIN prop_keys AS k, prop_values AS v WHERE k NOT IN ({})",
-                span_events_sql(db, spec, group_of(q), pop, &cond),
+                span_events_sql(db, spec, actors_of(q), pop, &cond),
                 list_sql(&skip)
             )
         }
-        CorrelationType::Properties => person_rows_sql(
-            db,
-            group_of(q),
-            pop,
-            &opts.names.clone().unwrap_or_default(),
-            "",
-        ),
+        CorrelationType::Properties => {
+            person_rows_sql(db, q, pop, &opts.names.clone().unwrap_or_default(), "")
+        }
         CorrelationType::Events => {
             let steps = step_event_names(q);
             let cond = if steps.is_empty() {
@@ -204,18 +190,12 @@ fn row_names_sql(
             };
             let events = format!(
                 "SELECT person, success, event AS name FROM ({})",
-                span_events_sql(db, spec, group_of(q), pop, &cond)
+                span_events_sql(db, spec, actors_of(q), pop, &cond)
             );
             match &opts.with_person_properties {
                 Some(names) => format!(
                     "{events} UNION ALL {}",
-                    person_rows_sql(
-                        db,
-                        group_of(q),
-                        pop,
-                        names,
-                        dropscope_core::query::PERSON_ROW_PREFIX
-                    )
+                    person_rows_sql(db, q, pop, names, dropscope_core::query::PERSON_ROW_PREFIX)
                 ),
                 None => events,
             }
@@ -228,31 +208,34 @@ fn row_names_sql(
 /// the actor has (a person's JSON null value reads `''`), for named keys
 /// the value or `''`. Current values: the person's (`person_props`, latest
 /// version), or with a group (see [`group_of`]) the group's (a JSON null
-/// removes the key, as `events::group_properties_sql`).
-fn person_rows_sql(
-    db: &str,
-    group: Option<u8>,
-    pop: &str,
-    names: &[String],
-    prefix: &str,
-) -> String {
-    let props = match group {
-        None => format!(
+/// removes the key, as `events::group_properties_sql`); other non-person
+/// actors have none (the engine's `actor_props`).
+fn person_rows_sql(db: &str, q: &FunnelQuery, pop: &str, names: &[String], prefix: &str) -> String {
+    let props = match (actors_of(q), group_of(q)) {
+        (Actors::Persons, _) => format!(
             "SELECT person_id AS person, argMax(keys, version) AS k0, argMax(values, version) AS v0, \
              argMax(nulls, version) AS z0, argMax(deleted, version) AS del FROM {db}.person_props \
              GROUP BY person_id"
         ),
-        Some(g) => format!(
+        (Actors::Keys, Some(g)) => format!(
             "SELECT group_key AS person, keys AS k0, values AS v0, \
              arrayMap(k -> toUInt8(0), keys) AS z0, toUInt8(0) AS del FROM ({})",
             crate::events::group_properties_sql(db, g)
         ),
+        (Actors::Keys, None) => "SELECT '' AS person, emptyArrayString() AS k0, \
+             emptyArrayString() AS v0, emptyArrayUInt8() AS z0, toUInt8(0) AS del \
+             FROM system.one WHERE 0"
+            .to_string(),
     };
-    let joined = format!(
+    let mut joined = format!(
         "SELECT person, success, if(del = 1, emptyArrayString(), k0) AS K, \
          if(del = 1, emptyArrayString(), v0) AS V, if(del = 1, emptyArrayUInt8(), z0) AS Z \
          FROM (SELECT person, success FROM ({pop})) AS pp ANY LEFT JOIN ({props}) AS pr USING person"
     );
+    let at_step = q.correlation.as_ref().is_some_and(|c| c.properties_at_step);
+    if at_step && actors_of(q) == Actors::Persons {
+        joined = at_step_sql(db, q, pop, &joined);
+    }
     let prefix = quote_str(prefix);
     let mut parts = Vec::new();
     if names.iter().any(|n| n == "$all") {
@@ -274,6 +257,53 @@ fn person_rows_sql(
         return format!("SELECT person, success, '' AS name FROM ({pop}) WHERE 0");
     }
     parts.join(" UNION ALL ")
+}
+
+/// `properties_at_step` for persons (the engine's `props_at`): the
+/// person's properties as of its `from` step time `t` — every key some
+/// `$set`/`$set_once` of the person's events (all time, any distinct id
+/// of the person: `person_history` kinds 1 and 2) writes takes the value
+/// of its last `$set` at or before `t`, else of its first `$set_once` at or
+/// before `t`, else is absent; other keys keep their current value.
+/// `current`: rows `person, success, K, V, Z` (current properties); the
+/// same columns come back.
+fn at_step_sql(db: &str, q: &FunnelQuery, pop: &str, current: &str) -> String {
+    let (from, _) = transition_for(q, q.steps.len());
+    let history = format!(
+        "SELECT if(ov_pid != 0, ov_pid, own_id) AS person, ts, seq, kind, keys, values, nulls FROM \
+         (SELECT distinct_id, timestamp AS ts, seq, kind, keys, values, nulls, own_id FROM {db}.person_history AS ph \
+          ANY LEFT JOIN (SELECT distinct_id, any(own_id) AS own_id FROM {db}.distinct_ids GROUP BY distinct_id) AS di \
+          USING distinct_id WHERE kind IN (1, 2)) AS hd \
+         ANY LEFT JOIN ({ov}) AS ov USING distinct_id",
+        ov = overrides_sql(db),
+    );
+    // Per (person, key): whether a write at or before t exists, and its
+    // value by the rule above (null flag `z`).
+    let per_key = format!(
+        "SELECT person, k, countIf(kind = 1 AND ts <= tt) AS ns, countIf(kind = 2 AND ts <= tt) AS no, \
+         argMaxIf(v, (ts, seq), kind = 1 AND ts <= tt) AS vs, argMaxIf(z, (ts, seq), kind = 1 AND ts <= tt) AS zs, \
+         argMinIf(v, (ts, seq), kind = 2 AND ts <= tt) AS vo, argMinIf(z, (ts, seq), kind = 2 AND ts <= tt) AS zo \
+         FROM (SELECT person, ts, seq, kind, k, v, z FROM ({history}) ARRAY JOIN keys AS k, values AS v, nulls AS z) AS hk \
+         ALL INNER JOIN (SELECT person, times[{t}] AS tt FROM ({pop})) AS pt USING person \
+         GROUP BY person, k",
+        t = from + 1,
+    );
+    let touched = format!(
+        "SELECT person, groupArray(k) AS TK, groupArrayIf(k, ns + no > 0) AS PK, \
+         groupArrayIf(if(ns > 0, vs, vo), ns + no > 0) AS PV, groupArrayIf(if(ns > 0, zs, zo), ns + no > 0) AS PZ \
+         FROM ({per_key}) GROUP BY person"
+    );
+    // (18.16: the lambdas' captured `TK` is also read outside them, in
+    // the WHERE of this very query: one level further down it is lost.)
+    format!(
+        "SELECT person, success, \
+         arrayConcat(arrayFilter((k, x) -> NOT has(TK, k), K0, K0), PK) AS K, \
+         arrayConcat(arrayFilter((v, k) -> NOT has(TK, k), V0, K0), PV) AS V, \
+         arrayConcat(arrayFilter((z, k) -> NOT has(TK, k), Z0, K0), PZ) AS Z FROM \
+         (SELECT person, success, K0, V0, Z0, TK, PK, PV, PZ FROM \
+          (SELECT person, success, K AS K0, V AS V0, Z AS Z0 FROM ({current})) AS cur \
+          ANY LEFT JOIN ({touched}) AS tp USING person) WHERE NOT ignore(TK, K0, V0, Z0)"
+    )
 }
 
 fn list_sql(names: &[String]) -> String {
@@ -391,7 +421,7 @@ fn simpson(
     };
     let segs = format!(
         "SELECT person, bd FROM ({})",
-        keyed_actors_sql(ch.database(), &bspec, group_of(q))
+        keyed_actors_sql(ch.database(), &bspec, actors_of(q))
     );
     let r = ch
         .select_json(&format!(
@@ -458,7 +488,7 @@ pub fn persons(
         };
         // The row's key (before the first `::`), its rows, the one named.
         let key = prop.split("::").next().unwrap_or("").to_string();
-        let hits = person_rows_sql(db, group_of(q), &all, &[key], "");
+        let hits = person_rows_sql(db, q, &all, &[key], "");
         let rows = format!(
             "SELECT person, lvl, times, bits, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) AS sp \
              ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) WHERE name = {p} GROUP BY person) AS h \
@@ -471,7 +501,7 @@ pub fn persons(
     if let Some(f) = crate::sql::filters(pf.properties.as_ref(), "persons_for.properties")? {
         cond.push_str(&format!(" AND ({f})"));
     }
-    let hits = span_events_sql(db, spec, group_of(q), &all, &cond);
+    let hits = span_events_sql(db, spec, actors_of(q), &all, &cond);
     let rows = format!(
         "SELECT person, lvl, times, bits, amb, toUInt8({outcome} AND hit = 1) AS sel FROM ({all}) AS sp \
          ANY LEFT JOIN (SELECT person, toUInt8(1) AS hit FROM ({hits}) GROUP BY person) AS h USING person"
@@ -486,9 +516,5 @@ fn page(
     spec: &FunnelSpec,
     rows: &str,
 ) -> Result<PersonsResult, QueryError> {
-    let actors = match group_of(q) {
-        None => Actors::Persons,
-        Some(_) => Actors::Keys,
-    };
-    crate::persons::page_of(ch, q, spec.steps.len(), rows, false, actors)
+    crate::persons::page_of(ch, q, spec.steps.len(), rows, false, actors_of(q))
 }

@@ -25,47 +25,20 @@ fn check_kind(q: &FunnelQuery) -> Result<(), QueryError> {
     if kind == QueryKind::Diagnosis {
         return crate::diagnosis::check(q);
     }
-    if q.counting != Counting::Unique {
-        return unsupported(&format!("counting `totals` with query kind {kind:?}"));
-    }
-    let correlation = matches!(kind, QueryKind::Correlation | QueryKind::CorrelationPersons);
-    if let Some(a) = q.aggregation.as_deref().map(str::trim) {
-        // Correlation also takes group actors (`correlation::group_of`).
-        let group = correlation && crate::correlation::group_of(q).is_some();
-        // Funnel trends and persons count and list stage A's actors,
-        // whatever the aggregation (`persons::actors_of`).
-        let staged = matches!(kind, QueryKind::FunnelTrends | QueryKind::FunnelPersons);
-        if !a.is_empty() && a != "person" && a != "person_id" && !group && !staged {
-            return unsupported(&format!("aggregation {a:?} with query kind {kind:?}"));
-        }
-    }
-    let trends = own_stage(q);
-    if trends {
-        // The engine's strict trends walk only step events, as ordered
-        // ones; strictness shows only in which events attribute a
-        // breakdown value (every event), which stage A (ordered) lacks.
-        if q.order == FunnelOrder::Strict && q.breakdown.is_some() {
-            return unsupported("strict funnel trends with a breakdown");
-        }
-        // The engine's unordered trends run every value's walk over all
-        // the actor's events (the step constraint is not applied there).
-        if q.order == FunnelOrder::Unordered
-            && q.breakdown
-                .as_ref()
-                .is_some_and(|b| b.attribution == Some(dropscope_core::query::Attribution::Step))
-        {
-            return unsupported("breakdown attribution `step` in unordered funnel trends");
-        }
-    }
-    // Funnel trends and persons take every breakdown the steps view takes
-    // (stage A partitions the events for `all_events`, `step` and
-    // cohorts; stage B and trends count each partition under its value).
-    match kind {
-        QueryKind::Correlation | QueryKind::CorrelationPersons => {
-            crate::correlation::check(q)?;
-        }
-        QueryKind::Paths => {}
-        _ => {}
+    // Beyond the funnel definition, every kind takes:
+    // * every `counting`: it changes only the steps view; every other kind
+    //   follows each actor's best path (`funnel_of` builds on `unique`
+    //   stages), as the engine's;
+    // * every aggregation: stage A groups the events by the actor key
+    //   (`events::ActorKind`), the kinds read their actors from stage B
+    //   (`persons::actors_of`, `persons::keyed`);
+    // * every breakdown the steps view takes (stage A partitions the
+    //   events for `all_events`, `step` and cohorts). Funnel trends (their
+    //   own stage) also take strict order (every event in range attributes
+    //   the value, `spec_of`) and unordered `step` attribution (the same
+    //   unconstrained walk under each value, `DataSpec::step_free`).
+    if matches!(kind, QueryKind::Correlation | QueryKind::CorrelationPersons) {
+        crate::correlation::check(q)?;
     }
     Ok(())
 }
@@ -95,6 +68,13 @@ fn own_stage(q: &FunnelQuery) -> bool {
 pub(crate) fn funnel_of(q: &FunnelQuery, keep_breakdown: bool) -> FunnelQuery {
     FunnelQuery {
         kind: QueryKind::Funnel,
+        // The other kinds read each actor's best path: `unique` stages
+        // (the engine ignores `counting` outside the steps view).
+        counting: if q.kind == QueryKind::Funnel {
+            q.counting
+        } else {
+            Counting::Unique
+        },
         breakdown: if keep_breakdown {
             q.breakdown.clone()
         } else {
@@ -120,16 +100,26 @@ pub(crate) fn spec_of(
 ) -> Result<FunnelSpec, QueryError> {
     // With this database's cohorts resolved (`check_supported` cannot).
     let spec = ch.funnel_spec(&funnel_of(q, keep_breakdown))?;
+    let trends = own_stage(q);
     Ok(FunnelSpec {
         from_ms: range.from,
         to_ms: range.to,
         // As the engine's plan: correlation and paths read every event of
-        // the actor, which also shapes same-instant groups (rule 5).
+        // the actor, which also shapes same-instant groups (rule 5); strict
+        // trends (run as ordered ones) read every event for the breakdown
+        // attribution (rule 6).
         keep_all: spec.keep_all
             || matches!(
                 q.kind,
                 QueryKind::Correlation | QueryKind::CorrelationPersons | QueryKind::Paths
-            ),
+            )
+            || (trends && q.order == FunnelOrder::Strict),
+        data: crate::events::DataSpec {
+            // The engine's unordered trends do not constrain step N to the
+            // partition's value (`trends.rs::unordered_buckets`).
+            step_free: trends && q.order == FunnelOrder::Unordered,
+            ..spec.data
+        },
         ..spec
     })
 }

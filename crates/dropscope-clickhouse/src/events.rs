@@ -102,6 +102,10 @@ pub struct DataSpec {
     /// actor's first event (all time for persons; in range otherwise)
     /// satisfying `c` may match it (rule 14).
     pub first_time: Vec<Option<String>>,
+    /// With [`Part::Step`]: keep step N's bit on events of other values
+    /// (unordered funnel trends: the engine runs the same unconstrained
+    /// walk under each value of the actor's step-N events).
+    pub step_free: bool,
 }
 
 /// Columns of the `events` table stage A carries through its joins.
@@ -141,7 +145,7 @@ fn reads(sql: &str, prefix: &str) -> bool {
 /// and (when `uses` reads them) the person's current properties and the
 /// properties of the event's groups; plus `actor`. `range`: only events in
 /// the query's range.
-fn joined_sql(db: &str, s: &FunnelSpec, uses: &str, range: bool) -> String {
+pub(crate) fn joined_sql(db: &str, s: &FunnelSpec, uses: &str, range: bool) -> String {
     let mut cols: Vec<String> = BASE_COLS.iter().map(|c| c.to_string()).collect();
     let groups: Vec<u8> = (0..5u8)
         .filter(|g| reads(uses, &crate::sql::group_cols(*g)))
@@ -309,6 +313,13 @@ pub fn events_sql(db: &str, s: &FunnelSpec) -> String {
              FROM (SELECT actor, person, ts, seq, mask, xmask, bd, cands FROM ({sql}) AS ds_l \
              ANY LEFT JOIN (SELECT actor, argMin(part, (ts, seq)) AS cands FROM ({sql}) GROUP BY actor) \
              AS ds_c USING actor) ARRAY JOIN cands AS c"
+        ),
+        Part::Step(n) if d.step_free => format!(
+            "SELECT actor, person, part, ts, seq, mask, xmask, bd \
+             FROM (SELECT actor, person, ts, seq, mask, xmask, bd, cands FROM ({sql}) AS ds_l \
+             ANY LEFT JOIN (SELECT actor, groupUniqArrayIf(bd, bitAnd(mask, toUInt64({bit})) != 0) AS cands \
+             FROM ({sql}) GROUP BY actor) AS ds_c USING actor) ARRAY JOIN cands AS part",
+            bit = 1u64 << n
         ),
         Part::Step(n) => {
             let bit = 1u64 << n;

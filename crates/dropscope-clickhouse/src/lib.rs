@@ -1097,6 +1097,7 @@ fn compile(q: &FunnelQuery, data: Option<&sql::CohortData<'_>>) -> Result<Funnel
             bd,
             part,
             first_time,
+            step_free: false,
         },
     })
 }

@@ -11,8 +11,9 @@ use dropscope_core::result::{PathsResult, QueryResult};
 use dropscope_core::QueryError;
 
 use crate::dispatch::refuse_amb;
-use crate::events::{overrides_sql, PERSON_EXPR};
+use crate::events::{joined_sql, ActorKind};
 use crate::funnel::{actors_sql, FunnelSpec};
+use crate::persons::Actors;
 use crate::ClickHouse;
 
 const END: &str = "(no further events)";
@@ -37,7 +38,10 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsR
         None => largest_drop(ch, q)?,
     };
     let db = ch.database();
-    let actors = actors_sql(db, spec);
+    // Non-person actors (`persons::actors_of`) by their key: their events
+    // are those carrying it, in range (the engine's regrouped view).
+    let who = crate::persons::actors_of(q);
+    let actors = crate::persons::keyed(actors_sql(db, spec), who, "amb, times, bits");
     let r = ch
         .select_json(&format!(
             "SELECT max(amb) AS amb FROM ({actors}) FORMAT JSON"
@@ -51,17 +55,17 @@ pub fn run(ch: &ClickHouse, q: &FunnelQuery, spec: &FunnelSpec) -> Result<PathsR
         k2 = k + 2,
         w = spec.window_ms,
     );
+    let (key, uses) = match &spec.data.actor {
+        ActorKind::Expr(e) if who == Actors::Keys => ("actor", e.as_str()),
+        _ => ("person", ""),
+    };
     let events = format!(
         "SELECT person, arraySort(groupArray((ts, seq, event))) AS evs, \
          arrayMap(x -> x.3, evs) AS E, \
          arrayMap(x -> x.3, arraySort(groupArrayIf((ts, seq, event), ts < tn))) AS EB FROM \
-         (SELECT {PERSON_EXPR} AS person, event, timestamp AS ts, seq FROM {db}.events \
-          ANY LEFT JOIN ({ov}) AS ov USING distinct_id \
-          WHERE timestamp >= {from} AND timestamp <= {to}) AS ev \
+         (SELECT {key} AS person, event, timestamp AS ts, seq FROM ({rows})) AS ev \
          ALL INNER JOIN ({pop}) AS pp USING person WHERE ts > tk AND ts <= te GROUP BY person",
-        ov = overrides_sql(db),
-        from = spec.from_ms,
-        to = spec.to_ms,
+        rows = joined_sql(db, spec, uses, true),
     );
     let sql = format!(
         "SELECT conv, nxt, btw, count() AS c FROM \

@@ -617,15 +617,23 @@ proptest! {
     }
 }
 
-/// Correlation rows as (name, successes, failures), plus the totals.
-fn correlation_keys(
-    c: &dropscope_core::result::CorrelationResult,
-) -> (u64, u64, Vec<(String, u64, u64)>) {
+/// A correlation row as (name, successes, failures, Simpson warning).
+type RowKey = (String, u64, u64, Option<String>);
+
+/// Correlation rows as [`RowKey`]s, plus the totals.
+fn correlation_keys(c: &dropscope_core::result::CorrelationResult) -> (u64, u64, Vec<RowKey>) {
     let rows = c
         .events
         .iter()
         .chain(&c.low_support)
-        .map(|r| (r.event.clone(), r.success_count, r.failure_count))
+        .map(|r| {
+            (
+                r.event.clone(),
+                r.success_count,
+                r.failure_count,
+                r.simpson_warning.clone(),
+            )
+        })
         .collect();
     (c.success_total, c.failure_total, rows)
 }
@@ -646,7 +654,7 @@ proptest! {
         w in world_strategy(),
         step_ms in prop::sample::select(vec![0i64, 60_000, 1_800_000]),
         qv in query_strategy(),
-        (kind, pick) in (0..4usize, any::<bool>()),
+        (kind, pick, totals) in (0..9usize, any::<bool>(), any::<bool>()),
     ) {
         let recs = records(&w, step_ms.max(1));
         let store = dropscope_store::Store::in_memory();
@@ -671,15 +679,56 @@ proptest! {
                 qv["persons_for"] = json!({"step": if pick { 1 } else { -2 }});
                 qv["limit"] = json!(10_000);
             }
+            4 => {
+                qv["kind"] = json!("time_to_convert");
+                qv.as_object_mut().map(|o| o.remove("breakdown"));
+            }
+            5 => {
+                qv["kind"] = json!("paths");
+                qv["paths"] = json!({"depth": 2, "after_step": 0});
+                qv.as_object_mut().map(|o| o.remove("breakdown"));
+            }
+            6 => {
+                // The actors behind a property row (as of the step with
+                // `pick`) or an event row.
+                qv["kind"] = json!("correlation_persons");
+                qv["correlation"] = json!({"properties_at_step": pick});
+                qv["persons_for"] = if pick {
+                    json!({"property": "plan::free"})
+                } else {
+                    json!({"event": NAMES[1], "converted": false})
+                };
+                qv["limit"] = json!(10_000);
+                qv.as_object_mut().map(|o| o.remove("breakdown"));
+            }
             _ => {
                 qv["kind"] = json!("correlation");
                 qv["correlation"] = if kind == 2 {
                     json!({"min_person_count": 1})
                 } else {
-                    json!({"type": "properties", "names": ["plan", "$all"], "min_person_count": 1})
+                    // Person (or group) properties, current or as of the
+                    // actor's first step (`properties_at_step`).
+                    json!({"type": "properties", "names": ["plan", "$all", "c"], "min_person_count": 1,
+                           "properties_at_step": kind == 7 || (kind == 8 && pick)})
                 };
-                qv.as_object_mut().map(|o| o.remove("breakdown"));
+                // The Simpson check's segments: event, person or group
+                // values, first or last touch.
+                let touch = matches!(
+                    qv["breakdown"]["attribution"].as_str(),
+                    Some("first_touch" | "last_touch")
+                );
+                let typed = matches!(
+                    qv["breakdown"]["type"].as_str(),
+                    None | Some("person" | "group")
+                );
+                if !(kind == 2 && touch && typed) {
+                    qv.as_object_mut().map(|o| o.remove("breakdown"));
+                }
             }
+        }
+        if totals {
+            // Read by the steps view only: every other kind answers the same.
+            qv["counting"] = json!("totals");
         }
         let q = FunnelQuery::from_json(qv.clone()).expect("query");
         let want = dropscope_engine::run_query(&snap, &q);
@@ -695,6 +744,15 @@ proptest! {
             (Ok(QueryResult::Correlation(a)), Ok(QueryResult::Correlation(b))) => {
                 correlation_keys(a) == correlation_keys(b)
             }
+            (Ok(QueryResult::CorrelationPersons(a)), Ok(QueryResult::CorrelationPersons(b))) => {
+                common::same_persons(a, b, false).is_ok()
+            }
+            (Ok(QueryResult::TimeToConvert(a)), Ok(QueryResult::TimeToConvert(b))) => {
+                a.bins == b.bins
+                    && a.converted == b.converted
+                    && common::close(a.average_conversion_time, b.average_conversion_time)
+            }
+            (Ok(QueryResult::Paths(a)), Ok(QueryResult::Paths(b))) => a == b,
             (Err(QueryError::Invalid { .. }), Err(QueryError::Invalid { .. })) => true,
             // Refusals: outside the subset (decided from the query alone),
             // or the documented data-dependent ones.
@@ -715,7 +773,13 @@ proptest! {
         prop_assert!(same, "query {qv}:\n engine     {want:?}\n clickhouse {got:?}");
         if matches!((&want, &got), (Ok(_), Ok(_))) {
             K_COMPARED.fetch_add(1, Relaxed);
+            common::count_shapes(&qv);
         }
-        println!("other kinds: compared {}, refused {}", K_COMPARED.load(Relaxed), K_REFUSED.load(Relaxed));
+        println!(
+            "other kinds: compared {}, refused {}; lifted shapes compared {:?}",
+            K_COMPARED.load(Relaxed),
+            K_REFUSED.load(Relaxed),
+            common::shapes()
+        );
     }
 }

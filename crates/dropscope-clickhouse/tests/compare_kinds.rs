@@ -79,6 +79,13 @@ fn records(evs: &[Ev], identify: &[bool], step_ms: i64) -> Vec<Record> {
             (3, 2) => {
                 props.insert("$set".into(), json!({"tier": null}));
             }
+            (0, 3) => {
+                props.insert("$set_once".into(), json!({"tier": "bronze"}));
+            }
+            (2, 4) => {
+                props.insert("$set_once".into(), json!({"n": 5, "tier": "once"}));
+                props.insert("$set".into(), json!({"n": 7}));
+            }
             _ => {}
         }
         let did = if e.anon {
@@ -122,6 +129,7 @@ fn query_strategy() -> impl Strategy<Value = Value> {
         (0..5i64, 0..4usize, prop::option::of(1..5usize)),
         (any::<bool>(), 0..3usize, prop::option::of(0..3usize)),
         (0..6usize, 0..4usize),
+        (0..8usize, 0..4usize, any::<bool>()),
     )
         .prop_map(
             |(
@@ -134,6 +142,7 @@ fn query_strategy() -> impl Strategy<Value = Value> {
                 (pstep, pfe, limit),
                 (eq, conv, after),
                 (xk, bk),
+                (agg, counting, at_step),
             )| {
                 let steps_idx = steps.clone();
                 let mut steps: Vec<Value> =
@@ -326,6 +335,9 @@ fn query_strategy() -> impl Strategy<Value = Value> {
                         if pfe == 1 {
                             c["exclude_event_names"] = json!(["noise"]);
                         }
+                        if at_step {
+                            c["properties_at_step"] = json!(true);
+                        }
                         if let Some(l) = limit {
                             c["top"] = json!(l);
                         }
@@ -370,6 +382,15 @@ fn query_strategy() -> impl Strategy<Value = Value> {
                         }
                         q["paths"] = p;
                     }
+                }
+                // Actors other than persons, and `totals` counting (which
+                // only the steps view reads), for every kind.
+                let aggs = ["distinct_id", "event_property:plan", "person_property:tier"];
+                if let Some(a) = agg.checked_sub(5).map(|i| aggs[i]) {
+                    q["aggregation"] = json!(a);
+                }
+                if counting == 0 {
+                    q["counting"] = json!("totals");
                 }
                 q
             },
@@ -573,6 +594,7 @@ proptest! {
                     prop_assert!(false, "query {qv}\n{e}");
                 }
                 COMPARED.fetch_add(1, Ordering::Relaxed);
+                common::count_shapes(&qv);
             }
             (Err(QueryError::Invalid { .. }), Err(QueryError::Invalid { .. })) => {}
             // Documented, data-dependent refusals (an event matching several
@@ -585,21 +607,23 @@ proptest! {
                 REFUSED.fetch_add(1, Ordering::Relaxed);
             }
             // A query outside the supported subset, refused up front.
-            (_, Err(QueryError::Unsupported(_)))
+            (_, Err(QueryError::Unsupported(m)))
                 if matches!(
                     dropscope_clickhouse::check_supported(&q),
                     Err(QueryError::Unsupported(_))
                 ) =>
             {
                 STATIC.fetch_add(1, Ordering::Relaxed);
+                println!("outside the subset: {m}");
             }
             (w, g) => prop_assert!(false, "query {qv}: engine {w:?}, clickhouse {g:?}"),
         }
         println!(
-            "compared {}, refused (data-dependent) {}, outside the subset {}",
+            "compared {}, refused (data-dependent) {}, outside the subset {}; lifted shapes compared {:?}",
             COMPARED.load(Ordering::Relaxed),
             REFUSED.load(Ordering::Relaxed),
-            STATIC.load(Ordering::Relaxed)
+            STATIC.load(Ordering::Relaxed),
+            common::shapes()
         );
     }
 }
@@ -639,6 +663,265 @@ fn non_step_events_in_same_instant_groups() {
         let want = dropscope_engine::run_query(&store.snapshot().unwrap(), &q).unwrap();
         let got = ch.query(&q).unwrap();
         compare(&want, &got, true).unwrap_or_else(|e| panic!("{kind}: {e}"));
+    }
+}
+
+/// Non-person actors in every kind on a hand-made log where they matter:
+/// two actors per aggregation (distinct ids, an event property, a person
+/// property, `$set` at different times), one converting, one dropping,
+/// each with other events in its span. Every answer is compared with the
+/// engine's, and the event and property correlations must have rows (so a wrong actor key
+/// cannot pass as "no rows on both sides").
+#[test]
+fn non_person_actors_in_every_kind() {
+    // (distinct id, event, minute, plan, $set tier)
+    let log: [(&str, &str, i64, &str, Option<&str>); 12] = [
+        ("user1", "a", 0, "free", Some("gold")),
+        ("user1", "noise", 1, "free", None),
+        ("user1", "b", 2, "free", None),
+        ("user2", "a", 3, "pro", Some("silver")),
+        ("user2", "noise", 4, "pro", None),
+        ("user2", "$pageview", 5, "pro", Some("bronze")),
+        ("user3", "a", 6, "free", None),
+        ("user3", "$pageview", 7, "free", Some("gold")),
+        ("user3", "b", 8, "free", None),
+        ("user4", "a", 9, "pro", Some("silver")),
+        ("user4", "noise", 10, "pro", None),
+        ("user4", "c", 11, "pro", None),
+    ];
+    let recs: Vec<Record> = log
+        .iter()
+        .enumerate()
+        .map(|(i, &(did, name, min, plan, tier))| {
+            let mut props = Map::new();
+            props.insert("plan".into(), json!(plan));
+            if let Some(t) = tier {
+                props.insert("$set".into(), json!({ "tier": t }));
+            }
+            Record::Event(Event {
+                uuid: i as u128 + 1,
+                event: name.into(),
+                distinct_id: did.into(),
+                timestamp: BASE + min * 60_000,
+                properties: props,
+            })
+        })
+        .collect();
+    let store = Store::in_memory();
+    store.append(&recs).expect("append");
+    let snap = store.snapshot().unwrap();
+    let mut ch = common::Fresh::new("dsnpa").expect("clickhouse");
+    ch.load(&recs).expect("load");
+    let kinds = [
+        json!({"kind": "correlation", "correlation": {"min_person_count": 1}}),
+        json!({"kind": "correlation", "correlation": {"type": "event_with_properties",
+               "event_names": ["noise", "$pageview"], "min_person_count": 1}}),
+        json!({"kind": "correlation", "correlation": {"type": "properties",
+               "names": ["tier", "$all"], "min_person_count": 1}}),
+        json!({"kind": "correlation", "correlation": {"type": "properties", "properties_at_step": true,
+               "names": ["tier", "$all"], "min_person_count": 1}}),
+        json!({"kind": "correlation_persons", "persons_for": {"event": "noise"}}),
+        json!({"kind": "correlation_persons", "persons_for": {"property": "tier::gold"},
+               "correlation": {"properties_at_step": true}}),
+        json!({"kind": "paths", "paths": {"after_step": 0}}),
+        json!({"kind": "time_to_convert"}),
+        json!({"kind": "funnel_persons", "persons_for": {"step": 1}}),
+        json!({"kind": "funnel_trends", "interval": "hour"}),
+    ];
+    for agg in [
+        "person",
+        "distinct_id",
+        "event_property:plan",
+        "person_property:tier",
+    ] {
+        for (i, k) in kinds.iter().enumerate() {
+            let mut qv = json!({
+                "steps": [{"event": "a"}, {"event": "b"}],
+                "date_from": "2021-04-30", "date_to": "2021-05-01",
+                "window": {"value": 1, "unit": "hour"},
+                "aggregation": agg,
+            });
+            for (key, v) in k.as_object().unwrap() {
+                qv[key] = v.clone();
+            }
+            if i % 2 == 1 {
+                qv["counting"] = json!("totals");
+            }
+            let q = FunnelQuery::from_json(qv.clone()).unwrap();
+            let want = dropscope_engine::run_query(&snap, &q).unwrap();
+            let got = ch
+                .query(&q)
+                .unwrap_or_else(|e| panic!("query {qv}: clickhouse {e:?}"));
+            compare(&want, &got, true).unwrap_or_else(|e| panic!("query {qv}\n{e}"));
+            // (`event_with_properties` rows need more than 2 actors.)
+            if let (QueryResult::Correlation(c), false) = (&want, i == 1) {
+                let rows = c.events.len() + c.low_support.len();
+                assert!(rows > 0, "query {qv}: no correlation rows to compare");
+            }
+        }
+    }
+}
+
+/// The Simpson check with a person-property breakdown, on a log built to
+/// flip: `noise` goes with converting overall (it is frequent in the
+/// `gold` segment, which converts more) but with dropping inside both
+/// segments. The engine must warn on that row, and ClickHouse must agree.
+#[test]
+fn simpson_check_by_person_property() {
+    // Per segment: (tier, converting with noise, converting without,
+    // dropping with noise, dropping without).
+    let segments = [("gold", 5, 3, 2, 1), ("silver", 0, 2, 1, 7)];
+    let mut recs = Vec::new();
+    let mut person = 0;
+    for (tier, sx, s0, fx, f0) in segments {
+        let kinds = [
+            (true, true, sx),
+            (true, false, s0),
+            (false, true, fx),
+            (false, false, f0),
+        ];
+        for (conv, noise, count) in kinds {
+            for _ in 0..count {
+                let did = format!("p{person}");
+                let t = BASE + person * 600_000;
+                let mut ev = |name: &str, dt: i64, props: Value| {
+                    recs.push(Record::Event(Event {
+                        uuid: recs.len() as u128 + 1,
+                        event: name.into(),
+                        distinct_id: did.clone(),
+                        timestamp: t + dt,
+                        properties: props.as_object().cloned().unwrap_or_default(),
+                    }))
+                };
+                ev("a", 0, json!({"$set": {"tier": tier}}));
+                if noise {
+                    ev("noise", 60_000, json!({}));
+                }
+                if conv {
+                    ev("b", 120_000, json!({}));
+                }
+                person += 1;
+            }
+        }
+    }
+    let store = Store::in_memory();
+    store.append(&recs).expect("append");
+    let mut ch = common::Fresh::new("dssimp").expect("clickhouse");
+    ch.load(&recs).expect("load");
+    for touch in ["first_touch", "last_touch"] {
+        let qv = json!({
+            "kind": "correlation",
+            "steps": [{"event": "a"}, {"event": "b"}],
+            "date_from": "2021-04-30", "date_to": "2021-05-01",
+            "window": {"value": 1, "unit": "hour"},
+            "correlation": {"min_person_count": 1},
+            "breakdown": {"type": "person", "property": "tier", "attribution": touch},
+        });
+        let q = FunnelQuery::from_json(qv.clone()).unwrap();
+        let want = dropscope_engine::run_query(&store.snapshot().unwrap(), &q).unwrap();
+        let QueryResult::Correlation(c) = &want else {
+            panic!("not a correlation: {want:?}")
+        };
+        assert!(
+            c.events
+                .iter()
+                .chain(&c.low_support)
+                .any(|r| r.simpson_warning.is_some()),
+            "query {qv}: the log should flip: {c:?}"
+        );
+        let got = ch
+            .query(&q)
+            .unwrap_or_else(|e| panic!("query {qv}: clickhouse {e:?}"));
+        compare(&want, &got, true).unwrap_or_else(|e| panic!("query {qv}\n{e}"));
+    }
+}
+
+/// Funnel trends breakdowns where the order changes the answer: strict
+/// funnels attribute values from every event (here non-step events carry
+/// values of their own), unordered ones by `step` run the same walk under
+/// every value of the actor's step-0 events (here two, an hour apart).
+/// Trends and trend persons of every attribution, compared with the
+/// engine; each trends answer must have series.
+#[test]
+fn strict_and_unordered_trends_breakdowns() {
+    // (distinct id, event, minute, plan)
+    let log: [(&str, &str, i64, Option<&str>); 10] = [
+        ("user1", "noise", 0, Some("x")),
+        ("user1", "a", 5, Some("free")),
+        ("user1", "a", 70, Some("pro")),
+        ("user1", "b", 80, None),
+        ("user2", "a", 10, Some("pro")),
+        ("user2", "noise", 15, Some("y")),
+        ("user2", "b", 20, Some("pro")),
+        ("user3", "a", 130, Some("free")),
+        ("user3", "c", 135, Some("z")),
+        ("user3", "b", 140, Some("free")),
+    ];
+    let recs: Vec<Record> = log
+        .iter()
+        .enumerate()
+        .map(|(i, &(did, name, min, plan))| {
+            let mut props = Map::new();
+            if let Some(p) = plan {
+                props.insert("plan".into(), json!(p));
+            }
+            Record::Event(Event {
+                uuid: i as u128 + 1,
+                event: name.into(),
+                distinct_id: did.into(),
+                timestamp: BASE + min * 60_000,
+                properties: props,
+            })
+        })
+        .collect();
+    let store = Store::in_memory();
+    store.append(&recs).expect("append");
+    let snap = store.snapshot().unwrap();
+    let mut ch = common::Fresh::new("dstrbd").expect("clickhouse");
+    ch.load(&recs).expect("load");
+    for order in ["strict", "unordered"] {
+        let step = usize::from(order == "strict");
+        for b in [
+            json!({"property": "plan"}),
+            json!({"property": "plan", "attribution": "last_touch"}),
+            json!({"property": "plan", "attribution": "all_events"}),
+            json!({"property": "plan", "attribution": "step", "attribution_step": step}),
+        ] {
+            for persons in [
+                None,
+                Some(("2021-05-01T00:00:00Z", false)),
+                Some(("2021-05-01T01:00:00Z", true)),
+            ] {
+                let mut qv = json!({
+                    "kind": "funnel_trends",
+                    "steps": [{"event": "a"}, {"event": "b"}],
+                    "explicit_date": true,
+                    "date_from": "2021-05-01T00:00:00Z", "date_to": "2021-05-01T05:59:59Z",
+                    "window": {"value": 1, "unit": "day"},
+                    "interval": "hour",
+                    "order": order,
+                    "breakdown": b,
+                });
+                if let Some((start, drop)) = persons {
+                    qv["kind"] = json!("funnel_persons");
+                    qv["entrance_period_start"] = json!(start);
+                    qv["drop_off"] = json!(drop);
+                    qv["breakdown_value"] = json!(["free"]);
+                }
+                let q = FunnelQuery::from_json(qv.clone()).unwrap();
+                let want = dropscope_engine::run_query(&snap, &q).unwrap();
+                let got = ch
+                    .query(&q)
+                    .unwrap_or_else(|e| panic!("query {qv}: clickhouse {e:?}"));
+                compare(&want, &got, true).unwrap_or_else(|e| panic!("query {qv}\n{e}"));
+                if let QueryResult::FunnelTrends(t) = &want {
+                    assert!(
+                        t.series.as_ref().is_some_and(|s| s.len() > 1),
+                        "query {qv}: expected several series, got {t:?}"
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -695,19 +978,15 @@ fn trends_query_strategy() -> impl Strategy<Value = Value> {
                     2 if n > 2 => q["from_step"] = json!(1),
                     _ => {}
                 }
-                if order != 2 {
-                    match bd {
-                        1 => q["breakdown"] = json!({"property": "plan"}),
-                        2 => {
-                            q["breakdown"] =
-                                json!({"property": "plan", "attribution": "all_events"})
-                        }
-                        3 if order == 0 => {
-                            q["breakdown"] = json!({"property": "plan", "attribution": "step",
-                                                    "attribution_step": 1})
-                        }
-                        _ => {}
+                match bd {
+                    1 => q["breakdown"] = json!({"property": "plan"}),
+                    2 => q["breakdown"] = json!({"property": "plan", "attribution": "all_events"}),
+                    // (Unordered funnels take step 0 only.)
+                    3 => {
+                        q["breakdown"] = json!({"property": "plan", "attribution": "step",
+                                                    "attribution_step": usize::from(order != 1)})
                     }
+                    _ => {}
                 }
                 if persons {
                     q["entrance_period_start"] = json!(if interval == 0 {
@@ -752,6 +1031,7 @@ proptest! {
                     prop_assert!(false, "query {qv}\n{e}");
                 }
                 X_COMPARED.fetch_add(1, Ordering::Relaxed);
+                common::count_shapes(&qv);
             }
             (Err(QueryError::Invalid { .. }), Err(QueryError::Invalid { .. })) => {}
             (Ok(_), Err(QueryError::Unsupported(m)))
@@ -762,18 +1042,16 @@ proptest! {
                     X_EPOCHS.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            (_, Err(QueryError::Unsupported(_)))
-                if matches!(
-                    dropscope_clickhouse::check_supported(&q),
-                    Err(QueryError::Unsupported(_))
-                ) => {}
+            // Every shape generated here is supported: a refusal up front
+            // fails.
             (w, g) => prop_assert!(false, "query {qv}: engine {w:?}, clickhouse {g:?}"),
         }
         println!(
-            "trends with exclusions: compared {}, refused (data-dependent) {}, of which too many full exclusions {}",
+            "trends with exclusions: compared {}, refused (data-dependent) {}, of which too many full exclusions {}; lifted shapes compared {:?}",
             X_COMPARED.load(Ordering::Relaxed),
             X_REFUSED.load(Ordering::Relaxed),
-            X_EPOCHS.load(Ordering::Relaxed)
+            X_EPOCHS.load(Ordering::Relaxed),
+            common::shapes()
         );
     }
 }

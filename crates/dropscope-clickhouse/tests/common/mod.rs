@@ -179,3 +179,47 @@ pub fn same_persons(a: &PersonsResult, b: &PersonsResult, exact_order: bool) -> 
     }
     Ok(())
 }
+
+/// Compared answers per query shape along the lifted refusals (actors,
+/// `totals`, strict trends with a breakdown, unordered trends by step,
+/// properties at step, correlation breakdowns), printed so a run shows
+/// they are compared.
+static SHAPES: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+pub fn count_shapes(qv: &Value) {
+    let kind = qv["kind"].as_str().unwrap_or("funnel");
+    let mut tags = Vec::new();
+    if let Some(a) = qv["aggregation"].as_str() {
+        tags.push(format!("{kind} by {}", a.split(':').next().unwrap_or(a)));
+    }
+    if qv["counting"] == serde_json::json!("totals") {
+        tags.push(format!("{kind} totals"));
+    }
+    if qv["correlation"]["properties_at_step"] == serde_json::json!(true) {
+        tags.push(format!("{kind} properties_at_step"));
+    }
+    if kind == "correlation" && qv.get("breakdown").is_some() {
+        let t = qv["breakdown"]["type"].as_str().unwrap_or("event");
+        tags.push(format!("correlation with a {t} breakdown"));
+    }
+    if kind == "funnel_trends" || qv.get("entrance_period_start").is_some() {
+        if qv["order"] == serde_json::json!("strict") && qv.get("breakdown").is_some() {
+            tags.push(format!("{kind} strict with breakdown"));
+        }
+        if qv["order"] == serde_json::json!("unordered")
+            && qv["breakdown"]["attribution"] == serde_json::json!("step")
+        {
+            tags.push(format!("{kind} unordered by step"));
+        }
+    }
+    let mut m = SHAPES.lock().unwrap();
+    for t in tags {
+        *m.entry(t).or_default() += 1;
+    }
+}
+
+/// The counts of [`count_shapes`] so far.
+pub fn shapes() -> std::collections::BTreeMap<String, usize> {
+    SHAPES.lock().unwrap().clone()
+}
