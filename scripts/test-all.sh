@@ -48,6 +48,10 @@ bash scripts/chdb.sh >/dev/null
 ./target/debug/dropscope cases "$CASES_DIR" --backend clickhouse \
   --clickhouse-url "http://127.0.0.1:${CHDB_HTTP_PORT:-18124}" --allow-unsupported
 
+step "engine-versus-ClickHouse comparisons of every query kind on the current release too (hand-written logs, few random ones)"
+CLICKHOUSE_URL="http://127.0.0.1:${CHDB_HTTP_PORT:-18124}" PROPTEST_CASES="${CHDB_PROPTEST_CASES:-8}" \
+  cargo test -p dropscope-clickhouse --test compare_kinds
+
 step "benchmark smoke (embedded cold and warm, DuckDB and ClickHouse windowFunnel on the same data, the same queries on ClickHouse)"
 bash scripts/clickhouse.sh >/dev/null
 ./target/debug/dropscope-bench --events 20000 --smoke --compare \

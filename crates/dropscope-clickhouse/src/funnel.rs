@@ -594,7 +594,7 @@ fn ordered_layers(s: &FunnelSpec) -> Vec<String> {
         } else {
             String::new()
         };
-        format!("arrayElement(arrayMap(c_ -> if(c_ > 0{cleared}, c_, 0), [arrayCount(x_ -> x_ < {p}, K{k})]), 1)")
+        format!("arrayElement(arrayMap(c_ -> if(c_ > 0{cleared}, c_, 0), [arrayCount(kk_ -> kk_ < {p}, K{k})]), 1)")
     };
     let has_hits = |k: usize| k >= 1 && k < n && s.active(k - 1) != 0;
     if strict {
