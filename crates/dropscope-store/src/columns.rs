@@ -116,18 +116,13 @@ impl EventColumns {
 
     /// A view of all events.
     pub fn view(&self) -> EventsView<'_> {
-        self.view_range(0, self.len())
-    }
-
-    /// A view of events `start..end`.
-    pub fn view_range(&self, start: usize, end: usize) -> EventsView<'_> {
         EventsView {
-            ts: &self.ts[start..end],
-            seq: &self.seq[start..end],
-            event: &self.event[start..end],
-            did: &self.did[start..end],
-            uuid: &self.uuid[start..end],
-            prop_start: &self.prop_start[start..=end],
+            ts: &self.ts,
+            seq: &self.seq,
+            event: &self.event,
+            did: &self.did,
+            uuid: &self.uuid,
+            prop_start: &self.prop_start,
             prop_key: &self.prop_key,
             prop_val: &self.prop_val,
         }
@@ -167,6 +162,20 @@ impl<'a> EventsView<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.ts.is_empty()
+    }
+
+    /// The events `start..end` of this view.
+    pub fn range(&self, start: usize, end: usize) -> EventsView<'a> {
+        EventsView {
+            ts: &self.ts[start..end],
+            seq: &self.seq[start..end],
+            event: &self.event[start..end],
+            did: &self.did[start..end],
+            uuid: &self.uuid[start..end],
+            prop_start: &self.prop_start[start..=end],
+            prop_key: self.prop_key,
+            prop_val: self.prop_val,
+        }
     }
 
     pub fn prop_range(&self, i: usize) -> (usize, usize) {
@@ -237,16 +246,15 @@ impl<T> Col<T> {
     /// the uuid fingerprints, so that such a scan does not stay resident.
     pub fn release(&self) {
         if let Col::Mapped { map, bytes } = self {
-            let page = 4096;
-            let start = bytes.start / page * page;
             // SAFETY: the map is a read-only mapping of an immutable file;
             // MADV_DONTNEED only drops its pages from this process, and
             // later reads fault them in again from the file unchanged.
+            // (memmap2 widens the range to whole pages.)
             let _ = unsafe {
                 map.unchecked_advise_range(
                     memmap2::UncheckedAdvice::DontNeed,
-                    start,
-                    bytes.end - start,
+                    bytes.start,
+                    bytes.len(),
                 )
             };
         }
@@ -299,23 +307,18 @@ impl RunColumns {
         self.ts.is_empty()
     }
 
-    /// A view of events `start..end`.
-    pub fn view_range(&self, start: usize, end: usize) -> EventsView<'_> {
+    /// A view of all events.
+    pub fn view(&self) -> EventsView<'_> {
         EventsView {
-            ts: &self.ts[start..end],
-            seq: &self.seq[start..end],
-            event: &self.event[start..end],
-            did: &self.did[start..end],
-            uuid: &self.uuid[start..end],
-            prop_start: &self.prop_start[start..=end],
+            ts: &self.ts,
+            seq: &self.seq,
+            event: &self.event,
+            did: &self.did,
+            uuid: &self.uuid,
+            prop_start: &self.prop_start,
             prop_key: &self.prop_key,
             prop_val: &self.prop_val,
         }
-    }
-
-    /// A view of all events.
-    pub fn view(&self) -> EventsView<'_> {
-        self.view_range(0, self.len())
     }
 
     /// Heap bytes held by the columns (none for mapped ones).
@@ -465,10 +468,56 @@ impl Run {
     }
 
     pub fn person_view(&self, idx: usize) -> EventsView<'_> {
-        self.cols.view_range(
+        self.cols.view().range(
             self.person_start[idx] as usize,
             self.person_start[idx + 1] as usize,
         )
+    }
+}
+
+/// Builds a run person by person, each person's events given in order
+/// (rebuilding runs: compaction partitions, re-sorted blocks, the merged
+/// run of a snapshot).
+#[derive(Debug)]
+pub struct RunBuilder {
+    cols: EventColumns,
+    persons: Vec<u32>,
+    person_start: Vec<u32>,
+}
+
+impl Default for RunBuilder {
+    fn default() -> Self {
+        RunBuilder {
+            cols: EventColumns::new(),
+            persons: Vec::new(),
+            person_start: Vec::new(),
+        }
+    }
+}
+
+impl RunBuilder {
+    /// Appends person `p` (after every person appended so far) with the
+    /// events of `v`.
+    pub fn push_person(&mut self, p: u32, v: &EventsView<'_>) {
+        self.persons.push(p);
+        self.person_start.push(self.cols.len() as u32);
+        for i in 0..v.len() {
+            self.cols.push_from(v, i);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.persons.is_empty()
+    }
+
+    pub fn finish(mut self) -> Run {
+        self.person_start.push(self.cols.len() as u32);
+        Run {
+            cols: self.cols.into(),
+            persons: self.persons,
+            person_start: self.person_start,
+            uuid_sorted: None,
+        }
     }
 }
 

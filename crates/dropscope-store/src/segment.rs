@@ -58,7 +58,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
-use crate::columns::{Col, EventColumns, Run};
+use crate::columns::{Col, EventColumns, Run, RunBuilder};
 use crate::dict::{Dicts, Interner};
 use crate::error::StoreError;
 use crate::identity::Identity;
@@ -113,70 +113,95 @@ impl Local {
     }
 }
 
-fn put<T: Copy, const N: usize>(xs: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(xs.len() * N);
-    for &x in xs {
-        out.extend_from_slice(&f(x));
+/// A segment file image being written: the header, then sections (each
+/// starting at a multiple of `align`), then the footer indexing them.
+struct Image {
+    out: Vec<u8>,
+    align: usize,
+    /// (offset, length, crc32) of each section.
+    index: Vec<(u64, u64, u32)>,
+}
+
+impl Image {
+    fn new(version: u32, align: usize, capacity: usize) -> Image {
+        let mut out = Vec::with_capacity(capacity);
+        out.extend_from_slice(SEG_MAGIC);
+        out.extend_from_slice(&version.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        Image {
+            out,
+            align,
+            index: Vec::new(),
+        }
     }
-    out
+
+    /// A section of whatever `write` appends.
+    fn section(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        self.out
+            .resize(self.out.len().next_multiple_of(self.align), 0);
+        let start = self.out.len();
+        write(&mut self.out);
+        let bytes = &self.out[start..];
+        self.index
+            .push((start as u64, bytes.len() as u64, crc32fast::hash(bytes)));
+    }
+
+    /// A section of values in their little-endian layout (the only byte
+    /// order the store supports: see lib.rs).
+    fn values<T: bytemuck::Pod>(&mut self, xs: &[T]) {
+        self.section(|out| out.extend_from_slice(bytemuck::cast_slice(xs)));
+    }
+
+    /// A section of offsets, `[0]` when there are none.
+    fn starts(&mut self, xs: &[u32]) {
+        self.values(if xs.is_empty() { &[0] } else { xs });
+    }
+
+    /// The footer for a run of `n` events, `m` properties and `p` persons.
+    fn finish(mut self, n: usize, m: usize, p: usize) -> Vec<u8> {
+        let out = &mut self.out;
+        let fstart = out.len();
+        for count in [n, m, p] {
+            out.extend_from_slice(&(count as u64).to_le_bytes());
+        }
+        out.extend_from_slice(&(self.index.len() as u32).to_le_bytes());
+        for (off, len, crc) in &self.index {
+            out.extend_from_slice(&off.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&crc.to_le_bytes());
+        }
+        let flen = (out.len() - fstart) as u32;
+        let fcrc = crc32fast::hash(&out[fstart..]);
+        out.extend_from_slice(&fcrc.to_le_bytes());
+        out.extend_from_slice(&flen.to_le_bytes());
+        out.extend_from_slice(END_MAGIC);
+        self.out
+    }
 }
 
 /// Encodes a run as a segment file image (version 2, global ids).
 /// `rep_did(person)` gives the distinct id that created each person of
-/// `run.persons`.
+/// `run.persons`. Columns are copied once, straight into the image.
 pub fn encode_segment(run: &Run, rep_did: impl Fn(u32) -> u32) -> Vec<u8> {
     let c = &run.cols;
     let rep: Vec<u32> = run.persons.iter().map(|&p| rep_did(p)).collect();
-    let mut prop_start = c.prop_start.to_vec();
-    if prop_start.is_empty() {
-        prop_start.push(0);
-    }
-    let mut person_start = run.person_start.clone();
-    if person_start.is_empty() {
-        person_start.push(0);
-    }
     let mut sorted = c.uuid.to_vec();
     sorted.sort_unstable();
-    let sections: [Vec<u8>; NSEC] = [
-        put(&c.ts, i64::to_le_bytes),
-        put(&c.seq, u64::to_le_bytes),
-        put(&c.event, u32::to_le_bytes),
-        put(&c.did, u32::to_le_bytes),
-        put(&c.uuid, u128::to_le_bytes),
-        put(&prop_start, u32::to_le_bytes),
-        put(&c.prop_key, u32::to_le_bytes),
-        put(&c.prop_val, u32::to_le_bytes),
-        put(&rep, u32::to_le_bytes),
-        put(&person_start, u32::to_le_bytes),
-        put(&sorted, u128::to_le_bytes),
-    ];
-    let total: usize = sections.iter().map(|s| s.len() + ALIGN).sum();
-    let mut out = Vec::with_capacity(16 + total + 64 + NSEC * 20);
-    out.extend_from_slice(SEG_MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    let mut index = Vec::new();
-    for s in &sections {
-        out.resize(out.len().next_multiple_of(ALIGN), 0);
-        index.push((out.len() as u64, s.len() as u64, crc32fast::hash(s)));
-        out.extend_from_slice(s);
-    }
-    let fstart = out.len();
-    out.extend_from_slice(&(c.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(c.prop_key.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(run.persons.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(NSEC as u32).to_le_bytes());
-    for (off, len, crc) in index {
-        out.extend_from_slice(&off.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&crc.to_le_bytes());
-    }
-    let flen = (out.len() - fstart) as u32;
-    let fcrc = crc32fast::hash(&out[fstart..]);
-    out.extend_from_slice(&fcrc.to_le_bytes());
-    out.extend_from_slice(&flen.to_le_bytes());
-    out.extend_from_slice(END_MAGIC);
-    out
+    let n = c.len();
+    let bytes = n * (8 + 8 + 4 + 4 + 16 + 4 + 16) + c.prop_key.len() * 8 + rep.len() * 8;
+    let mut img = Image::new(VERSION, ALIGN, bytes + (NSEC + 1) * (ALIGN + 20) + 64);
+    img.values(&c.ts);
+    img.values(&c.seq);
+    img.values(&c.event);
+    img.values(&c.did);
+    img.values(&c.uuid);
+    img.starts(&c.prop_start);
+    img.values(&c.prop_key);
+    img.values(&c.prop_val);
+    img.values(&rep);
+    img.starts(&run.person_start);
+    img.values(&sorted);
+    img.finish(n, c.prop_key.len(), run.persons.len())
 }
 
 /// Encodes a run in the version 1 format (its own dictionaries, local
@@ -196,61 +221,26 @@ pub fn encode_segment_v1(run: &Run, dicts: &Dicts, rep_did: impl Fn(u32) -> u32)
     let l_key: Vec<u32> = c.prop_key.iter().map(|&g| key.get(g)).collect();
     let l_val: Vec<u32> = c.prop_val.iter().map(|&g| val.get(g)).collect();
     let l_person: Vec<u32> = run.persons.iter().map(|&p| did.get(rep_did(p))).collect();
-    let mut prop_start = c.prop_start.to_vec();
-    if prop_start.is_empty() {
-        prop_start.push(0);
-    }
-    let mut person_start = run.person_start.clone();
-    if person_start.is_empty() {
-        person_start.push(0);
-    }
-    let mut sections: Vec<Vec<u8>> = vec![
-        put(&c.ts, i64::to_le_bytes),
-        put(&c.seq, u64::to_le_bytes),
-        put(&l_event, u32::to_le_bytes),
-        put(&l_did, u32::to_le_bytes),
-        put(&c.uuid, u128::to_le_bytes),
-        put(&prop_start, u32::to_le_bytes),
-        put(&l_key, u32::to_le_bytes),
-        put(&l_val, u32::to_le_bytes),
-        put(&l_person, u32::to_le_bytes),
-        put(&person_start, u32::to_le_bytes),
-    ];
+    let mut img = Image::new(1, 1, 0);
+    img.values(&c.ts);
+    img.values(&c.seq);
+    img.values(&l_event);
+    img.values(&l_did);
+    img.values(&c.uuid);
+    img.starts(&c.prop_start);
+    img.values(&l_key);
+    img.values(&l_val);
+    img.values(&l_person);
+    img.starts(&run.person_start);
     for (local, dict) in [
         (&ev, &dicts.events),
         (&did, &dicts.distinct_ids),
         (&key, &dicts.keys),
         (&val, &dicts.values),
     ] {
-        let mut s = Vec::new();
-        local.strings(dict, &mut s);
-        sections.push(s);
+        img.section(|out| local.strings(dict, out));
     }
-    let mut out = Vec::new();
-    out.extend_from_slice(SEG_MAGIC);
-    out.extend_from_slice(&1u32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    let mut index = Vec::new();
-    for s in &sections {
-        index.push((out.len() as u64, s.len() as u64, crc32fast::hash(s)));
-        out.extend_from_slice(s);
-    }
-    let fstart = out.len();
-    out.extend_from_slice(&(c.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(c.prop_key.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(run.persons.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(NSEC_V1 as u32).to_le_bytes());
-    for (off, len, crc) in index {
-        out.extend_from_slice(&off.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&crc.to_le_bytes());
-    }
-    let flen = (out.len() - fstart) as u32;
-    let fcrc = crc32fast::hash(&out[fstart..]);
-    out.extend_from_slice(&fcrc.to_le_bytes());
-    out.extend_from_slice(&flen.to_le_bytes());
-    out.extend_from_slice(END_MAGIC);
-    out
+    img.finish(c.len(), c.prop_key.len(), run.persons.len())
 }
 
 /// Writes a segment image durably at `path` (temp file, fsync, rename,
@@ -765,23 +755,13 @@ fn le_u128(b: &[u8]) -> u128 {
 fn reorder_blocks(run: Run) -> Run {
     let mut order: Vec<usize> = (0..run.persons.len()).collect();
     order.sort_by_key(|&j| run.persons[j]);
-    let mut out = EventColumns::new();
-    let mut persons = Vec::with_capacity(order.len());
-    let mut person_start = Vec::with_capacity(order.len() + 1);
+    let mut out = RunBuilder::default();
     for j in order {
-        persons.push(run.persons[j]);
-        person_start.push(out.len() as u32);
-        let v = run.person_view(j);
-        for i in 0..v.len() {
-            out.push_from(&v, i);
-        }
+        out.push_person(run.persons[j], &run.person_view(j));
     }
-    person_start.push(out.len() as u32);
     Run {
-        cols: out.into(),
-        persons,
-        person_start,
         uuid_sorted: run.uuid_sorted,
+        ..out.finish()
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use dropscope_core::event::CohortRecord;
 
-use crate::columns::{merge_views, EventColumns, EventsView, Run};
+use crate::columns::{merge_views, EventColumns, EventsView, Run, RunBuilder};
 use crate::dict::Dicts;
 use crate::identity::{Identity, PersonData};
 
@@ -174,24 +174,11 @@ impl Snapshot {
 
     /// Every event in one run sorted by canonical person (compaction).
     pub fn merged_run(&self) -> Run {
-        let mut out = EventColumns::new();
-        let mut persons = Vec::with_capacity(self.actor_count());
-        let mut person_start = Vec::with_capacity(self.actor_count() + 1);
+        let mut out = RunBuilder::default();
         let mut scratch = EventColumns::new();
         for i in 0..self.actor_count() {
-            persons.push(self.actor_person(i));
-            person_start.push(out.len() as u32);
-            let v = self.events_of(i, &mut scratch);
-            for j in 0..v.len() {
-                out.push_from(&v, j);
-            }
+            out.push_person(self.actor_person(i), &self.events_of(i, &mut scratch));
         }
-        person_start.push(out.len() as u32);
-        Run {
-            cols: out.into(),
-            persons,
-            person_start,
-            uuid_sorted: None,
-        }
+        out.finish()
     }
 }

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::columns::{EventColumns, Run};
+use crate::columns::{EventColumns, Run, RunBuilder};
 use crate::dict::Dicts;
 use crate::dictlog::{append_dicts, replay_dicts, DictLogState};
 use crate::error::StoreError;
@@ -640,30 +640,17 @@ impl Core {
         let mut written: Vec<Result<(Arc<Run>, SegFile), StoreError>> = Vec::new();
         let mut scratch = EventColumns::new();
         for k in 0..nparts {
-            let mut cols = EventColumns::new();
-            let (mut persons, mut person_start) = (Vec::new(), Vec::new());
+            let mut part = RunBuilder::default();
             for i in 0..snap.actor_count() {
                 let p = snap.actor_person(i);
-                if partition(p) != k {
-                    continue;
-                }
-                persons.push(p);
-                person_start.push(cols.len() as u32);
-                let v = snap.events_of(i, &mut scratch);
-                for j in 0..v.len() {
-                    cols.push_from(&v, j);
+                if partition(p) == k {
+                    part.push_person(p, &snap.events_of(i, &mut scratch));
                 }
             }
-            if persons.is_empty() {
+            if part.is_empty() {
                 continue;
             }
-            person_start.push(cols.len() as u32);
-            let run = Run {
-                cols: cols.into(),
-                persons,
-                person_start,
-                uuid_sorted: None,
-            };
+            let run = part.finish();
             let res = self.write_run(d, &run, &identity, &dicts);
             let failed = res.is_err();
             written.push(res);

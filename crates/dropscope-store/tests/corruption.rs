@@ -1,19 +1,14 @@
 //! Damaged files: a torn or corrupt WAL is truncated and reported; a
 //! damaged segment (or manifest) makes `open` fail naming the file.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::opts;
 use dropscope_core::event::Event;
-use dropscope_store::{Record, Store, StoreError, StoreOptions};
+use dropscope_store::{Record, Store, StoreError};
 use serde_json::json;
-
-fn opts() -> StoreOptions {
-    StoreOptions {
-        fsync: false,
-        background_compaction: false,
-        ..Default::default()
-    }
-}
 
 fn ev(u: u128) -> Record {
     let mut props = serde_json::Map::new();

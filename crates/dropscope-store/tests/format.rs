@@ -6,23 +6,18 @@
 //! the manifest's `dict_len` (a flush that crashed before its switch) is
 //! ignored and overwritten.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::opts;
 use dropscope_core::event::Event;
 use dropscope_store::dictlog::replay_dicts;
 use dropscope_store::meta::{replay_meta, Manifest};
 use dropscope_store::segment::{encode_segment_v1, open_segment, Opened};
 use dropscope_store::state::State;
-use dropscope_store::{Record, Store, StoreError, StoreOptions};
+use dropscope_store::{Record, Store, StoreError};
 use serde_json::json;
-
-fn opts() -> StoreOptions {
-    StoreOptions {
-        fsync: false,
-        background_compaction: false,
-        ..Default::default()
-    }
-}
 
 fn ev(u: u128) -> Record {
     let mut props = serde_json::Map::new();
