@@ -302,8 +302,7 @@ fn canonical_value(plan: &Plan<'_>, v: u32) -> u32 {
     } else if tagged.starts_with('s') {
         v
     } else {
-        // Only non-string values pay for this lookup's allocation.
-        plan.dicts.values.get(&format!("s{form}")).unwrap_or(v)
+        plan.dicts.values.get_string_value(form).unwrap_or(v)
     }
 }
 

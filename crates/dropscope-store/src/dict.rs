@@ -246,16 +246,33 @@ impl Interner {
     /// Interns the tagged text of a JSON value without allocating when the
     /// value is already known.
     pub fn intern_value(&self, v: &Value) -> u32 {
-        thread_local! {
-            static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-        }
-        BUF.with(|b| {
-            let mut b = b.borrow_mut();
-            b.clear();
-            write_value(&mut b, v);
-            self.intern(&b)
+        with_buf(|b| {
+            write_value(b, v);
+            self.intern(b)
         })
     }
+
+    /// The id of the JSON string `s` (tagged `s…`), if stored, without
+    /// allocating.
+    pub fn get_string_value(&self, s: &str) -> Option<u32> {
+        with_buf(|b| {
+            b.push('s');
+            b.push_str(s);
+            self.get(b)
+        })
+    }
+}
+
+/// Runs `f` on a cleared, per-thread buffer for tagged value text.
+fn with_buf<R>(f: impl FnOnce(&mut String) -> R) -> R {
+    thread_local! {
+        static BUF: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        b.clear();
+        f(&mut b)
+    })
 }
 
 fn write_value(out: &mut String, v: &Value) {
