@@ -10,7 +10,7 @@ use dropscope_core::event::Event;
 use dropscope_core::query::FunnelQuery;
 use dropscope_core::result::QueryResult;
 use dropscope_core::QueryError;
-use dropscope_store::{Record, Store};
+use dropscope_store::Record;
 use dropscope_testkit::Backend;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -178,11 +178,8 @@ proptest! {
     ) {
         let recs = records(&evs, &identify, step_ms.max(1));
         let q = FunnelQuery::from_json(qv.clone()).expect("query");
-        let store = Store::in_memory();
-        store.append(&recs).expect("append");
+        let (store, ch) = common::load_both("dsprop", &recs);
         let want = dropscope_engine::run_query(&store.snapshot().unwrap(), &q);
-        let mut ch = common::Fresh::new("dsprop").expect("clickhouse");
-        ch.load(&recs).expect("load");
         let got = ch.query(&q);
         match (want, got) {
             (Ok(QueryResult::Funnel(w)), Ok(QueryResult::Funnel(g))) => {

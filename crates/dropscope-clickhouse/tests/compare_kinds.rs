@@ -16,7 +16,7 @@ use dropscope_core::event::Event;
 use dropscope_core::query::FunnelQuery;
 use dropscope_core::result::{CorrelationResult, CorrelationRow, PathsResult, QueryResult};
 use dropscope_core::QueryError;
-use dropscope_store::{Record, Store};
+use dropscope_store::Record;
 use dropscope_testkit::Backend;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -582,11 +582,8 @@ proptest! {
             qv["offset"] = json!(0);
         }
         let q = FunnelQuery::from_json(qv.clone()).expect("query");
-        let store = Store::in_memory();
-        store.append(&recs).expect("append");
+        let (store, ch) = common::load_both("dskind", &recs);
         let want = dropscope_engine::run_query(&store.snapshot().unwrap(), &q);
-        let mut ch = common::Fresh::new("dskind").expect("clickhouse");
-        ch.load(&recs).expect("load");
         let got = ch.query(&q);
         match (want, got) {
             (Ok(w), Ok(g)) => {
@@ -628,6 +625,17 @@ proptest! {
     }
 }
 
+/// Event `i` of a hand-written log (uuid `i + 1`).
+fn event(i: usize, did: &str, name: &str, ts: i64, properties: Map<String, Value>) -> Record {
+    Record::Event(Event {
+        uuid: i as u128 + 1,
+        event: name.into(),
+        distinct_id: did.into(),
+        timestamp: ts,
+        properties,
+    })
+}
+
 /// The engine's correlation reads every event of the actor, so an event
 /// matching no step at the instant of a repeated step changes the funnel
 /// there (rule 5's expansion): the backend must read the same events.
@@ -637,20 +645,9 @@ fn non_step_events_in_same_instant_groups() {
     let recs: Vec<Record> = evs
         .iter()
         .enumerate()
-        .map(|(i, &(name, t))| {
-            Record::Event(Event {
-                uuid: i as u128 + 1,
-                event: NAMES[name].into(),
-                distinct_id: "user2".into(),
-                timestamp: BASE + t,
-                properties: Map::new(),
-            })
-        })
+        .map(|(i, &(name, t))| event(i, "user2", NAMES[name], BASE + t, Map::new()))
         .collect();
-    let store = Store::in_memory();
-    store.append(&recs).expect("append");
-    let mut ch = common::Fresh::new("dstie").expect("clickhouse");
-    ch.load(&recs).expect("load");
+    let (store, ch) = common::load_both("dstie", &recs);
     for kind in ["correlation", "paths", "correlation_persons"] {
         let q = FunnelQuery::from_json(json!({
             "kind": kind,
@@ -698,20 +695,11 @@ fn non_person_actors_in_every_kind() {
             if let Some(t) = tier {
                 props.insert("$set".into(), json!({ "tier": t }));
             }
-            Record::Event(Event {
-                uuid: i as u128 + 1,
-                event: name.into(),
-                distinct_id: did.into(),
-                timestamp: BASE + min * 60_000,
-                properties: props,
-            })
+            event(i, did, name, BASE + min * 60_000, props)
         })
         .collect();
-    let store = Store::in_memory();
-    store.append(&recs).expect("append");
+    let (store, ch) = common::load_both("dsnpa", &recs);
     let snap = store.snapshot().unwrap();
-    let mut ch = common::Fresh::new("dsnpa").expect("clickhouse");
-    ch.load(&recs).expect("load");
     let kinds = [
         json!({"kind": "correlation", "correlation": {"min_person_count": 1}}),
         json!({"kind": "correlation", "correlation": {"type": "event_with_properties",
@@ -804,10 +792,7 @@ fn simpson_check_by_person_property() {
             }
         }
     }
-    let store = Store::in_memory();
-    store.append(&recs).expect("append");
-    let mut ch = common::Fresh::new("dssimp").expect("clickhouse");
-    ch.load(&recs).expect("load");
+    let (store, ch) = common::load_both("dssimp", &recs);
     for touch in ["first_touch", "last_touch"] {
         let qv = json!({
             "kind": "correlation",
@@ -865,20 +850,11 @@ fn strict_and_unordered_trends_breakdowns() {
             if let Some(p) = plan {
                 props.insert("plan".into(), json!(p));
             }
-            Record::Event(Event {
-                uuid: i as u128 + 1,
-                event: name.into(),
-                distinct_id: did.into(),
-                timestamp: BASE + min * 60_000,
-                properties: props,
-            })
+            event(i, did, name, BASE + min * 60_000, props)
         })
         .collect();
-    let store = Store::in_memory();
-    store.append(&recs).expect("append");
+    let (store, ch) = common::load_both("dstrbd", &recs);
     let snap = store.snapshot().unwrap();
-    let mut ch = common::Fresh::new("dstrbd").expect("clickhouse");
-    ch.load(&recs).expect("load");
     for order in ["strict", "unordered"] {
         let step = usize::from(order == "strict");
         for b in [
@@ -1019,11 +995,8 @@ proptest! {
     ) {
         let recs = records(&evs, &[], step_ms.max(1));
         let q = FunnelQuery::from_json(qv.clone()).expect("query");
-        let store = Store::in_memory();
-        store.append(&recs).expect("append");
+        let (store, ch) = common::load_both("dsxtr", &recs);
         let want = dropscope_engine::run_query(&store.snapshot().unwrap(), &q);
-        let mut ch = common::Fresh::new("dsxtr").expect("clickhouse");
-        ch.load(&recs).expect("load");
         let got = ch.query(&q);
         match (want, got) {
             (Ok(w), Ok(g)) => {
@@ -1103,20 +1076,9 @@ fn trends_exclusion_rules_match_the_engine() {
         let recs: Vec<Record> = log
             .iter()
             .enumerate()
-            .map(|(i, &(name, minute))| {
-                Record::Event(Event {
-                    uuid: i as u128 + 1,
-                    event: name.into(),
-                    distinct_id: "user1".into(),
-                    timestamp: BASE + minute * 60_000,
-                    properties: Map::new(),
-                })
-            })
+            .map(|(i, &(name, minute))| event(i, "user1", name, BASE + minute * 60_000, Map::new()))
             .collect();
-        let store = Store::in_memory();
-        store.append(&recs).expect("append");
-        let mut ch = common::Fresh::new("dsxrule").expect("clickhouse");
-        ch.load(&recs).expect("load");
+        let (store, ch) = common::load_both("dsxrule", &recs);
         for (window, interval, from, to, persons) in [
             (40, "hour", 0, 2, false),
             (40, "hour", 0, 1, false),
@@ -1157,21 +1119,10 @@ fn strict_exclusion_persons_keep_the_first_attempt() {
     let recs: Vec<Record> = log
         .iter()
         .enumerate()
-        .map(|(i, &(name, ms))| {
-            Record::Event(Event {
-                uuid: i as u128 + 1,
-                event: name.into(),
-                distinct_id: "p1".into(),
-                timestamp: BASE + ms,
-                properties: Map::new(),
-            })
-        })
+        .map(|(i, &(name, ms))| event(i, "p1", name, BASE + ms, Map::new()))
         .collect();
-    let store = Store::in_memory();
-    store.append(&recs).expect("append");
+    let (store, ch) = common::load_both("dsshadow", &recs);
     let snap = store.snapshot().unwrap();
-    let mut ch = common::Fresh::new("dsshadow").expect("clickhouse");
-    ch.load(&recs).expect("load");
     for step in [1, 2, -2] {
         let qv = json!({
             "kind": "funnel_persons",

@@ -58,6 +58,16 @@ impl Backend for Fresh {
     }
 }
 
+/// The same records in an in-memory store (the engine's side) and in a
+/// fresh database (`prefix`) on the ClickHouse server.
+pub fn load_both(prefix: &str, recs: &[Record]) -> (dropscope_store::Store, Fresh) {
+    let store = dropscope_store::Store::in_memory();
+    store.append(recs).expect("append");
+    let mut ch = Fresh::new(prefix).expect("clickhouse");
+    ch.load(recs).expect("load");
+    (store, ch)
+}
+
 /// Random cases per comparison test: `PROPTEST_CASES`, else `default`.
 pub fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
