@@ -19,8 +19,13 @@ pub struct Tally {
     pub in_progress: Vec<u64>,
     /// Positive gaps from the previous step, seconds.
     pub gaps: Vec<Vec<f64>>,
-    /// (seconds from entry to conversion or censoring, converted) per actor.
-    pub survival: Vec<(f64, bool)>,
+    /// Per actor, milliseconds from entry to conversion or censoring and
+    /// whether it converted, packed as `ms << 1 | converted` (sorts as
+    /// plain integers for the Kaplan–Meier curve) ...
+    pub survival: Vec<u64>,
+    /// ... except the actors censored at the end of their window, most of
+    /// the actors of a typical funnel: counted here, not listed.
+    pub censored_at_window: u64,
 }
 
 impl Tally {
@@ -30,6 +35,7 @@ impl Tally {
             in_progress: vec![0; n],
             gaps: vec![Vec::new(); n],
             survival: Vec::new(),
+            censored_at_window: 0,
         }
     }
 
@@ -70,17 +76,63 @@ impl Tally {
                 let next = furthest.min(n - 1);
                 self.in_progress[next] += 1;
             }
-            let end = if open {
-                plan.range.to
+            if open {
+                self.survival
+                    .push(((plan.range.to - start).max(0) as u64) << 1);
             } else {
-                start + plan.shape.window
-            };
-            self.survival
-                .push(((end - start).max(0) as f64 / 1000.0, false));
+                self.censored_at_window += 1;
+            }
         } else {
             self.survival
-                .push(((times[n - 1] - start) as f64 / 1000.0, true));
+                .push((((times[n - 1] - start).max(0) as u64) << 1) | 1);
         }
+    }
+
+    /// Merges many partial tallies, copying each one's lists once.
+    pub fn merge_all(n: usize, parts: Vec<Tally>) -> Tally {
+        let mut all = Tally::new(n);
+        for s in 0..n {
+            all.gaps[s].reserve_exact(parts.iter().map(|t| t.gaps[s].len()).sum());
+        }
+        all.survival
+            .reserve_exact(parts.iter().map(|t| t.survival.len()).sum());
+        for t in parts {
+            all.merge(t);
+        }
+        all
+    }
+
+    /// The Kaplan–Meier conversion curve over every actor tallied.
+    pub fn curve(&mut self, plan: &Plan<'_>) -> Vec<CurvePoint> {
+        use rayon::slice::ParallelSliceMut;
+        if self.survival.is_empty() && self.censored_at_window == 0 {
+            return Vec::new();
+        }
+        self.survival.par_sort_unstable();
+        let mut groups: Vec<(f64, u64, u64)> = Vec::new();
+        for chunk in self.survival.chunk_by(|a, b| a >> 1 == b >> 1) {
+            let events = chunk.iter().filter(|&&x| x & 1 == 1).count() as u64;
+            let secs = (chunk[0] >> 1) as f64 / 1000.0;
+            groups.push((secs, events, chunk.len() as u64 - events));
+        }
+        if self.censored_at_window > 0 {
+            groups.push((
+                plan.shape.window.max(0) as f64 / 1000.0,
+                0,
+                self.censored_at_window,
+            ));
+        }
+        dropscope_stats::kaplan_meier_grouped(groups)
+            .map(|pts| {
+                pts.iter()
+                    .map(|p| CurvePoint {
+                        seconds: p.time,
+                        converted: 1.0 - p.survival,
+                        at_risk: p.at_risk,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn merge(&mut self, o: Tally) {
@@ -92,21 +144,23 @@ impl Tally {
             g.extend(og);
         }
         self.survival.extend(o.survival);
+        self.censored_at_window += o.censored_at_window;
     }
 
-    pub fn steps(&self, plan: &Plan<'_>) -> Vec<StepResult> {
+    /// The per-step results (reorders the gap lists: medians select in place).
+    pub fn steps(&mut self, plan: &Plan<'_>) -> Vec<StepResult> {
         let first = self.counts.first().copied().unwrap_or(0);
         (0..self.counts.len())
             .map(|s| {
                 let count = self.counts[s];
                 let prev = if s == 0 { count } else { self.counts[s - 1] };
-                let mut gaps = self.gaps[s].clone();
+                let gaps = &mut self.gaps[s];
                 let (avg, median) = if s == 0 || gaps.is_empty() {
                     (None, None)
                 } else {
                     (
-                        dropscope_stats::mean(&gaps),
-                        dropscope_stats::median_interpolated(&mut gaps),
+                        dropscope_stats::mean(gaps),
+                        dropscope_stats::median_interpolated(gaps),
                     )
                 };
                 let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
@@ -181,17 +235,14 @@ pub fn funnel(plan: &Plan<'_>) -> Result<FunnelResult, QueryError> {
     } else if let Some(t) = by_key.remove(&BdKey::None) {
         all = t;
     }
-    let curve = if all.survival.is_empty() {
-        Vec::new()
-    } else {
-        curve_points(&all.survival)
-    };
+    let curve = all.curve(plan);
     let breakdowns = plan
         .breakdown
         .as_ref()
         .map(|_| breakdown_rows(plan, by_key));
+    let steps = all.steps(plan);
     Ok(FunnelResult {
-        steps: all.steps(plan),
+        steps,
         breakdowns,
         conversion_curve: curve,
         date_from_ms: plan.range.from,
@@ -241,20 +292,6 @@ fn general_tallies(plan: &Plan<'_>, totals_mode: bool) -> HashMap<BdKey, Tally> 
     )
 }
 
-fn curve_points(obs: &[(f64, bool)]) -> Vec<CurvePoint> {
-    dropscope_stats::kaplan_meier(obs)
-        .map(|pts| {
-            pts.iter()
-                .map(|p| CurvePoint {
-                    seconds: p.time,
-                    converted: 1.0 - p.survival,
-                    at_risk: p.at_risk,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Merges keys with equal string forms, orders rows, applies the limit.
 pub fn breakdown_rows(plan: &Plan<'_>, by_key: HashMap<BdKey, Tally>) -> Vec<BreakdownRow> {
     let n = plan.n();
@@ -287,7 +324,7 @@ pub fn breakdown_rows(plan: &Plan<'_>, by_key: HashMap<BdKey, Tally>) -> Vec<Bre
         }
     }
     rows.into_iter()
-        .map(|(v, t)| BreakdownRow {
+        .map(|(v, mut t)| BreakdownRow {
             breakdown_display: display(&v, b.kind),
             breakdown_value: v,
             steps: t.steps(plan),

@@ -46,11 +46,11 @@ pub(crate) struct State {
 pub fn funnel_tally(plan: &Plan<'_>) -> Option<Tally> {
     let table = plan.kernel_table()?;
     let n = plan.n();
-    let tally = plan.fold_actors(
+    let parts = plan.fold_person_columns(
         || Tally::new(n),
-        |tally, scratch, actor| {
+        |tally, scratch, cols| {
             let st = &mut scratch.kernel_state;
-            match run_actor(plan, table, &actor.view, &mut scratch.kernel, st) {
+            match run_actor(plan, table, cols.event, cols.ts, &mut scratch.kernel, st) {
                 Some(true) => {
                     let b = &st.best;
                     tally.add_parts(
@@ -62,15 +62,11 @@ pub fn funnel_tally(plan: &Plan<'_>) -> Option<Tally> {
                     )
                 }
                 Some(false) => {}
-                None => general(plan, scratch, actor, tally),
+                None => general(plan, scratch, &cols.actor(plan.snap), tally),
             }
         },
-        |mut a, b| {
-            a.merge(b);
-            a
-        },
     );
-    Some(tally)
+    Some(Tally::merge_all(n, parts))
 }
 
 /// One actor's path, for kinds other than `funnel` that read only it
@@ -85,7 +81,7 @@ pub(crate) fn actor_path(
     scratch: &mut Scratch,
 ) -> Option<Option<Path>> {
     let st = &mut scratch.kernel_state;
-    if !run_actor(plan, table, v, &mut scratch.kernel, st)? {
+    if !run_actor(plan, table, v.event, v.ts, &mut scratch.kernel, st)? {
         return Some(None);
     }
     let b = &st.best;
@@ -122,16 +118,17 @@ fn general(
 fn run_actor(
     plan: &Plan<'_>,
     table: &[u64],
-    v: &dropscope_store::EventsView<'_>,
+    event: &[u32],
+    ts: &[i64],
     buf: &mut Vec<(u64, i64)>,
     st: &mut State,
 ) -> Option<bool> {
     st.has = 0;
     st.best.furthest = 0;
     if plan.shape.strict {
-        run_strict(plan, table, v, st)
+        run_strict(plan, table, event, ts, st)
     } else {
-        run_gathered(plan, table, v, buf, st)
+        run_gathered(plan, table, event, ts, buf, st)
     }
 }
 
@@ -141,7 +138,8 @@ fn run_actor(
 fn run_strict(
     plan: &Plan<'_>,
     table: &[u64],
-    v: &dropscope_store::EventsView<'_>,
+    event: &[u32],
+    times: &[i64],
     st: &mut State,
 ) -> Option<bool> {
     let n = plan.n();
@@ -149,12 +147,11 @@ fn run_strict(
     let (from, to) = (plan.range.from, plan.range.to);
     // The previous event in range, for the same-instant rule.
     let (mut prev_ts, mut prev_mask) = (i64::MIN, u64::MAX);
-    for row in 0..v.len() {
-        let ts = v.ts[row];
+    for (row, (&e, &ts)) in event.iter().zip(times).enumerate() {
         if ts < from || ts > to {
             continue;
         }
-        let mask = table.get(v.event[row] as usize).copied().unwrap_or(0);
+        let mask = table.get(e as usize).copied().unwrap_or(0);
         if ts == prev_ts && mask != prev_mask {
             return None;
         }
@@ -172,8 +169,8 @@ fn run_strict(
         if st.best.furthest == n {
             // Done, unless a later event at this instant matches something
             // else (rule 5 would order the instant's events by step).
-            let same_instant = v.ts[row + 1..].iter().take_while(|&&t| t == ts).count();
-            if v.event[row + 1..row + 1 + same_instant]
+            let same_instant = times[row + 1..].iter().take_while(|&&t| t == ts).count();
+            if event[row + 1..row + 1 + same_instant]
                 .iter()
                 .any(|&e| table.get(e as usize).copied().unwrap_or(0) != mask)
             {
@@ -193,20 +190,21 @@ fn run_strict(
 fn run_gathered(
     plan: &Plan<'_>,
     table: &[u64],
-    v: &dropscope_store::EventsView<'_>,
+    event: &[u32],
+    times: &[i64],
     buf: &mut Vec<(u64, i64)>,
     st: &mut State,
 ) -> Option<bool> {
     let n = plan.n();
     let window = plan.shape.window;
     let (from, to) = (plan.range.from, plan.range.to);
-    let len = v.len();
+    let len = event.len();
     // Grown, never cleared: every slot up to `k` is written before it is read.
     if buf.len() <= len {
         buf.resize(len + 1, (0, 0));
     }
     let mut k = 0;
-    for (&e, &ts) in v.event.iter().zip(v.ts) {
+    for (&e, &ts) in event.iter().zip(times) {
         let mask = table.get(e as usize).copied().unwrap_or(0);
         buf[k] = (mask, ts);
         k += usize::from((mask != 0) & (ts >= from) & (ts <= to));

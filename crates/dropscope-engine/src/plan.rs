@@ -134,6 +134,38 @@ pub struct Scratch {
     pub(crate) kernel_state: crate::kernel::State,
 }
 
+/// One person actor's event ids and timestamps (`Plan::fold_person_columns`).
+pub(crate) struct ActorCols<'a> {
+    pub event: &'a [u32],
+    pub ts: &'a [i64],
+    src: ColsSrc<'a>,
+}
+
+enum ColsSrc<'a> {
+    /// Person index in a run, the actor's only slice.
+    Run(&'a Run, usize),
+    /// The actor's canonical person and its merged view.
+    View(u32, EventsView<'a>),
+}
+
+impl<'a> ActorCols<'a> {
+    /// The actor with its whole view (for the paths that read more columns).
+    pub fn actor(&self, snap: &Snapshot) -> Actor<'a> {
+        match self.src {
+            ColsSrc::Run(run, pi) => Actor {
+                id: snap.identity().root(run.persons[pi]),
+                is_person: true,
+                view: run.person_view(pi),
+            },
+            ColsSrc::View(id, view) => Actor {
+                id,
+                is_person: true,
+                view,
+            },
+        }
+    }
+}
+
 /// One actor ready for the funnel algorithms.
 pub struct Actor<'a> {
     /// Canonical person (person aggregation), or the actor's id in the
@@ -633,6 +665,82 @@ impl<'s> Plan<'s> {
                 }
             }
         }
+    }
+
+    /// Folds over every person actor in parallel, handing `f` the actor's
+    /// event ids and timestamps only (`ActorCols::actor` gives the whole
+    /// view when `f` needs more). For the kinds that read just those two
+    /// columns (the kernel): an actor whose events are one slice of a run
+    /// (every actor of a compacted store without later identity joins) is
+    /// read straight from the run's columns, without assembling a view per
+    /// actor, which cost as much as the kernel's own work. Returns the
+    /// partial results (one per rayon fold), for the caller to merge at
+    /// once rather than pairwise in a tree, so accumulators that hold
+    /// per-actor values are copied once.
+    ///
+    /// Panics if the aggregation is not by person.
+    pub(crate) fn fold_person_columns<A, I, F>(&self, init: I, f: F) -> Vec<A>
+    where
+        A: Send,
+        I: Fn() -> A + Sync + Send,
+        F: Fn(&mut A, &mut Scratch, &ActorCols<'_>) + Sync + Send,
+    {
+        assert!(matches!(self.agg, Aggregation::Person));
+        let snap = self.snap;
+        // Work items: blocks of a run's person indices, then chunks of the
+        // actors that span several slices.
+        let mut items: Vec<(u32, u32, u32)> = Vec::new();
+        for (ri, run) in snap.runs().iter().enumerate() {
+            let n = run.persons.len();
+            for b in (0..n).step_by(FOLD_CHUNK * 4) {
+                items.push((ri as u32, b as u32, n.min(b + FOLD_CHUNK * 4) as u32));
+            }
+        }
+        let multi = snap.multi_slice_actors();
+        for c in (0..multi.len()).step_by(FOLD_CHUNK) {
+            items.push((u32::MAX, c as u32, multi.len().min(c + FOLD_CHUNK) as u32));
+        }
+        items
+            .par_iter()
+            .fold(
+                || (init(), Scratch::default()),
+                |(mut acc, mut scratch), &(ri, lo, hi)| {
+                    if ri == u32::MAX {
+                        let mut merge = std::mem::take(&mut scratch.merge);
+                        for &ai in &multi[lo as usize..hi as usize] {
+                            let view = snap.events_of(ai as usize, &mut merge);
+                            let cols = ActorCols {
+                                event: view.event,
+                                ts: view.ts,
+                                src: ColsSrc::View(snap.actor_person(ai as usize), view),
+                            };
+                            f(&mut acc, &mut scratch, &cols);
+                        }
+                        scratch.merge = merge;
+                    } else {
+                        let run: &Run = &snap.runs()[ri as usize];
+                        let (event, ts): (&[u32], &[i64]) = (&run.cols.event, &run.cols.ts);
+                        for pi in lo as usize..hi as usize {
+                            if !snap.is_solo(ri as usize, pi) {
+                                continue;
+                            }
+                            let (a, b) = (
+                                run.person_start[pi] as usize,
+                                run.person_start[pi + 1] as usize,
+                            );
+                            let cols = ActorCols {
+                                event: &event[a..b],
+                                ts: &ts[a..b],
+                                src: ColsSrc::Run(run, pi),
+                            };
+                            f(&mut acc, &mut scratch, &cols);
+                        }
+                    }
+                    (acc, scratch)
+                },
+            )
+            .map(|(a, _)| a)
+            .collect()
     }
 
     /// Folds over every actor in parallel.

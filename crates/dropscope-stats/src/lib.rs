@@ -12,7 +12,7 @@
 //! | 2x2 tables | [`odds_ratio_prior`], [`fisher_exact_two_sided`], [`fisher_exact_two_sided_ln`], [`odds_ratio_interval_woolf`] |
 //! | multiple testing | [`benjamini_hochberg`] |
 //! | conversion times | [`mean`], [`median_interpolated`], [`quantile_interpolated`] |
-//! | survival | [`kaplan_meier`], [`conversion_curve`], [`survival_at`] |
+//! | survival | [`kaplan_meier`], [`kaplan_meier_grouped`], [`conversion_curve`], [`survival_at`] |
 //! | adjusted odds ratios | [`fit_logistic_l2`] |
 //!
 //! Conventions for a 2x2 table `[[a, b], [c, d]]` in correlation analysis:
@@ -79,7 +79,7 @@ pub use descriptive::{mean, median_interpolated, quantile_interpolated};
 pub use logistic::{fit_logistic_l2, fit_logistic_l2_weighted, LogisticFit, LogisticOptions};
 pub use multiple_testing::benjamini_hochberg;
 pub use proportion::{normal_quantile, two_proportion_z_test, wilson_interval, ZTest};
-pub use survival::{conversion_curve, kaplan_meier, survival_at, KmPoint};
+pub use survival::{conversion_curve, kaplan_meier, kaplan_meier_grouped, survival_at, KmPoint};
 
 /// Errors for inputs that have no meaningful result.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

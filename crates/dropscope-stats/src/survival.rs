@@ -40,28 +40,42 @@ pub struct KmPoint {
 ///
 /// Errors: a NaN or infinite time.
 pub fn kaplan_meier(observations: &[(f64, bool)]) -> Result<Vec<KmPoint>, StatsError> {
-    if observations.iter().any(|(t, _)| !t.is_finite()) {
+    let groups: Vec<(f64, u64, u64)> = observations
+        .iter()
+        .map(|&(t, e)| (t, u64::from(e), u64::from(!e)))
+        .collect();
+    kaplan_meier_grouped(groups)
+}
+
+/// [`kaplan_meier`] over observations given as `(time, events, censored)`
+/// counts, in any order, several groups of one time allowed: the same
+/// curve as listing each observation, for callers that hold many
+/// observations at few distinct times (a funnel's actors censored at the
+/// end of its window) and should not expand them.
+///
+/// Errors: a NaN or infinite time.
+pub fn kaplan_meier_grouped(mut groups: Vec<(f64, u64, u64)>) -> Result<Vec<KmPoint>, StatsError> {
+    if groups.iter().any(|(t, _, _)| !t.is_finite()) {
         return Err(StatsError::NonFinite("observation time"));
     }
-    let mut sorted = observations.to_vec();
-    // Unstable: equal times are grouped below, their order does not matter.
-    sorted.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    // Unstable: equal times are summed below, their order does not matter.
+    groups.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     let mut points = Vec::new();
-    let mut at_risk = sorted.len() as u64;
+    let mut at_risk: u64 = groups.iter().map(|g| g.1 + g.2).sum();
     let mut survival = 1.0f64;
     let mut greenwood = 0.0f64;
     let mut i = 0;
-    while i < sorted.len() {
-        let time = sorted[i].0;
+    while i < groups.len() {
+        let time = groups[i].0;
         let mut events = 0u64;
         let mut censored = 0u64;
-        while i < sorted.len() && sorted[i].0 == time {
-            if sorted[i].1 {
-                events += 1;
-            } else {
-                censored += 1;
-            }
+        while i < groups.len() && groups[i].0 == time {
+            events += groups[i].1;
+            censored += groups[i].2;
             i += 1;
+        }
+        if events + censored == 0 {
+            continue;
         }
         if events > 0 {
             let (n, d) = (at_risk as f64, events as f64);
@@ -123,6 +137,22 @@ mod tests {
                 prev = p.survival;
             }
             prop_assert_eq!(km.iter().map(|p| p.events + p.censored).sum::<u64>(), obs.len() as u64);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn grouped_counts_give_the_expanded_curve(
+            groups in proptest::collection::vec((0u8..12, 0u64..4, 0u64..4), 0..40),
+        ) {
+            let groups: Vec<(f64, u64, u64)> =
+                groups.into_iter().map(|(t, e, c)| (f64::from(t), e, c)).collect();
+            let mut expanded = Vec::new();
+            for &(t, e, c) in &groups {
+                expanded.extend(std::iter::repeat_n((t, true), e as usize));
+                expanded.extend(std::iter::repeat_n((t, false), c as usize));
+            }
+            prop_assert_eq!(kaplan_meier_grouped(groups).unwrap(), kaplan_meier(&expanded).unwrap());
         }
     }
 

@@ -50,6 +50,12 @@ struct Inner {
     actors: Vec<Slices>,
     /// (run index, person index within run)
     slices: Vec<(u32, u32)>,
+    /// Per run, a bit per person index: set when that slice is its actor's
+    /// only one, so the actor's events are that range of the run's columns.
+    solo: Vec<Vec<u64>>,
+    /// Actors whose events span several slices (runs, or persons joined
+    /// after their events were written), ascending.
+    multi: Vec<u32>,
     earliest: Option<i64>,
     events: usize,
 }
@@ -94,6 +100,19 @@ impl Snapshot {
                 fill[r] += 1;
             }
         }
+        let mut solo: Vec<Vec<u64>> = runs
+            .iter()
+            .map(|r| vec![0u64; r.persons.len().div_ceil(64)])
+            .collect();
+        let mut multi = Vec::new();
+        for (ai, a) in actors.iter().enumerate() {
+            if a.end - a.start == 1 {
+                let (r, p) = slices[a.start as usize];
+                solo[r as usize][p as usize / 64] |= 1 << (p % 64);
+            } else {
+                multi.push(ai as u32);
+            }
+        }
         let events = runs.iter().map(|r| r.len()).sum();
         Snapshot {
             inner: Arc::new(Inner {
@@ -104,6 +123,8 @@ impl Snapshot {
                 runs,
                 actors,
                 slices,
+                solo,
+                multi,
                 earliest,
                 events,
             }),
@@ -137,6 +158,27 @@ impl Snapshot {
     /// The canonical person id of actor `i`.
     pub fn actor_person(&self, i: usize) -> u32 {
         self.inner.actors[i].person
+    }
+
+    /// The runs, for queries that walk columns run by run (see
+    /// [`Snapshot::is_solo`]).
+    pub fn runs(&self) -> &[Arc<Run>] {
+        &self.inner.runs
+    }
+
+    /// Whether person index `pi` of run `run` holds all the events of its
+    /// actor: then the actor's events are `run.person_view(pi)`, and
+    /// walking every run's solo persons plus [`Snapshot::multi_slice_actors`]
+    /// visits every actor exactly once.
+    #[inline]
+    pub fn is_solo(&self, run: usize, pi: usize) -> bool {
+        self.inner.solo[run][pi / 64] & (1 << (pi % 64)) != 0
+    }
+
+    /// The actors (indices as in [`Snapshot::events_of`]) whose events span
+    /// several slices, ascending.
+    pub fn multi_slice_actors(&self) -> &[u32] {
+        &self.inner.multi
     }
 
     /// The events of actor `i`, sorted by (timestamp, ingest order).

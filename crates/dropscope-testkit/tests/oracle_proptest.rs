@@ -54,6 +54,12 @@ struct GenLog {
     persons: Vec<GenPerson>,
     events: Vec<GenEvent>,
     joins: Vec<GenJoin>,
+    /// Appends the log in this many parts, with a snapshot after each, so
+    /// the store holds several runs and persons span them (as a store does
+    /// between compactions). The parts shrink (75%, 18%, 7%) because the
+    /// store merges a new run into the one before when it is at least half
+    /// its size.
+    parts: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -78,9 +84,11 @@ fn gen_log(ties: bool) -> impl Strategy<Value = GenLog> {
             1..=25,
         ),
         prop::collection::vec((0usize..3, 0usize..6, 0..slots, any::<bool>()), 0..=3),
+        1usize..=3,
     )
-        .prop_map(move |(n_names, persons, events, joins)| GenLog {
+        .prop_map(move |(n_names, persons, events, joins, parts)| GenLog {
             ties,
+            parts,
             n_names,
             persons: persons
                 .into_iter()
@@ -476,12 +484,53 @@ fn same_steps(
     Ok(())
 }
 
+/// The conversion curve (SEMANTICS.md, "What dropscope adds on top"),
+/// written out plainly: a Kaplan–Meier estimate over every actor's time
+/// from its first step to its last (converted), or to the end of its
+/// window, or to the end of the range while still inside its window
+/// (censored); `(seconds, share converted, at risk)` per distinct time.
+fn curve(paths: &[oracle::ActorPath], q: &OQuery) -> Vec<(f64, f64, u64)> {
+    let n = q.steps.len();
+    let mut obs: Vec<(i64, bool)> = paths
+        .iter()
+        .map(|p| {
+            let start = p.times[0];
+            if p.furthest == n {
+                (p.times[n - 1] - start, true)
+            } else if start + q.window_ms >= q.date_to {
+                ((q.date_to - start).max(0), false)
+            } else {
+                (q.window_ms, false)
+            }
+        })
+        .collect();
+    obs.sort();
+    let mut at_risk = obs.len() as u64;
+    let mut survival = 1.0;
+    let mut out = Vec::new();
+    for group in obs.chunk_by(|a, b| a.0 == b.0) {
+        let events = group.iter().filter(|o| o.1).count() as u64;
+        survival *= 1.0 - events as f64 / at_risk as f64;
+        out.push((group[0].0 as f64 / 1000.0, 1.0 - survival, at_risk));
+        at_risk -= group.len() as u64;
+    }
+    out
+}
+
 /// Runs one scenario through both; `Err` describes the first difference.
 fn check(glog: &GenLog, gq: &GenQuery) -> Result<(), String> {
     let (log, recs) = build_log(glog);
     let (oq, q) = build_query(gq, glog.n_names);
     let store = Store::in_memory();
-    store.append(&recs).unwrap();
+    let cuts = match glog.parts {
+        1 => vec![0, recs.len()],
+        2 => vec![0, recs.len() * 3 / 4, recs.len()],
+        _ => vec![0, recs.len() * 3 / 4, recs.len() * 93 / 100, recs.len()],
+    };
+    for w in cuts.windows(2) {
+        store.append(&recs[w[0]..w[1]]).unwrap();
+        store.snapshot().unwrap();
+    }
     let snap = store.snapshot().unwrap();
     let n = oq.steps.len();
     let ctx = |e: String| format!("{e}\nquery: {q}\nlog: {:?}", log.events);
@@ -492,6 +541,24 @@ fn check(glog: &GenLog, gq: &GenQuery) -> Result<(), String> {
         panic!("not a funnel result")
     };
     same_steps("funnel", &want, &got.steps, true).map_err(ctx)?;
+    if oq.breakdown.is_none() && oq.order != OOrder::Unordered {
+        let want = curve(&oracle::actor_paths(&log, &oq), &oq);
+        let got: Vec<(f64, f64, u64)> = got
+            .conversion_curve
+            .iter()
+            .map(|p| (p.seconds, p.converted, p.at_risk))
+            .collect();
+        let same = want.len() == got.len()
+            && want
+                .iter()
+                .zip(&got)
+                .all(|(w, g)| w.0 == g.0 && w.2 == g.2 && (w.1 - g.1).abs() < 1e-12);
+        if !same {
+            return Err(ctx(format!(
+                "conversion curve: oracle {want:?} engine {got:?}"
+            )));
+        }
+    }
     if oq.breakdown.is_some() {
         let rows = got.breakdowns.clone().unwrap_or_default();
         let mut got_rows: BTreeMap<Vec<String>, &Vec<dropscope_core::result::StepResult>> =
