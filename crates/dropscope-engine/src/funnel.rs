@@ -46,6 +46,7 @@ impl Tally {
 
     /// One actor's path given as its parts: the steps done (`bits`), their
     /// times, the attempt's start and the furthest step (1-based).
+    #[inline]
     pub fn add_parts(
         &mut self,
         plan: &Plan<'_>,
@@ -56,15 +57,16 @@ impl Tally {
     ) {
         let n = self.counts.len();
         let mut prev: Option<i64> = None;
-        for (s, &t) in times.iter().enumerate().take(n) {
+        // Up to the last step done (most actors do only the first).
+        let done = n.min(64 - bits.leading_zeros() as usize);
+        for (s, &t) in times.iter().enumerate().take(done) {
             if bits & (1 << s) == 0 {
                 continue;
             }
             self.counts[s] += 1;
             if let Some(t0) = prev {
-                let gap = (t - t0) as f64 / 1000.0;
-                if gap > 0.0 {
-                    self.gaps[s].push(gap);
+                if t > t0 {
+                    self.gaps[s].push((t - t0) as f64 / 1000.0);
                 }
             }
             prev = Some(t);

@@ -129,8 +129,8 @@ pub struct Scratch {
     pub sub: Vec<MEvent>,
     pub bd_values: Vec<BdKey>,
     pub paths: Vec<(BdKey, Path)>,
-    /// The kernel's gathered (step mask, timestamp) pairs of one actor.
-    pub kernel: Vec<(u64, i64)>,
+    /// The kernel's gathered step masks and timestamps of one actor.
+    pub(crate) kernel: crate::kernel::Gathered,
     pub(crate) kernel_state: crate::kernel::State,
 }
 
