@@ -245,7 +245,23 @@ impl<T> Col<T> {
     /// the file again if touched), after a one-off scan such as building
     /// the uuid fingerprints, so that such a scan does not stay resident.
     pub fn release(&self) {
+        let len = match self {
+            Col::Owned(v) => v.len(),
+            Col::Mapped { bytes, .. } => bytes.len() / std::mem::size_of::<T>().max(1),
+        };
+        self.release_range(0..len);
+    }
+
+    /// [`Col::release`] for the elements `range` only (with the pages they
+    /// share with their neighbours: a neighbour read later faults its page
+    /// in again, unchanged).
+    pub fn release_range(&self, range: std::ops::Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
         if let Col::Mapped { map, bytes } = self {
+            let size = std::mem::size_of::<T>();
+            let bytes = bytes.start + range.start * size..bytes.start + range.end * size;
             // SAFETY: the map is a read-only mapping of an immutable file;
             // MADV_DONTNEED only drops its pages from this process, and
             // later reads fault them in again from the file unchanged.
@@ -319,6 +335,26 @@ impl RunColumns {
             prop_key: &self.prop_key,
             prop_val: &self.prop_val,
         }
+    }
+
+    /// Drops the pages of events `rows` from this process, in every mapped
+    /// column (see [`Col::release`]): a scan that will not come back to
+    /// them releases them as it goes, so its resident set stays the size of
+    /// what it is working on, not of everything it has read. No-op for
+    /// columns on the heap.
+    pub fn release_rows(&self, rows: std::ops::Range<usize>) {
+        if rows.is_empty() || matches!(self.ts, Col::Owned(_)) {
+            return;
+        }
+        let props = self.prop_start[rows.start] as usize..self.prop_start[rows.end] as usize;
+        self.ts.release_range(rows.clone());
+        self.seq.release_range(rows.clone());
+        self.event.release_range(rows.clone());
+        self.did.release_range(rows.clone());
+        self.uuid.release_range(rows.clone());
+        self.prop_start.release_range(rows);
+        self.prop_key.release_range(props.clone());
+        self.prop_val.release_range(props);
     }
 
     /// Heap bytes held by the columns (none for mapped ones).
