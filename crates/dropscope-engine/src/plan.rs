@@ -689,11 +689,11 @@ impl<'s> Plan<'s> {
     }
 
     /// [`Plan::fold_person_columns`]; with `release`, each block of a run's
-    /// persons drops its mapped pages once done (`RunColumns::release_rows`),
-    /// for the paths that read properties: their scan would otherwise keep
-    /// every page of every column resident (9–11 GB at 100M events). The
-    /// kernel does not release: it reads 12 bytes an event, and faulting
-    /// its pages in again on the next query would cost more than they hold.
+    /// persons drops its mapped pages but event ids and times once done
+    /// (`RunColumns::release_rows`), for the general path: a scan that
+    /// reads properties would otherwise keep every page of every column
+    /// resident (9–11 GB at 100M events). The kernel reads only the columns
+    /// that stay, so it does not call it.
     fn fold_runs<A, I, F>(&self, init: I, f: F, release: bool) -> Vec<A>
     where
         A: Send,

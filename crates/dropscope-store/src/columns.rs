@@ -337,19 +337,20 @@ impl RunColumns {
         }
     }
 
-    /// Drops the pages of events `rows` from this process, in every mapped
-    /// column (see [`Col::release`]): a scan that will not come back to
-    /// them releases them as it goes, so its resident set stays the size of
-    /// what it is working on, not of everything it has read. No-op for
-    /// columns on the heap.
+    /// Drops the pages of events `rows` from this process (see
+    /// [`Col::release`]) in every mapped column but event ids and times: a
+    /// scan that will not come back to them releases them as it goes, so
+    /// its resident set stays the size of what it is working on, not of
+    /// everything it has read. Event ids and times (12 bytes an event) are
+    /// what every query reads; they stay, since faulting them in again at
+    /// each query would cost more than they hold. No-op for columns on the
+    /// heap.
     pub fn release_rows(&self, rows: std::ops::Range<usize>) {
         if rows.is_empty() || matches!(self.ts, Col::Owned(_)) {
             return;
         }
         let props = self.prop_start[rows.start] as usize..self.prop_start[rows.end] as usize;
-        self.ts.release_range(rows.clone());
         self.seq.release_range(rows.clone());
-        self.event.release_range(rows.clone());
         self.did.release_range(rows.clone());
         self.uuid.release_range(rows.clone());
         self.prop_start.release_range(rows);
