@@ -90,51 +90,53 @@ impl Tally {
         }
     }
 
-    /// Merges many partial tallies, copying each one's lists once.
+    /// Merges many partial tallies, copying each one's lists once (the
+    /// lists in parallel).
     pub fn merge_all(n: usize, parts: Vec<Tally>) -> Tally {
+        use rayon::prelude::*;
+        fn concat<'a, T: Copy + 'a>(lists: impl Iterator<Item = &'a [T]> + Clone) -> Vec<T> {
+            let mut out = Vec::with_capacity(lists.clone().map(<[T]>::len).sum());
+            for l in lists {
+                out.extend_from_slice(l);
+            }
+            out
+        }
         let mut all = Tally::new(n);
-        for s in 0..n {
-            all.gaps[s].reserve_exact(parts.iter().map(|t| t.gaps[s].len()).sum());
+        for t in &parts {
+            for s in 0..n {
+                all.counts[s] += t.counts[s];
+                all.in_progress[s] += t.in_progress[s];
+            }
+            all.censored_at_window += t.censored_at_window;
         }
-        all.survival
-            .reserve_exact(parts.iter().map(|t| t.survival.len()).sum());
-        for t in parts {
-            all.merge(t);
-        }
+        let (gaps, survival) = rayon::join(
+            || {
+                (0..n)
+                    .into_par_iter()
+                    .map(|s| concat(parts.iter().map(|t| t.gaps[s].as_slice())))
+                    .collect()
+            },
+            || concat(parts.iter().map(|t| t.survival.as_slice())),
+        );
+        all.gaps = gaps;
+        all.survival = survival;
         all
     }
 
-    /// The Kaplan–Meier conversion curve over every actor tallied.
-    pub fn curve(&mut self, plan: &Plan<'_>) -> Vec<CurvePoint> {
-        use rayon::slice::ParallelSliceMut;
-        if self.survival.is_empty() && self.censored_at_window == 0 {
-            return Vec::new();
-        }
-        self.survival.par_sort_unstable();
-        let mut groups: Vec<(f64, u64, u64)> = Vec::new();
-        for chunk in self.survival.chunk_by(|a, b| a >> 1 == b >> 1) {
-            let events = chunk.iter().filter(|&&x| x & 1 == 1).count() as u64;
-            let secs = (chunk[0] >> 1) as f64 / 1000.0;
-            groups.push((secs, events, chunk.len() as u64 - events));
-        }
-        if self.censored_at_window > 0 {
-            groups.push((
-                plan.shape.window.max(0) as f64 / 1000.0,
-                0,
-                self.censored_at_window,
-            ));
-        }
-        dropscope_stats::kaplan_meier_grouped(groups)
-            .map(|pts| {
-                pts.iter()
-                    .map(|p| CurvePoint {
-                        seconds: p.time,
-                        converted: 1.0 - p.survival,
-                        at_risk: p.at_risk,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The per-step results and the conversion curve, computed side by
+    /// side (reorders the lists: medians select in place, the curve sorts).
+    pub fn finish(&mut self, plan: &Plan<'_>) -> (Vec<StepResult>, Vec<CurvePoint>) {
+        let Tally {
+            counts,
+            in_progress,
+            gaps,
+            survival,
+            censored_at_window,
+        } = self;
+        rayon::join(
+            || steps_of(counts, in_progress, gaps, plan),
+            || curve_of(survival, *censored_at_window, plan),
+        )
     }
 
     pub fn merge(&mut self, o: Tally) {
@@ -148,61 +150,108 @@ impl Tally {
         self.survival.extend(o.survival);
         self.censored_at_window += o.censored_at_window;
     }
+}
 
-    /// The per-step results (reorders the gap lists: medians select in place).
-    pub fn steps(&mut self, plan: &Plan<'_>) -> Vec<StepResult> {
-        let first = self.counts.first().copied().unwrap_or(0);
-        (0..self.counts.len())
-            .map(|s| {
-                let count = self.counts[s];
-                let prev = if s == 0 { count } else { self.counts[s - 1] };
-                let gaps = &mut self.gaps[s];
-                let (avg, median) = if s == 0 || gaps.is_empty() {
-                    (None, None)
+/// The per-step results of a tally's fields (medians select in place;
+/// each step's mean and median are computed in parallel).
+fn steps_of(
+    counts: &[u64],
+    in_progress: &[u64],
+    gaps: &mut [Vec<f64>],
+    plan: &Plan<'_>,
+) -> Vec<StepResult> {
+    use rayon::prelude::*;
+    let times: Vec<(Option<f64>, Option<f64>)> = gaps
+        .par_iter_mut()
+        .enumerate()
+        .map(|(s, gaps)| {
+            if s == 0 || gaps.is_empty() {
+                (None, None)
+            } else {
+                (
+                    dropscope_stats::mean(gaps),
+                    dropscope_stats::median_interpolated(gaps),
+                )
+            }
+        })
+        .collect();
+    let first = counts.first().copied().unwrap_or(0);
+    (0..counts.len())
+        .map(|s| {
+            let count = counts[s];
+            let prev = if s == 0 { count } else { counts[s - 1] };
+            let (avg, median) = times[s];
+            let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+            let wilson = |a: u64, b: u64| {
+                let (lo, hi) =
+                    dropscope_stats::wilson_interval(a.min(b), b, 0.95).unwrap_or((0.0, 1.0));
+                [lo, hi]
+            };
+            StepResult {
+                order: s,
+                name: plan_step_name(plan, s),
+                count,
+                conversion_from_first: if s == 0 {
+                    if count > 0 {
+                        1.0
+                    } else {
+                        0.0
+                    }
                 } else {
-                    (
-                        dropscope_stats::mean(gaps),
-                        dropscope_stats::median_interpolated(gaps),
-                    )
-                };
-                let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-                let wilson = |a: u64, b: u64| {
-                    let (lo, hi) =
-                        dropscope_stats::wilson_interval(a.min(b), b, 0.95).unwrap_or((0.0, 1.0));
-                    [lo, hi]
-                };
-                StepResult {
-                    order: s,
-                    name: plan_step_name(plan, s),
-                    count,
-                    conversion_from_first: if s == 0 {
-                        if count > 0 {
-                            1.0
-                        } else {
-                            0.0
-                        }
+                    ratio(count, first)
+                },
+                conversion_from_previous: if s == 0 {
+                    if count > 0 {
+                        1.0
                     } else {
-                        ratio(count, first)
-                    },
-                    conversion_from_previous: if s == 0 {
-                        if count > 0 {
-                            1.0
-                        } else {
-                            0.0
-                        }
-                    } else {
-                        ratio(count, prev)
-                    },
-                    conversion_from_first_interval: wilson(count, first),
-                    conversion_from_previous_interval: wilson(count, prev),
-                    dropped: prev.saturating_sub(count),
-                    in_progress: if s == 0 { 0 } else { self.in_progress[s] },
-                    average_conversion_time: avg,
-                    median_conversion_time: median,
-                }
-            })
-            .collect()
+                        0.0
+                    }
+                } else {
+                    ratio(count, prev)
+                },
+                conversion_from_first_interval: wilson(count, first),
+                conversion_from_previous_interval: wilson(count, prev),
+                dropped: prev.saturating_sub(count),
+                in_progress: if s == 0 { 0 } else { in_progress[s] },
+                average_conversion_time: avg,
+                median_conversion_time: median,
+            }
+        })
+        .collect()
+}
+
+/// The Kaplan–Meier conversion curve over every actor of a tally
+/// (`survival` gets sorted).
+fn curve_of(survival: &mut [u64], censored_at_window: u64, plan: &Plan<'_>) -> Vec<CurvePoint> {
+    use rayon::slice::ParallelSliceMut;
+    if survival.is_empty() && censored_at_window == 0 {
+        return Vec::new();
     }
+    survival.par_sort_unstable();
+    let mut groups: Vec<(f64, u64, u64)> = Vec::new();
+    for chunk in survival.chunk_by(|a, b| a >> 1 == b >> 1) {
+        let events = chunk.iter().filter(|&&x| x & 1 == 1).count() as u64;
+        let secs = (chunk[0] >> 1) as f64 / 1000.0;
+        groups.push((secs, events, chunk.len() as u64 - events));
+    }
+    if censored_at_window > 0 {
+        groups.push((
+            plan.shape.window.max(0) as f64 / 1000.0,
+            0,
+            censored_at_window,
+        ));
+    }
+    dropscope_stats::kaplan_meier_grouped(groups)
+        .map(|pts| {
+            pts.iter()
+                .map(|p| CurvePoint {
+                    seconds: p.time,
+                    converted: 1.0 - p.survival,
+                    at_risk: p.at_risk,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub fn plan_step_name(plan: &Plan<'_>, s: usize) -> String {
@@ -237,12 +286,11 @@ pub fn funnel(plan: &Plan<'_>) -> Result<FunnelResult, QueryError> {
     } else if let Some(t) = by_key.remove(&BdKey::None) {
         all = t;
     }
-    let curve = all.curve(plan);
+    let (steps, curve) = all.finish(plan);
     let breakdowns = plan
         .breakdown
         .as_ref()
         .map(|_| breakdown_rows(plan, by_key));
-    let steps = all.steps(plan);
     Ok(FunnelResult {
         steps,
         breakdowns,
@@ -329,7 +377,7 @@ pub fn breakdown_rows(plan: &Plan<'_>, by_key: HashMap<BdKey, Tally>) -> Vec<Bre
         .map(|(v, mut t)| BreakdownRow {
             breakdown_display: display(&v, b.kind),
             breakdown_value: v,
-            steps: t.steps(plan),
+            steps: t.finish(plan).0,
         })
         .collect()
 }
