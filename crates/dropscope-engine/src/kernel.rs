@@ -197,7 +197,12 @@ fn run_gathered(
 ) -> Option<bool> {
     let n = plan.n();
     let window = plan.shape.window;
-    let (k, any) = buf.gather(table, event, times, plan.range.from, plan.range.to);
+    let keep = Keep {
+        table,
+        from: plan.range.from,
+        to: plan.range.to,
+    };
+    let (k, any) = buf.gather(keep, event, times);
     if k == 0 {
         return Some(false);
     }
@@ -238,6 +243,15 @@ fn run_gathered(
     Some(st.best.furthest > 0)
 }
 
+/// Which events the gather keeps: those whose step mask (`table[event]`,
+/// 0 for ids past the table) is not 0, with a time in `from..=to`.
+#[derive(Clone, Copy)]
+struct Keep<'a> {
+    table: &'a [u64],
+    from: i64,
+    to: i64,
+}
+
 /// The step masks and timestamps of one actor's kept events (those of a
 /// step, in range), in order. Grown, never cleared: every slot up to the
 /// count `gather` returns is written before it is read.
@@ -248,18 +262,10 @@ pub(crate) struct Gathered {
 }
 
 impl Gathered {
-    /// Keeps the events whose step mask (`table[event]`, 0 for ids past
-    /// the table) is not 0 and whose time is in `from..=to`; returns how
-    /// many, and the union of their masks.
+    /// Keeps the events `keep` selects; returns how many, and the union
+    /// of their masks.
     #[inline]
-    fn gather(
-        &mut self,
-        table: &[u64],
-        event: &[u32],
-        times: &[i64],
-        from: i64,
-        to: i64,
-    ) -> (usize, u64) {
+    fn gather(&mut self, keep: Keep<'_>, event: &[u32], times: &[i64]) -> (usize, u64) {
         // Room for whole 8-lane stores past the last kept event.
         let room = event.len() + 8;
         if self.mask.len() < room {
@@ -270,22 +276,19 @@ impl Gathered {
         if has_avx512() {
             // SAFETY: the CPU has AVX-512F (checked); the buffers have
             // `event.len() + 8` slots and `times` is as long as `event`.
-            return unsafe { self.gather_avx512(table, event, times, from, to) };
+            return unsafe { self.gather_avx512(keep, event, times) };
         }
-        self.gather_scalar(table, event, times, from, to, 0, 0, 0)
+        self.gather_scalar(keep, event, times, 0, 0, 0)
     }
 
     /// The scalar gather, from row `start` on, continuing a count `k` and
     /// union `any` (the AVX-512 path finishes its tail here).
-    #[allow(clippy::too_many_arguments)]
     #[inline]
     fn gather_scalar(
         &mut self,
-        table: &[u64],
+        Keep { table, from, to }: Keep<'_>,
         event: &[u32],
         times: &[i64],
-        from: i64,
-        to: i64,
         start: usize,
         mut k: usize,
         mut any: u64,
@@ -313,13 +316,12 @@ impl Gathered {
     #[target_feature(enable = "avx512f")]
     unsafe fn gather_avx512(
         &mut self,
-        table: &[u64],
+        keep: Keep<'_>,
         event: &[u32],
         times: &[i64],
-        from: i64,
-        to: i64,
     ) -> (usize, u64) {
         use std::arch::x86_64::*;
+        let Keep { table, from, to } = keep;
         let n = event.len().min(times.len());
         let (vfrom, vto) = (_mm512_set1_epi64(from), _mm512_set1_epi64(to));
         let vlen = _mm512_set1_epi64(table.len() as i64);
@@ -355,7 +357,7 @@ impl Gathered {
             i += 8;
         }
         let any = _mm512_reduce_or_epi64(vany) as u64;
-        self.gather_scalar(table, event, times, from, to, i, k, any)
+        self.gather_scalar(keep, event, times, i, k, any)
     }
 }
 
@@ -427,11 +429,12 @@ mod tests {
             let event: Vec<u32> = rows.iter().map(|r| r.0).collect();
             let times: Vec<i64> = rows.iter().map(|r| r.1).collect();
             let mut a = Gathered::default();
-            let (ka, anya) = a.gather(&table, &event, &times, from, to);
+            let keep = Keep { table: &table, from, to };
+            let (ka, anya) = a.gather(keep, &event, &times);
             let mut b = Gathered::default();
             b.mask.resize(rows.len() + 8, 0);
             b.ts.resize(rows.len() + 8, 0);
-            let (kb, anyb) = b.gather_scalar(&table, &event, &times, from, to, 0, 0, 0);
+            let (kb, anyb) = b.gather_scalar(keep, &event, &times, 0, 0, 0);
             let want: Vec<(u64, i64)> = rows
                 .iter()
                 .map(|&(e, t)| (table.get(e as usize).copied().unwrap_or(0), t))
