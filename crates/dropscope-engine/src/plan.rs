@@ -244,10 +244,14 @@ impl<'s> Plan<'s> {
                     | QueryKind::Paths
                     | QueryKind::Diagnosis
             );
-        // Which kinds read only the best path of ordered/strict funnels
-        // (funnel trends bucket every start, `totals` counts every attempt,
-        // correlation and paths read every event).
-        let collapse = q.order != FunnelOrder::Unordered
+        // Which kinds read only the best path of ordered funnels (funnel
+        // trends bucket every start, `totals` counts every attempt,
+        // correlation and paths read every event). Not strict funnels:
+        // there a dropped middle event may be the only one of its run that
+        // clears the attempts (rule 6), since the run's first and last
+        // events clear nothing when they share an instant with events of
+        // other steps (rule 5); the oracle proptest found such a log.
+        let collapse = q.order == FunnelOrder::Ordered
             && q.counting != Counting::Totals
             && match q.kind {
                 QueryKind::Funnel | QueryKind::TimeToConvert => true,
@@ -460,10 +464,9 @@ impl<'s> Plan<'s> {
                 row: row as u32,
                 bd,
             };
-            // In an ordered or strict funnel, an event that can only be
-            // step 1 (or, strict, no step) and no exclusion only sets the
-            // latest start (strict: also clears later slots); the next one
-            // like it overwrites that. Of a run of such events with the same
+            // In an ordered funnel, an event that can only be step 1 and
+            // no exclusion only sets the latest start; the next one like
+            // it overwrites that. Of a run of such events with the same
             // breakdown value, only the first (it may be the actor's best
             // path, or clear slots) and the last (the start later steps
             // follow) can change the result: the middle ones are dropped.

@@ -530,3 +530,27 @@ fn paths_after_a_drop() {
     );
     assert_eq!(p.converted_next[0].path, vec!["b"]);
 }
+
+/// Rules 5 and 6 together (found by the oracle proptest): `a` shares the
+/// instant of step 1 and `u` the instant of step 2, so neither clears the
+/// attempt (strictness is not enforced inside a same-instant group), but
+/// `x` between them stands alone and breaks it. The engine once dropped
+/// `x` as the middle of a run of non-step events, and counted a conversion.
+#[test]
+fn strict_event_between_two_mixed_instants_breaks_the_attempt() {
+    let no = || json!({});
+    let log = [
+        ("p", "c", 0, no()),
+        ("p", "a", 0, no()),
+        ("p", "x", 7, no()),
+        ("p", "u", 3600, no()),
+        ("p", "d", 3600, no()),
+    ];
+    let s = store(&log);
+    let q = |order: &str| json!({"steps": steps(&["c", "d"]), "order": order});
+    assert_eq!(counts(&funnel(&s, q("strict"))), [1, 0]);
+    assert_eq!(counts(&funnel(&s, q("ordered"))), [1, 1]);
+    // Without the lone event, the two mixed instants convert.
+    let s = store(&[log[0].clone(), log[1].clone(), log[3].clone(), log[4].clone()]);
+    assert_eq!(counts(&funnel(&s, q("strict"))), [1, 1]);
+}
