@@ -142,7 +142,7 @@ fn person_and_group_properties() {
         let pid = d.distinct_ids.get(did).unwrap();
         let p = snap.person(snap.identity().person_of_did(pid).unwrap());
         let want: BTreeMap<String, String> = p
-            .props
+            .props()
             .iter()
             .filter(|(_, v)| d.values.resolve(*v) != "z")
             .map(|(k, v)| {

@@ -466,7 +466,7 @@ fn props_at(plan: &Plan<'_>, actor: &Actor<'_>, t: i64) -> Vec<(u32, u32)> {
 /// The actor's properties: the person's, or the group's for group actors.
 fn actor_props<'s>(plan: &Plan<'s>, actor: &Actor<'_>) -> &'s [(u32, u32)] {
     match &plan.agg {
-        Aggregation::Person => &plan.snap.person(actor.id).props,
+        Aggregation::Person => plan.snap.person(actor.id).props(),
         Aggregation::Group(g) => {
             let key = plan.actor_label(actor.id, false);
             plan.snap

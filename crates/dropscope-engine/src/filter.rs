@@ -425,7 +425,7 @@ pub fn cohort_members(id: u64, snap: &Snapshot, dicts: &Dicts) -> Option<HashSet
         }
         for i in 0..snap.actor_count() {
             let p = snap.actor_person(i);
-            if snap.person(p).label == *m {
+            if snap.person(p).label(snap.dicts()) == *m {
                 out.insert(p);
             }
         }

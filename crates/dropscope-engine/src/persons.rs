@@ -128,9 +128,8 @@ pub fn page(plan: &Plan<'_>, rows: Vec<(u32, bool, Path)>) -> PersonsResult {
             distinct_ids: if *is_person {
                 plan.snap
                     .person(*id)
-                    .dids
-                    .iter()
-                    .map(|d| dicts.distinct_ids.resolve(*d).to_string())
+                    .dids()
+                    .map(|d| dicts.distinct_ids.resolve(d).to_string())
                     .collect()
             } else {
                 vec![label.clone()]

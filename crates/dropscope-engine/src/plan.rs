@@ -814,7 +814,10 @@ impl<'s> Plan<'s> {
     /// The label of an actor for output.
     pub fn actor_label(&self, actor_id: u32, is_person: bool) -> String {
         if is_person {
-            self.snap.person(actor_id).label.clone()
+            self.snap
+                .person(actor_id)
+                .label(self.snap.dicts())
+                .to_string()
         } else {
             self.regroup_names()
                 .get(actor_id as usize)

@@ -551,6 +551,11 @@ fn strict_event_between_two_mixed_instants_breaks_the_attempt() {
     assert_eq!(counts(&funnel(&s, q("strict"))), [1, 0]);
     assert_eq!(counts(&funnel(&s, q("ordered"))), [1, 1]);
     // Without the lone event, the two mixed instants convert.
-    let s = store(&[log[0].clone(), log[1].clone(), log[3].clone(), log[4].clone()]);
+    let s = store(&[
+        log[0].clone(),
+        log[1].clone(),
+        log[3].clone(),
+        log[4].clone(),
+    ]);
     assert_eq!(counts(&funnel(&s, q("strict"))), [1, 1]);
 }

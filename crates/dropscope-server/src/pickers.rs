@@ -172,7 +172,7 @@ pub fn properties(snap: &Snapshot, p: &PickerParams) -> Result<PropertiesRespons
         }
         Kind::Person => {
             for a in 0..snap.actor_count() {
-                for (k, _) in &snap.person(snap.actor_person(a)).props {
+                for (k, _) in snap.person(snap.actor_person(a)).props() {
                     *counts.entry(*k).or_default() += 1;
                 }
             }

@@ -221,7 +221,7 @@ pub fn person_events(
         let person = snap.actor_person(i);
         match root {
             Some(r) => person == r,
-            None => snap.person(person).label == id,
+            None => snap.person(person).label(snap.dicts()) == id,
         }
     });
     let Some(actor) = actor else {
@@ -251,14 +251,13 @@ pub fn person_events(
         })
         .collect();
     Ok(PersonEventsResponse {
-        id: person.label.clone(),
+        id: person.label(d).to_string(),
         distinct_ids: person
-            .dids
-            .iter()
-            .map(|x| d.distinct_ids.resolve(*x).to_string())
+            .dids()
+            .map(|x| d.distinct_ids.resolve(x).to_string())
             .collect(),
         properties: person
-            .props
+            .props()
             .iter()
             .map(|(k, val)| {
                 (

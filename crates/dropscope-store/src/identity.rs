@@ -10,19 +10,59 @@ use serde_json::{Map, Value};
 
 use crate::dict::Dicts;
 
-/// One person (only meaningful at a union-find root).
-#[derive(Debug, Clone, Default)]
+/// One person (only meaningful at a union-find root). Kept small, since a
+/// store holds one per distinct id (10M at 100M demo events): 56 bytes and
+/// no heap for the common person (one distinct id, shown under it, no
+/// properties), instead of ~120 with a label string and two vectors.
+#[derive(Debug, Clone)]
 pub struct PersonData {
-    /// The label a person is shown under: an imported person's id, else its
-    /// first distinct id.
-    pub label: String,
-    /// Distinct id ids owned (at the root: all of the merged person's).
-    pub dids: Vec<u32>,
+    /// The label when it is not the first distinct id (an imported
+    /// person's id).
+    label: Option<Box<str>>,
+    /// The first distinct id (`u32::MAX` for a person merged away).
+    first_did: u32,
+    /// Distinct ids owned besides the first (at the root: every merged
+    /// person's).
+    more_dids: Box<[u32]>,
     /// Current properties: (key id, value id), sorted by key id.
-    pub props: Vec<(u32, u32)>,
+    props: Box<[(u32, u32)]>,
+}
+
+impl Default for PersonData {
+    fn default() -> Self {
+        PersonData {
+            label: None,
+            first_did: u32::MAX,
+            more_dids: Box::default(),
+            props: Box::default(),
+        }
+    }
 }
 
 impl PersonData {
+    /// The label a person is shown under: an imported person's id, else its
+    /// first distinct id.
+    pub fn label<'a>(&'a self, dicts: &'a Dicts) -> &'a str {
+        match &self.label {
+            Some(l) => l,
+            None if self.first_did == u32::MAX => "",
+            None => dicts.distinct_ids.resolve(self.first_did),
+        }
+    }
+
+    /// Distinct id ids owned (at the root: all of the merged person's).
+    pub fn dids(&self) -> impl Iterator<Item = u32> + '_ {
+        (self.first_did != u32::MAX)
+            .then_some(self.first_did)
+            .into_iter()
+            .chain(self.more_dids.iter().copied())
+    }
+
+    /// Current properties: (key id, value id), sorted by key id.
+    pub fn props(&self) -> &[(u32, u32)] {
+        &self.props
+    }
+
     pub fn prop(&self, key: u32) -> Option<u32> {
         self.props
             .binary_search_by_key(&key, |(k, _)| *k)
@@ -37,7 +77,11 @@ impl PersonData {
                     self.props[i].1 = val;
                 }
             }
-            Err(i) => self.props.insert(i, (key, val)),
+            Err(i) => {
+                let mut v = std::mem::take(&mut self.props).into_vec();
+                v.insert(i, (key, val));
+                self.props = v.into_boxed_slice();
+            }
         }
     }
 }
@@ -52,8 +96,9 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The person of a distinct id, creating one labelled `label` if new.
-    pub fn ensure(&mut self, did: u32, label: &str) -> u32 {
+    /// The person of a distinct id, creating one (shown under that id) if
+    /// new.
+    pub fn ensure(&mut self, did: u32) -> u32 {
         let i = did as usize;
         if i >= self.did_person.len() {
             self.did_person.resize(i + 1, u32::MAX);
@@ -61,9 +106,8 @@ impl Identity {
         if self.did_person[i] == u32::MAX {
             let p = self.persons.len() as u32;
             self.persons.push(PersonData {
-                label: label.to_string(),
-                dids: vec![did],
-                props: Vec::new(),
+                first_did: did,
+                ..PersonData::default()
             });
             self.parent.push(p);
             self.did_person[i] = p;
@@ -102,8 +146,10 @@ impl Identity {
         self.parent[b as usize] = a;
         let moved = std::mem::take(&mut self.persons[b as usize]);
         let target = &mut self.persons[a as usize];
-        target.dids.extend(moved.dids);
-        for (k, v) in moved.props {
+        let mut more = std::mem::take(&mut target.more_dids).into_vec();
+        more.extend(moved.dids());
+        target.more_dids = more.into_boxed_slice();
+        for &(k, v) in moved.props.iter() {
             target.set(k, v, true);
         }
         a
@@ -113,9 +159,15 @@ impl Identity {
         &self.persons[self.root(p) as usize]
     }
 
-    pub fn set_label(&mut self, p: u32, label: &str) {
+    /// Shows person `p` under `label` (kept only when it is not the
+    /// first distinct id's string).
+    pub fn set_label(&mut self, p: u32, label: &str, dicts: &Dicts) {
         let r = self.root(p) as usize;
-        self.persons[r].label = label.to_string();
+        let person = &mut self.persons[r];
+        person.label = None;
+        if person.label(dicts) != label {
+            person.label = Some(label.into());
+        }
     }
 
     /// Applies `$set` (overwrite) or `$set_once` (only if absent).
@@ -162,14 +214,25 @@ mod tests {
         let a = d.distinct_ids.intern("a");
         let b = d.distinct_ids.intern("b");
         let c = d.distinct_ids.intern("c");
-        let pa = id.ensure(a, "a");
-        let pb = id.ensure(b, "b");
-        let pc = id.ensure(c, "c");
+        let pa = id.ensure(a);
+        let pb = id.ensure(b);
+        let pc = id.ensure(c);
         id.merge(pb, pa);
         id.merge(pc, pb);
         assert_eq!(id.person_of_did(a), id.person_of_did(c));
-        assert_eq!(id.person(pa).label, "c");
-        assert_eq!(id.person(pa).dids.len(), 3);
+        assert_eq!(id.person(pa).label(&d), "c");
+        let mut dids: Vec<u32> = id.person(pa).dids().collect();
+        dids.sort_unstable();
+        assert_eq!(dids, [a, b, c]);
+        assert_eq!(id.person(pb).dids().count(), 3);
+        id.set_label(pa, "imported-7", &d);
+        assert_eq!(id.person(pc).label(&d), "imported-7");
+        id.set_label(pa, "c", &d);
+        assert_eq!(id.person(pc).label(&d), "c");
+        assert!(
+            id.person(pc).label.is_none(),
+            "a label equal to the first id is not stored"
+        );
         let roots = id.roots();
         assert!(roots.iter().all(|r| *r == id.root(pc)));
     }
@@ -179,7 +242,7 @@ mod tests {
         let d = Dicts::default();
         let mut id = Identity::default();
         let a = d.distinct_ids.intern("a");
-        let p = id.ensure(a, "a");
+        let p = id.ensure(a);
         let mut m = Map::new();
         m.insert("plan".into(), "free".into());
         id.set_props(p, &m, false, &d);

@@ -776,8 +776,8 @@ mod tests {
         let mut ident = Identity::default();
         let a = dicts.distinct_ids.intern("a");
         let b = dicts.distinct_ids.intern("b");
-        let pa = ident.ensure(a, "a");
-        let pb = ident.ensure(b, "b");
+        let pa = ident.ensure(a);
+        let pb = ident.ensure(b);
         let e = dicts.events.intern("$pageview");
         let k = dicts.keys.intern("k");
         let v = dicts.values.intern("n1");

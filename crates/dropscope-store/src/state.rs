@@ -110,14 +110,14 @@ impl State {
         };
         for d in &p.distinct_ids {
             let did = dicts.distinct_ids.intern(d);
-            let q = ident.ensure(did, &label);
+            let q = ident.ensure(did);
             person = Some(match person {
                 None => q,
                 Some(a) => ident.merge(a, q),
             });
         }
         if let Some(a) = person {
-            ident.set_label(a, &label);
+            ident.set_label(a, &label, dicts);
             ident.set_props(a, &p.properties, false, dicts);
         }
     }
@@ -210,12 +210,12 @@ impl State {
             new_did: ident.original_person(did).is_none(),
             new_group_type: false,
         };
-        let person = ident.ensure(did, &e.distinct_id);
+        let person = ident.ensure(did);
 
         // Identity joins.
         if let Some(other) = e.joined_distinct_id() {
             let odid = dicts.distinct_ids.intern(other);
-            let op = ident.ensure(odid, other);
+            let op = ident.ensure(odid);
             ident.merge(person, op);
         }
         // The special properties, found in one pass over the keys (cheaper

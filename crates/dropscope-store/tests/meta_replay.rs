@@ -147,7 +147,7 @@ fn observe(store: &Store) -> Value {
         .map(|a| {
             let p = snap.person(snap.actor_person(a));
             let mut props: Vec<(String, String)> = p
-                .props
+                .props()
                 .iter()
                 .map(|(k, v)| {
                     (

@@ -228,13 +228,12 @@ fn store_view(s: &Store) -> View {
     for a in 0..snap.actor_count() {
         let person = snap.person(snap.actor_person(a));
         let mut dids: Vec<String> = person
-            .dids
-            .iter()
-            .map(|&x| d.distinct_ids.resolve(x).to_string())
+            .dids()
+            .map(|x| d.distinct_ids.resolve(x).to_string())
             .collect();
         dids.sort();
         let props: BTreeMap<String, String> = person
-            .props
+            .props()
             .iter()
             .map(|&(k, v)| {
                 (
@@ -264,7 +263,7 @@ fn store_view(s: &Store) -> View {
                 props,
             ));
         }
-        let prev = out.insert(dids.clone(), (person.label.clone(), props, list));
+        let prev = out.insert(dids.clone(), (person.label(d).to_string(), props, list));
         assert!(prev.is_none(), "person {dids:?} listed twice");
     }
     out
