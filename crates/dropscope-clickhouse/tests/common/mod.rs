@@ -224,9 +224,8 @@ pub fn count_shapes(qv: &Value) {
     // and the kinds built on stage B; trends are counted below).
     let trends = kind == "funnel_trends" || qv.get("entrance_period_start").is_some();
     if !trends && qv["breakdown"]["attribution"] == serde_json::json!("step") {
-        match qv["order"].as_str() {
-            Some(o @ ("strict" | "unordered")) => tags.push(format!("{kind} {o} by step")),
-            _ => {}
+        if let Some(o @ ("strict" | "unordered")) = qv["order"].as_str() {
+            tags.push(format!("{kind} {o} by step"));
         }
     }
     if let Some(ids) = qv["breakdown"]["cohorts"].as_array() {
