@@ -2,10 +2,10 @@
 //! answers funnel queries with the aggregation done inside ClickHouse.
 //!
 //! First step of "scale out on ClickHouse" (see README.md): schema and
-//! migrations, batched inserts over the HTTP interface, and the `funnel`
-//! steps view for ordered funnels with event-property filters and an
-//! event-property breakdown (first/last touch). Everything else is refused
-//! with [`QueryError::Unsupported`], never answered approximately.
+//! migrations, batched inserts over the HTTP interface, and every query
+//! kind compiled to SQL (the supported subset is listed in the crate's
+//! README). Everything else is refused with [`QueryError::Unsupported`],
+//! never answered approximately.
 
 pub mod browse;
 pub mod correlation;
