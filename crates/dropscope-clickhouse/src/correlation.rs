@@ -14,9 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use dropscope_core::query::{
-    Attribution, BreakdownType, CorrelationOptions, CorrelationType, FunnelQuery, QueryKind,
-};
+use dropscope_core::query::{CorrelationOptions, CorrelationType, FunnelQuery};
 use dropscope_core::result::{CorrelationResult, PersonsResult};
 use dropscope_core::QueryError;
 use dropscope_engine::correlation::{
@@ -25,42 +23,17 @@ use dropscope_engine::correlation::{
 };
 
 use crate::dispatch::refuse_amb;
-use crate::events::overrides_sql;
+use crate::events::{overrides_sql, Part};
 use crate::funnel::{actors_sql, FunnelSpec};
 use crate::persons::{actors_of, Actors};
 use crate::sql::quote_str;
 use crate::ClickHouse;
 
-fn unsupported<T>(what: &str) -> Result<T, QueryError> {
-    Err(QueryError::Unsupported(format!(
-        "{what} is not supported by the ClickHouse backend yet"
-    )))
-}
-
-/// The supported subset of correlation queries.
+/// The supported subset of correlation queries: every option the engine
+/// takes, every breakdown (the Simpson check's segments, see [`simpson`]).
 pub fn check(q: &FunnelQuery) -> Result<(), QueryError> {
     let opts = q.correlation.clone().unwrap_or_default();
     validate_options(q.steps.len(), &opts)?;
-    if let Some(b) = q
-        .breakdown
-        .as_ref()
-        .filter(|_| q.kind == QueryKind::Correlation)
-    {
-        // The Simpson check's segments: one value per actor (an event,
-        // person or group property value, attributed as in the steps view).
-        if !matches!(
-            b.kind,
-            None | Some(BreakdownType::Event | BreakdownType::Person | BreakdownType::Group)
-        ) || !matches!(
-            b.attribution.unwrap_or_default(),
-            Attribution::FirstTouch | Attribution::LastTouch
-        ) {
-            return unsupported(
-                "correlation with a breakdown other than an event, person or group property \
-                 (first/last touch)",
-            );
-        }
-    }
     Ok(())
 }
 
@@ -99,7 +72,7 @@ fn keyed_actors_sql(db: &str, spec: &FunnelSpec, who: Actors) -> String {
     crate::persons::keyed(
         actors_sql(db, spec),
         who,
-        "bd, amb, lvl, times, start, bits",
+        "bd, amb, lvl, times, start, bits, pord_t, pord_s",
     )
 }
 
@@ -404,8 +377,15 @@ pub fn run(
 }
 
 /// The Simpson check: each actor's segment is its breakdown value in the
-/// steps view (stage B with the breakdown); ClickHouse counts outcomes per
-/// segment and per (segment, row).
+/// steps view (stage B with the breakdown), as the engine's: the first
+/// (value, path) its attribution gives (`Plan::attributed`) — for
+/// first/last touch the attributed value; for `all_events`, `step` N and
+/// cohorts the first partition with a path in the engine's visiting order
+/// (stage B's `pord_t`, `pord_s`), read over every event of the actor as
+/// correlation reads them (that order and the partitions' paths depend on
+/// the non-step events too); an actor with no such partition has a segment
+/// of its own kind (the engine's empty segment; here `bd` = `[]`).
+/// ClickHouse counts outcomes per segment and per (segment, row).
 fn simpson(
     ch: &ClickHouse,
     q: &FunnelQuery,
@@ -414,13 +394,15 @@ fn simpson(
     names: &str,
     rows: &mut [dropscope_core::result::CorrelationRow],
 ) -> Result<(), QueryError> {
+    let base = ch.funnel_spec(&crate::dispatch::funnel_of(q, true))?;
     let bspec = FunnelSpec {
         from_ms: spec.from_ms,
         to_ms: spec.to_ms,
-        ..ch.funnel_spec(&crate::dispatch::funnel_of(q, true))?
+        keep_all: base.keep_all || base.data.part != Part::None,
+        ..base
     };
     let segs = format!(
-        "SELECT person, bd FROM ({})",
+        "SELECT person, argMin(bd, (pord_t, pord_s)) AS bd FROM ({}) GROUP BY person",
         keyed_actors_sql(ch.database(), &bspec, actors_of(q))
     );
     let r = ch

@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use dropscope_core::query::FunnelOrder;
+
 use crate::funnel::FunnelSpec;
 use crate::sql::prop_value;
 
@@ -86,7 +88,8 @@ pub enum Part {
     /// of value v only events carrying v may serve as step N.
     Step(usize),
     /// Cohorts: one partition per cohort the person belongs to: (the
-    /// partition value, membership SQL).
+    /// tagged partition value — `s<id>`, or another tag byte for a later
+    /// listing of the same cohort —, membership SQL).
     Cohorts(Vec<(String, String)>),
 }
 
@@ -253,7 +256,7 @@ pub fn events_sql(db: &str, s: &FunnelSpec) -> String {
         Part::Cohorts(cs) => format!(
             "arrayFilter(x -> x != '', [{}])",
             cs.iter()
-                .map(|(v, c)| format!("if({c}, {}, '')", crate::sql::quote_str(&format!("s{v}"))))
+                .map(|(v, c)| format!("if({c}, {}, '')", crate::sql::quote_str(v)))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -305,27 +308,38 @@ pub fn events_sql(db: &str, s: &FunnelSpec) -> String {
     };
     let sql = format!(
         "SELECT actor, person, {part} AS part, timestamp AS ts, seq, ({mask}) AS mask, \
-         ({xmask}) AS xmask, {bd} AS bd FROM {from} WHERE 1{global}{keep}"
+         mask AS fm, ({xmask}) AS xmask, {bd} AS bd FROM {from} WHERE 1{global}{keep}"
     );
     match &d.part {
         Part::Cohorts(_) => format!(
-            "SELECT actor, person, [c] AS part, ts, seq, mask, xmask, bd \
-             FROM (SELECT actor, person, ts, seq, mask, xmask, bd, cands FROM ({sql}) AS ds_l \
+            "SELECT actor, person, [c] AS part, ts, seq, mask, fm, xmask, bd \
+             FROM (SELECT actor, person, ts, seq, mask, fm, xmask, bd, cands FROM ({sql}) AS ds_l \
              ANY LEFT JOIN (SELECT actor, argMin(part, (ts, seq)) AS cands FROM ({sql}) GROUP BY actor) \
              AS ds_c USING actor) ARRAY JOIN cands AS c"
         ),
         Part::Step(n) if d.step_free => format!(
-            "SELECT actor, person, part, ts, seq, mask, xmask, bd \
-             FROM (SELECT actor, person, ts, seq, mask, xmask, bd, cands FROM ({sql}) AS ds_l \
+            "SELECT actor, person, part, ts, seq, mask, fm, xmask, bd \
+             FROM (SELECT actor, person, ts, seq, mask, fm, xmask, bd, cands FROM ({sql}) AS ds_l \
              ANY LEFT JOIN (SELECT actor, groupUniqArrayIf(bd, bitAnd(mask, toUInt64({bit})) != 0) AS cands \
              FROM ({sql}) GROUP BY actor) AS ds_c USING actor) ARRAY JOIN cands AS part",
             bit = 1u64 << n
         ),
         Part::Step(n) => {
             let bit = 1u64 << n;
+            // In the partition of value v, an event of another value may
+            // not serve as step N (the engine's `StepConstraint`): its
+            // advance mask `mask` loses that step; its full mask `fm`
+            // (same-instant groups, strict clearing) keeps it. Unordered
+            // (step 0 only): the engine skips such an event only when it
+            // matches step 0 alone (`unordered::run`); an event skipped
+            // there still slides the window, which a mask-0 event does too.
+            let advance = if s.order == FunnelOrder::Unordered {
+                format!("if(bd != part AND mask0 = toUInt64({bit}), toUInt64(0), mask0)")
+            } else {
+                format!("if(bd = part, mask0, bitAnd(mask0, bitNot(toUInt64({bit}))))")
+            };
             format!(
-                "SELECT actor, person, part, ts, seq, \
-                 if(bd = part, mask0, bitAnd(mask0, bitNot(toUInt64({bit})))) AS mask, xmask, bd \
+                "SELECT actor, person, part, ts, seq, {advance} AS mask, mask0 AS fm, xmask, bd \
                  FROM (SELECT actor, person, ts, seq, mask AS mask0, xmask, bd, cands FROM ({sql}) AS ds_l \
                  ANY LEFT JOIN (SELECT actor, groupUniqArrayIf(bd, bitAnd(mask, toUInt64({bit})) != 0) AS cands \
                  FROM ({sql}) GROUP BY actor) AS ds_c USING actor) ARRAY JOIN cands AS part"

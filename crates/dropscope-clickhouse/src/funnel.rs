@@ -7,7 +7,11 @@
 //!   `person UInt64` (canonical person id), `part Array(String)` (partition:
 //!   the breakdown value for attributions that run the funnel once per value
 //!   — empty otherwise), `ts Int64` (ms), `seq UInt64` (ingest order),
-//!   `mask UInt64` (bit k: matches step k), `xmask UInt64` (bit j: matches
+//!   `mask UInt64` (bit k: the event may serve as step k in its
+//!   partition), `fm UInt64` (bit k: matches step k — differs from `mask`
+//!   only with `step` attribution, where an event of another value may not
+//!   serve as step N but still counts as matching it for same-instant
+//!   groups and strict clearing), `xmask UInt64` (bit j: matches
 //!   exclusion j), `bd Array(String)` (the event's own breakdown values, for
 //!   first/last-touch attribution; empty without breakdown).
 //! * **Stage B — [`actors_sql`]**: one row per counted unit (actor and
@@ -136,13 +140,22 @@ fn part_order_sql(s: &FunnelSpec) -> String {
     match &s.data.part {
         Part::None => "toInt64(0) AS pord_t, toUInt64(0) AS pord_s".to_string(),
         Part::Value => "evs[1].1 AS pord_t, evs[1].2 AS pord_s".to_string(),
+        // Ordered and strict: the advance mask (`x.3`) has step N only on
+        // events of the partition's value. Unordered keeps it on events of
+        // other values that match other steps too: the value is compared
+        // (`part` as an argument, not captured: 18.16 loses captured
+        // subquery columns).
+        Part::Step(n) if s.order == FunnelOrder::Unordered => format!(
+            "arrayFirst((x, p_) -> bitTest(x.6, {n}) AND x.5 = p_, evs, \
+             arrayResize([part], length(evs), part)) AS pord_e, pord_e.1 AS pord_t, pord_e.2 AS pord_s"
+        ),
         Part::Step(n) => format!(
             "arrayFirst(x -> bitTest(x.3, {n}), evs) AS pord_e, pord_e.1 AS pord_t, pord_e.2 AS pord_s"
         ),
         Part::Cohorts(cs) => format!(
             "toInt64(indexOf([{}], part[1])) AS pord_t, toUInt64(0) AS pord_s",
             cs.iter()
-                .map(|(v, _)| quote_str(&format!("s{v}")))
+                .map(|(v, _)| quote_str(v))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -154,12 +167,12 @@ pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
     let events = events_sql(db, s);
     let attributed = attributed_sql(s);
     let persons = format!(
-        "SELECT actor, any(person) AS person, part, arraySort(groupArray((ts, seq, mask, xmask, bd))) AS evs \
+        "SELECT actor, any(person) AS person, part, arraySort(groupArray((ts, seq, mask, xmask, bd, fm))) AS evs \
          FROM ({events}) GROUP BY actor, part"
     );
     let mut sql = format!(
         "SELECT actor, person, part, arrayMap(x -> x.1, evs) AS T, arrayMap(x -> x.3, evs) AS M, \
-         arrayMap(x -> x.4, evs) AS X, arrayMap(x -> x.5, evs) AS B, {attributed} AS bdv, \
+         arrayMap(x -> x.4, evs) AS X, arrayMap(x -> x.5, evs) AS B, arrayMap(x -> x.6, evs) AS F, {attributed} AS bdv, \
          {pord}, arrayEnumerate(T) AS I FROM ({persons})",
         pord = part_order_sql(s)
     );
@@ -172,7 +185,7 @@ pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
         shown_bd_sql(s)
     };
     if s.totals {
-        sql = layered(sql, &["T", "M", "X", "B", "I"], totals_layers(s));
+        sql = layered(sql, &["T", "M", "X", "B", "F", "I"], totals_layers(s));
         return format!(
             "SELECT actor, person, {bd} AS bd, amb, lvl, times, times[1] AS start, bits, pord_t, pord_s \
              FROM ({sql}) ARRAY JOIN TL AS lvl, TT AS times, TB AS bits"
@@ -183,7 +196,7 @@ pub fn actors_sql(db: &str, s: &FunnelSpec) -> String {
     } else {
         ordered_layers(s)
     };
-    sql = layered(sql, &["T", "M", "X", "B", "I"], layers);
+    sql = layered(sql, &["T", "M", "X", "B", "F", "I"], layers);
     format!(
         "SELECT actor, person, {bd} AS bd, amb, lvl, times, times[1] AS start, bits, pord_t, pord_s \
          FROM ({sql}) WHERE lvl > 0"
@@ -533,7 +546,7 @@ fn group_layers() -> Vec<String> {
          arrayMap(g -> toUInt32(if(g = length(GF), toInt64(length(T)), toInt64(GF[g + 1]) - 1)), GID) AS GE"
             .to_string(),
         "arrayMap(i -> GE[i] - G0[i] + 1, I) AS GS, \
-         arrayCumSum(arrayMap(i -> M[i] != M[G0[i]] OR X[i] != X[G0[i]], I)) AS DC"
+         arrayCumSum(arrayMap(i -> F[i] != F[G0[i]] OR X[i] != X[G0[i]], I)) AS DC"
             .to_string(),
         "arrayMap(i -> DC[GE[i]] != DC[G0[i]], I) AS MX".to_string(),
     ]
@@ -601,7 +614,7 @@ fn ordered_layers(s: &FunnelSpec) -> Vec<String> {
         for k in 1..=n {
             let _ = write!(
                 out,
-                "arrayMap(j -> toUInt64(j) * 128 + {c}, arrayFilter(j -> NOT MX[j] AND NOT bitTest(M[j], {b}), I)) AS C{k}, ",
+                "arrayMap(j -> toUInt64(j) * 128 + {c}, arrayFilter(j -> NOT MX[j] AND NOT bitTest(F[j], {b}), I)) AS C{k}, ",
                 c = 2 * n,
                 b = k - 1
             );

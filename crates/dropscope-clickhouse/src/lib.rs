@@ -2,10 +2,10 @@
 //! answers funnel queries with the aggregation done inside ClickHouse.
 //!
 //! First step of "scale out on ClickHouse" (see README.md): schema and
-//! migrations, batched inserts over the HTTP interface, and the `funnel`
-//! steps view for ordered funnels with event-property filters and an
-//! event-property breakdown (first/last touch). Everything else is refused
-//! with [`QueryError::Unsupported`], never answered approximately.
+//! migrations, batched inserts over the HTTP interface, and every query
+//! kind compiled to SQL (the supported subset is listed in the crate's
+//! README). Everything else is refused with [`QueryError::Unsupported`],
+//! never answered approximately.
 
 pub mod browse;
 pub mod correlation;
@@ -903,6 +903,11 @@ fn compile_breakdown(q: &FunnelQuery, sc: sql::Scope<'_>) -> Result<CompiledBrea
         return Ok((None, None, Part::None));
     };
     if kind == BreakdownType::Cohort {
+        // Partition values are tagged (`events::Part`): the k-th listing of
+        // a cohort gets the k-th tag byte, so that a cohort listed twice is
+        // two partitions (the engine runs the actor once per listing and
+        // counts both under the one value) with the same shown value.
+        const TAGS: &[u8] = b"stuvwxyABCDEFGHIJKLMNOPQRSTUVWXYZ";
         let mut parts: Vec<(String, String)> = Vec::new();
         for (i, &id) in cohort_ids.iter().enumerate() {
             let cond = if id == 0 {
@@ -910,10 +915,14 @@ fn compile_breakdown(q: &FunnelQuery, sc: sql::Scope<'_>) -> Result<CompiledBrea
             } else {
                 sql::cohort_sql(sc, id, &format!("breakdown.cohorts[{i}]"))?
             };
-            if parts.iter().any(|(v, _)| *v == id.to_string()) {
-                return unsupported("a cohort listed twice in a cohort breakdown");
-            }
-            parts.push((id.to_string(), cond));
+            let before = cohort_ids[..i].iter().filter(|&&x| x == id).count();
+            let Some(&tag) = TAGS.get(before) else {
+                return unsupported(&format!(
+                    "a cohort listed more than {} times in a cohort breakdown",
+                    TAGS.len()
+                ));
+            };
+            parts.push((format!("{}{id}", tag as char), cond));
         }
         return Ok((Some((vec![], Touch::Part)), None, Part::Cohorts(parts)));
     }
@@ -936,12 +945,7 @@ fn compile_breakdown(q: &FunnelQuery, sc: sql::Scope<'_>) -> Result<CompiledBrea
         Attribution::FirstTouch => (Touch::First, Part::None),
         Attribution::LastTouch => (Touch::Last, Part::None),
         Attribution::AllEvents => (Touch::Part, Part::Value),
-        Attribution::Step => {
-            if q.order != FunnelOrder::Ordered {
-                return unsupported("breakdown attribution `step` outside ordered funnels");
-            }
-            (Touch::Part, Part::Step(step))
-        }
+        Attribution::Step => (Touch::Part, Part::Step(step)),
     };
     let n = values.len();
     let keys = if keys.len() == n {

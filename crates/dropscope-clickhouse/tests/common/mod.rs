@@ -211,7 +211,27 @@ pub fn count_shapes(qv: &Value) {
     }
     if kind == "correlation" && qv.get("breakdown").is_some() {
         let t = qv["breakdown"]["type"].as_str().unwrap_or("event");
-        tags.push(format!("correlation with a {t} breakdown"));
+        if t == "cohort" {
+            tags.push("correlation with a cohort breakdown".to_string());
+        } else {
+            let a = qv["breakdown"]["attribution"]
+                .as_str()
+                .unwrap_or("first_touch");
+            tags.push(format!("correlation with a {t} breakdown ({a})"));
+        }
+    }
+    // `step` attribution in strict and unordered funnels (the steps view
+    // and the kinds built on stage B; trends are counted below).
+    let trends = kind == "funnel_trends" || qv.get("entrance_period_start").is_some();
+    if !trends && qv["breakdown"]["attribution"] == serde_json::json!("step") {
+        if let Some(o @ ("strict" | "unordered")) = qv["order"].as_str() {
+            tags.push(format!("{kind} {o} by step"));
+        }
+    }
+    if let Some(ids) = qv["breakdown"]["cohorts"].as_array() {
+        if ids.iter().enumerate().any(|(i, x)| ids[..i].contains(x)) {
+            tags.push(format!("{kind} with a cohort listed twice"));
+        }
     }
     if kind == "funnel_trends" || qv.get("entrance_period_start").is_some() {
         if qv["order"] == serde_json::json!("strict") && qv.get("breakdown").is_some() {
