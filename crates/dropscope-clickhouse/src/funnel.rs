@@ -839,12 +839,33 @@ pub fn steps_sql(db: &str, s: &FunnelSpec) -> String {
             to = s.to_ms
         );
     }
-    let group = if s.breakdown.is_some() {
-        " GROUP BY bd WITH TOTALS"
-    } else {
-        " GROUP BY bd"
-    };
+    if s.breakdown.is_none() {
+        return format!(
+            "SELECT {cols} FROM (SELECT bd AS b0, amb, lvl, times, start, bits FROM ({actors})) \
+             GROUP BY bd FORMAT JSON"
+        );
+    }
+    // With a breakdown, every actor is counted twice: under its value
+    // (`tot` = 0) and in the totals row (`tot` = 1, an empty value). Not
+    // `WITH TOTALS`: current releases print an empty result's totals out of
+    // order in JSON (chDB 4.4), and this is one pass over the actors too.
     format!(
-        "SELECT {cols} FROM (SELECT bd AS b0, amb, lvl, times, start, bits FROM ({actors})){group} FORMAT JSON"
+        "SELECT tot, {cols} FROM (SELECT arrayJoin([0, 1]) AS tot, arrayFilter(x -> tot = 0, bd) AS b0, \
+         amb, lvl, times, start, bits FROM ({actors})) GROUP BY tot, bd FORMAT JSON"
     )
+}
+
+/// Splits the answer of [`steps_sql`] with a breakdown into the shape of
+/// `WITH TOTALS`: `data` holds the rows per breakdown value, `totals` the row
+/// over every actor (absent when no actor entered).
+pub fn split_totals(mut r: serde_json::Value) -> serde_json::Value {
+    let rows = r["data"].as_array().cloned().unwrap_or_default();
+    let (totals, data): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .partition(|row| row["tot"].as_u64() == Some(1));
+    r["data"] = serde_json::Value::Array(data);
+    if let Some(t) = totals.into_iter().next() {
+        r["totals"] = t;
+    }
+    r
 }

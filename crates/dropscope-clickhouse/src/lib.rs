@@ -577,6 +577,11 @@ impl ClickHouse {
         let r = self
             .select_json(&funnel::steps_sql(&self.db, &spec))
             .map_err(QueryError::Backend)?;
+        let r = if spec.breakdown.is_some() {
+            funnel::split_totals(r)
+        } else {
+            r
+        };
         refuse_ambiguous_ties(&r)?;
         let curve = self.curve(&spec)?;
         let data = r["data"].as_array().cloned().unwrap_or_default();
@@ -617,6 +622,7 @@ impl ClickHouse {
             };
             r = self
                 .select_json(&funnel::steps_sql(&self.db, &spec))
+                .map(funnel::split_totals)
                 .map_err(QueryError::Backend)?;
             refuse_ambiguous_ties(&r)?;
             let all = breakdown_rows(q, &r, n);

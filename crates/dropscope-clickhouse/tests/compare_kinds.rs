@@ -1180,11 +1180,50 @@ fn strict_exclusion_persons_keep_the_first_attempt() {
     }
 }
 
+/// A funnel with a breakdown that nobody enters (no event of the first
+/// step in the range, then none at all): the steps view's totals row is
+/// absent, and every count is zero on both backends. Its SQL once asked for
+/// `GROUP BY … WITH TOTALS`, whose empty answer chDB 4.4 prints as invalid
+/// JSON (the totals before the rows).
+#[test]
+fn breakdown_funnel_that_nobody_enters() {
+    let mut props = Map::new();
+    props.insert("plan".into(), json!("free"));
+    let recs = vec![
+        event(0, "p1", "b", BASE, props.clone()),
+        event(1, "p2", "a", BASE + 1000, props),
+    ];
+    let (store, ch) = common::load_both("dsempty", &recs);
+    let snap = store.snapshot().unwrap();
+    let queries = [
+        // No `c` anywhere: nobody enters.
+        json!({"steps": [{"event": "c"}, {"event": "a"}],
+               "breakdown": {"type": "event", "property": "plan"},
+               "date_from": "2021-05-01", "date_to": "2021-05-02"}),
+        // Events exist, but none in the range.
+        json!({"steps": [{"event": "b"}, {"event": "a"}],
+               "breakdown": {"type": "event", "property": "plan", "limit": 1},
+               "date_from": "2021-06-01", "date_to": "2021-06-02"}),
+        // And one that p1 enters, for contrast.
+        json!({"steps": [{"event": "b"}, {"event": "a"}],
+               "breakdown": {"type": "event", "property": "plan"},
+               "date_from": "2021-05-01", "date_to": "2021-05-02"}),
+    ];
+    for qv in queries {
+        let q = FunnelQuery::from_json(qv.clone()).unwrap();
+        let want = dropscope_engine::run_query(&snap, &q).unwrap();
+        let got = ch
+            .query(&q)
+            .unwrap_or_else(|e| panic!("query {qv}: clickhouse {e:?}"));
+        compare(&want, &got, true).unwrap_or_else(|e| panic!("query {qv}\n{e}"));
+    }
+}
+
 /// The cohorts of the lifted-shapes test: static members (by distinct id),
 /// a dynamic one on the `tier` person property, one nested.
 fn cohort_records() -> Vec<Record> {
     [
-        json!({"id": 1, "static": true, "members": ["user0", "anon1", "user2", "user5", "anon7", "fixed"]}),
+        json!({"id": 1, "static": true, "members": ["user0", "anon1", "user2", "user5", "anon7"]}),
         json!({"id": 2, "definition": {"properties": [
             {"key": "tier", "value": ["gold", "once"], "type": "person"}]}}),
         json!({"id": 3, "definition": {"type": "OR", "values": [
@@ -1332,16 +1371,6 @@ fn lifted_shapes_match_the_engine() {
     )| {
         let mut recs = cohort_records();
         recs.extend(records(&evs, &identify, step_ms.max(1)));
-        // One person who enters every funnel of the test (each name of the
-        // steps once, `free`, an hour apart; in cohort 1): a steps view
-        // with a breakdown and no entered actor hits a bug of chdb's JSON
-        // output (`GROUP BY … WITH TOTALS` on no rows is printed out of
-        // order), not of the SQL.
-        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
-            let mut props = Map::new();
-            props.insert("plan".into(), json!("free"));
-            recs.push(event(2000 + i, "fixed", name, BASE + (i as i64 + 1) * 3_600_000, props));
-        }
         let labels_agree = !identify.iter().any(|x| *x);
         let (store, ch) = common::load_both("dslift", &recs);
         let snap = store.snapshot().unwrap();
