@@ -492,6 +492,9 @@ fn same_paths(a: &PathsResult, b: &PathsResult) -> Result<(), String> {
 
 fn compare(want: &QueryResult, got: &QueryResult, labels_agree: bool) -> Result<(), String> {
     match (want, got) {
+        (QueryResult::Funnel(a), QueryResult::Funnel(b)) => {
+            common::same_funnel(a, b).and_then(|_| common::same_curve(a, b))
+        }
         (QueryResult::TimeToConvert(a), QueryResult::TimeToConvert(b)) => {
             if a.bins != b.bins
                 || a.converted != b.converted
