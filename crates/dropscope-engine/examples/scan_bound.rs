@@ -2,7 +2,8 @@
 //! a funnel reads (event id and timestamp of every event, per actor), then
 //! the demo funnel, so the two can be compared (BENCHMARKS.md, "bound").
 //!
-//! `cargo run --release -p dropscope-engine --example scan_bound -- DIR [REPS]`
+//! `cargo run --release -p dropscope-engine --example scan_bound -- DIR [REPS] [scan|funnel]`
+//! (`DROPSCOPE_GATHER=scalar` or `avx2` runs the funnel kernel with a narrower gather)
 
 use std::time::Instant;
 
@@ -18,6 +19,8 @@ fn main() {
     let only = args.next().unwrap_or_default();
     let store = Store::open(std::path::Path::new(&dir), StoreOptions::default()).expect("open");
     let snap = store.snapshot().expect("snapshot");
+    // DROPSCOPE_GATHER=scalar|avx2 picks a narrower gather to compare.
+    println!("gather: {:?}", dropscope_engine::kernel::gather_path());
     let steps = [
         "$pageview",
         "signup_started",

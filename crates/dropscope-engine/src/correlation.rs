@@ -520,6 +520,19 @@ pub fn validate_options(n: usize, opts: &CorrelationOptions) -> Result<(), Query
 
 /// Runs a correlation query.
 pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
+    correlation_rows(plan, true)
+}
+
+/// [`correlation`] without its low-support rows (`low_support` comes back
+/// empty; every other number is the same): the diagnosis report does not
+/// show them, and with a property of unique values (an e-mail) they are one
+/// row per person, which the report would otherwise hold through the
+/// adjusted analysis.
+pub fn correlation_supported(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
+    correlation_rows(plan, false)
+}
+
+fn correlation_rows(plan: &Plan<'_>, keep_low: bool) -> Result<CorrelationResult, QueryError> {
     let opts = options(plan);
     validate(plan, &opts)?;
     let ctx = KeyCtx::new(plan, &opts);
@@ -608,8 +621,12 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
         .map(|(name, (c, ks))| (name, c, ks))
         .collect();
     recount_shared_names(&mut named, &parts);
-    let (mut rows, row_keys): (Vec<CorrelationRow>, Vec<Vec<Key>>) =
-        tested_rows(named, big_s, big_f, &opts).into_iter().unzip();
+    let tested = tested_rows(named, big_s, big_f, &opts);
+    let rows_tested = tested.len();
+    let (mut rows, row_keys): (Vec<CorrelationRow>, Vec<Vec<Key>>) = tested
+        .into_iter()
+        .filter(|(row, _)| keep_low || !row.low_support)
+        .unzip();
     let cand = adjust_candidates(&rows, opts.adjusted_top_k.unwrap_or(20), actors);
     if !cand.is_empty() {
         let patterns = actor_patterns(&cand, &row_keys, &parts);
@@ -618,7 +635,10 @@ pub fn correlation(plan: &Plan<'_>) -> Result<CorrelationResult, QueryError> {
     if plan.breakdown.is_some() {
         simpson(&mut rows, &row_keys, &parts);
     }
-    Ok(finish(rows, big_s, big_f, &opts, from_step, to_step))
+    Ok(CorrelationResult {
+        rows_tested,
+        ..finish(rows, big_s, big_f, &opts, from_step, to_step)
+    })
 }
 
 /// The counts of the rows that several keys share a name with (`1` and
@@ -809,7 +829,7 @@ pub fn apply_adjusted(
 /// The result from the tested rows: low-support rows set apart, then the
 /// `top` strongest success rows by odds desc and failure rows by odds asc.
 pub fn finish(
-    mut rows: Vec<CorrelationRow>,
+    rows: Vec<CorrelationRow>,
     big_s: u64,
     big_f: u64,
     opts: &CorrelationOptions,
@@ -818,8 +838,8 @@ pub fn finish(
 ) -> CorrelationResult {
     let skewed_ratio = big_s == 0 || big_f == 0 || big_s > 10 * big_f || big_f > 10 * big_s;
     let rows_tested = rows.len();
-    let low: Vec<CorrelationRow> = rows.iter().filter(|r| r.low_support).cloned().collect();
-    rows.retain(|r| !r.low_support);
+    let (low, rows): (Vec<CorrelationRow>, Vec<CorrelationRow>) =
+        rows.into_iter().partition(|r| r.low_support);
     let top = opts.top.unwrap_or(10);
     let mut succ: Vec<CorrelationRow> = rows
         .iter()

@@ -56,7 +56,7 @@ impl Parts for SnapshotParts<'_> {
         Ok(discover_segment_keys(&Plan::new(self.0, q)?))
     }
     fn correlation(&self, q: &FunnelQuery) -> Result<CorrelationResult, QueryError> {
-        crate::correlation::correlation(&Plan::new(self.0, q)?)
+        crate::correlation::correlation_supported(&Plan::new(self.0, q)?)
     }
     fn paths(&self, q: &FunnelQuery) -> Result<PathsResult, QueryError> {
         crate::paths::paths(&Plan::new(self.0, q)?)

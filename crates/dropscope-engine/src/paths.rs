@@ -19,10 +19,40 @@ use crate::plan::Plan;
 
 const END: &str = "(no further events)";
 
-struct Seqs {
-    next: Vec<String>,
-    between: Vec<String>,
-    converted: bool,
+/// The paths of one group of actors, as event ids, with their actors.
+type Counted = HashMap<Vec<u32>, u64>;
+
+/// What a worker gathers: per group (dropped next, converted next, dropped
+/// sequences, converted sequences, between sequences) each distinct path
+/// with its actors. Paths are counted as ids while folding and named once
+/// at the end: an actor costs no allocation unless its path is new.
+#[derive(Default)]
+struct Groups {
+    dropped: u64,
+    converted: u64,
+    paths: [Counted; 5],
+}
+
+impl Groups {
+    fn add(&mut self, group: usize, path: &[u32]) {
+        match self.paths[group].get_mut(path) {
+            Some(c) => *c += 1,
+            None => {
+                self.paths[group].insert(path.to_vec(), 1);
+            }
+        }
+    }
+
+    fn merge(mut self, other: Groups) -> Groups {
+        self.dropped += other.dropped;
+        self.converted += other.converted;
+        for (mine, theirs) in self.paths.iter_mut().zip(other.paths) {
+            for (p, n) in theirs {
+                *mine.entry(p).or_default() += n;
+            }
+        }
+        self
+    }
 }
 
 /// Runs a paths query.
@@ -53,8 +83,8 @@ pub fn paths(plan: &Plan<'_>) -> Result<PathsResult, QueryError> {
         None => largest_drop(plan)?,
     };
     let d = plan.dicts;
-    let seqs: Vec<Seqs> = plan.fold_actors(
-        Vec::new,
+    let g: Groups = plan.fold_actors(
+        Groups::default,
         |acc, scratch, actor| {
             plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
             let Some(p) = plan.run_funnel(&scratch.evs, None) else {
@@ -68,77 +98,69 @@ pub fn paths(plan: &Plan<'_>) -> Result<PathsResult, QueryError> {
             let converted = a.bits & (1 << (k + 1)) != 0;
             let end = a.start.saturating_add(plan.shape.window);
             let v = &actor.view;
-            let mut next: Vec<String> = Vec::new();
-            let mut between: Vec<String> = Vec::new();
-            let mut last: Option<u32> = None;
-            let mut last_between: Option<u32> = None;
+            // At most `depth` (<= 10) ids each: no allocation per actor.
+            let (mut next, mut between) = ([0u32; 10], [0u32; 10]);
+            let (mut n_next, mut n_between) = (0usize, 0usize);
             for row in 0..v.len() {
                 let ts = v.ts[row];
                 if ts <= tk || ts > end || !plan.range.contains(ts) {
                     continue;
                 }
                 let e = v.event[row];
-                if next.len() < depth && last != Some(e) {
-                    next.push(d.events.resolve(e).to_string());
-                    last = Some(e);
+                if n_next < depth && (n_next == 0 || next[n_next - 1] != e) {
+                    next[n_next] = e;
+                    n_next += 1;
                 }
                 if converted
                     && ts < a.times[k + 1]
-                    && between.len() < depth
-                    && last_between != Some(e)
+                    && n_between < depth
+                    && (n_between == 0 || between[n_between - 1] != e)
                 {
-                    between.push(d.events.resolve(e).to_string());
-                    last_between = Some(e);
+                    between[n_between] = e;
+                    n_between += 1;
                 }
             }
-            acc.push(Seqs {
-                next,
-                between,
-                converted,
-            });
+            let (first, full) = (&next[..n_next.min(1)], &next[..n_next]);
+            if converted {
+                acc.converted += 1;
+                acc.add(1, first);
+                acc.add(3, full);
+                acc.add(4, &between[..n_between]);
+            } else {
+                acc.dropped += 1;
+                acc.add(0, first);
+                acc.add(2, full);
+            }
         },
-        |mut a, b| {
-            a.extend(b);
-            a
-        },
+        Groups::merge,
     );
-    let dropped = seqs.iter().filter(|s| !s.converted).count() as u64;
-    let converted = seqs.len() as u64 - dropped;
-    let rank = |group: &mut dyn Iterator<Item = Vec<String>>, total: u64| -> Vec<PathRow> {
-        ranked(group.map(|p| (p, 1)), total, top)
-    };
-    let first = |s: &Seqs| vec![s.next.first().cloned().unwrap_or_else(|| END.to_string())];
-    let full = |s: &Seqs| {
-        if s.next.is_empty() {
+    // An empty next path reads END; an empty between path stays empty.
+    let named = |ids: Vec<u32>, end_if_empty: bool| -> Vec<String> {
+        if ids.is_empty() && end_if_empty {
             vec![END.to_string()]
         } else {
-            s.next.clone()
+            ids.iter()
+                .map(|&e| d.events.resolve(e).to_string())
+                .collect()
         }
+    };
+    let [dn, cn, ds, cs, bs] = g.paths;
+    let rank = |group: Counted, total: u64, end_if_empty: bool| -> Vec<PathRow> {
+        ranked(
+            group.into_iter().map(|(p, n)| (named(p, end_if_empty), n)),
+            total,
+            top,
+        )
     };
     Ok(PathsResult {
         after_step: k,
-        dropped,
-        converted,
-        dropped_next: rank(
-            &mut seqs.iter().filter(|s| !s.converted).map(first),
-            dropped,
-        ),
-        converted_next: rank(
-            &mut seqs.iter().filter(|s| s.converted).map(first),
-            converted,
-        ),
-        dropped_sequences: rank(&mut seqs.iter().filter(|s| !s.converted).map(full), dropped),
-        converted_sequences: rank(
-            &mut seqs.iter().filter(|s| s.converted).map(full),
-            converted,
-        ),
-        between_sequences: rank(
-            &mut seqs
-                .iter()
-                .filter(|s| s.converted)
-                .map(|s| s.between.clone()),
-            converted,
-        ),
+        dropped: g.dropped,
+        converted: g.converted,
+        dropped_next: rank(dn, g.dropped, true),
+        converted_next: rank(cn, g.converted, true),
+        dropped_sequences: rank(ds, g.dropped, true),
+        converted_sequences: rank(cs, g.converted, true),
+        between_sequences: rank(bs, g.converted, false),
     })
 }
 

@@ -164,6 +164,37 @@ proptest! {
         );
     }
 
+    /// The diagnosis's correlation (`correlation_supported`) is the full
+    /// answer without its low-support rows: the same shown rows (counts,
+    /// p- and q-values, adjusted odds ratios), the same number of rows
+    /// tested, and no low-support list.
+    #[test]
+    fn supported_only_answer_is_the_full_answer_without_low_support_rows(
+        log in prop::collection::vec((0u8..14, 0u8..7, 0i64..40), 0..160),
+        plans in prop::collection::vec(0u8..3, 14),
+        steps in prop::collection::vec(0u8..4, 2..6),
+        window in 1i64..30,
+        kind in kinds(),
+        min_count in 0u8..6,
+    ) {
+        let s = store(&log, &plans);
+        let mut corr = kind;
+        corr["min_person_count"] = json!(min_count);
+        corr["min_person_percentage"] = json!(0.5);
+        let qv = query(&steps, false, window, None, corr);
+        let q: dropscope_core::query::FunnelQuery = serde_json::from_value(qv).expect("query");
+        let snap = s.snapshot().expect("snapshot");
+        let plan = dropscope_engine::Plan::new(&snap, &q).expect("plan");
+        let full = dropscope_engine::correlation::correlation(&plan).expect("full");
+        let mut want = full.clone();
+        want.low_support.clear();
+        let got = dropscope_engine::correlation::correlation_supported(&plan).expect("supported");
+        prop_assert_eq!(
+            serde_json::to_value(&got).expect("json"),
+            serde_json::to_value(&want).expect("json")
+        );
+    }
+
     #[test]
     fn event_row_counts_equal_the_persons_behind_them(
         log in prop::collection::vec((0u8..14, 0u8..7, 0i64..40), 0..160),
