@@ -839,25 +839,28 @@ pub fn steps_sql(db: &str, s: &FunnelSpec) -> String {
             to = s.to_ms
         );
     }
-    if s.breakdown.is_none() {
-        return format!(
-            "SELECT {cols} FROM (SELECT bd AS b0, amb, lvl, times, start, bits FROM ({actors})) \
-             GROUP BY bd FORMAT JSON"
-        );
-    }
     // With a breakdown, every actor is counted twice: under its value
     // (`tot` = 0) and in the totals row (`tot` = 1, an empty value). Not
     // `WITH TOTALS`: current releases print an empty result's totals out of
     // order in JSON (chDB 4.4), and this is one pass over the actors too.
+    let (tot, b0, by) = if s.breakdown.is_some() {
+        (
+            "tot, ",
+            "arrayJoin([0, 1]) AS tot, arrayFilter(x -> tot = 0, bd)",
+            "tot, bd",
+        )
+    } else {
+        ("", "bd", "bd")
+    };
     format!(
-        "SELECT tot, {cols} FROM (SELECT arrayJoin([0, 1]) AS tot, arrayFilter(x -> tot = 0, bd) AS b0, \
-         amb, lvl, times, start, bits FROM ({actors})) GROUP BY tot, bd FORMAT JSON"
+        "SELECT {tot}{cols} FROM (SELECT {b0} AS b0, amb, lvl, times, start, bits FROM ({actors})) \
+         GROUP BY {by} FORMAT JSON"
     )
 }
 
-/// Splits the answer of [`steps_sql`] with a breakdown into the shape of
-/// `WITH TOTALS`: `data` holds the rows per breakdown value, `totals` the row
-/// over every actor (absent when no actor entered).
+/// Splits the answer of [`steps_sql`] into the shape of `WITH TOTALS`:
+/// `data` holds the rows per breakdown value, `totals` the row over every
+/// actor (absent when no actor entered, or without a breakdown).
 pub fn split_totals(mut r: serde_json::Value) -> serde_json::Value {
     let rows = r["data"].as_array().cloned().unwrap_or_default();
     let (totals, data): (Vec<_>, Vec<_>) = rows

@@ -574,14 +574,7 @@ impl ClickHouse {
         } else {
             q.steps.iter().map(|s| s.display_name()).collect()
         };
-        let r = self
-            .select_json(&funnel::steps_sql(&self.db, &spec))
-            .map_err(QueryError::Backend)?;
-        let r = if spec.breakdown.is_some() {
-            funnel::split_totals(r)
-        } else {
-            r
-        };
+        let r = self.steps_view(&spec)?;
         refuse_ambiguous_ties(&r)?;
         let curve = self.curve(&spec)?;
         let data = r["data"].as_array().cloned().unwrap_or_default();
@@ -620,10 +613,7 @@ impl ClickHouse {
                 keep: Some(keep.clone()),
                 ..spec.clone()
             };
-            r = self
-                .select_json(&funnel::steps_sql(&self.db, &spec))
-                .map(funnel::split_totals)
-                .map_err(QueryError::Backend)?;
+            r = self.steps_view(&spec)?;
             refuse_ambiguous_ties(&r)?;
             let all = breakdown_rows(q, &r, n);
             let other = bd_output(q, &json!(["Other"]));
@@ -654,6 +644,13 @@ impl ClickHouse {
 }
 
 impl ClickHouse {
+    /// The steps view ([`funnel::steps_sql`]) with its totals row apart.
+    fn steps_view(&self, spec: &FunnelSpec) -> Result<Value, QueryError> {
+        self.select_json(&funnel::steps_sql(&self.db, spec))
+            .map(funnel::split_totals)
+            .map_err(QueryError::Backend)
+    }
+
     /// The Kaplan–Meier conversion curve over every counted unit, from
     /// per-duration counts (the same arithmetic as
     /// `dropscope_stats::kaplan_meier`, which takes one observation per unit).

@@ -559,6 +559,18 @@ fn compare(want: &QueryResult, got: &QueryResult, labels_agree: bool) -> Result<
     }
 }
 
+/// Runs the query `qv` on the engine and on ClickHouse, panics (naming the
+/// query) unless both answer the same, and returns the engine's answer.
+fn same_on_both(snap: &dropscope_store::Snapshot, ch: &impl Backend, qv: &Value) -> QueryResult {
+    let q = FunnelQuery::from_json(qv.clone()).unwrap();
+    let want = dropscope_engine::run_query(snap, &q).unwrap();
+    let got = ch
+        .query(&q)
+        .unwrap_or_else(|e| panic!("query {qv}: clickhouse {e:?}"));
+    compare(&want, &got, true).unwrap_or_else(|e| panic!("query {qv}\n{e}"));
+    want
+}
+
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
@@ -738,12 +750,7 @@ fn non_person_actors_in_every_kind() {
             if i % 2 == 1 {
                 qv["counting"] = json!("totals");
             }
-            let q = FunnelQuery::from_json(qv.clone()).unwrap();
-            let want = dropscope_engine::run_query(&snap, &q).unwrap();
-            let got = ch
-                .query(&q)
-                .unwrap_or_else(|e| panic!("query {qv}: clickhouse {e:?}"));
-            compare(&want, &got, true).unwrap_or_else(|e| panic!("query {qv}\n{e}"));
+            let want = same_on_both(&snap, &ch, &qv);
             // (`event_with_properties` rows need more than 2 actors.)
             if let (QueryResult::Correlation(c), false) = (&want, i == 1) {
                 let rows = c.events.len() + c.low_support.len();
@@ -926,12 +933,7 @@ fn strict_and_unordered_trends_breakdowns() {
                     qv["drop_off"] = json!(drop);
                     qv["breakdown_value"] = json!(["free"]);
                 }
-                let q = FunnelQuery::from_json(qv.clone()).unwrap();
-                let want = dropscope_engine::run_query(&snap, &q).unwrap();
-                let got = ch
-                    .query(&q)
-                    .unwrap_or_else(|e| panic!("query {qv}: clickhouse {e:?}"));
-                compare(&want, &got, true).unwrap_or_else(|e| panic!("query {qv}\n{e}"));
+                let want = same_on_both(&snap, &ch, &qv);
                 if let QueryResult::FunnelTrends(t) = &want {
                     assert!(
                         t.series.as_ref().is_some_and(|s| s.len() > 1),
@@ -1174,12 +1176,7 @@ fn strict_exclusion_persons_keep_the_first_attempt() {
             "persons_for": {"step": step},
             "date_from": "2021-05-01", "date_to": "2021-05-02",
         });
-        let q = FunnelQuery::from_json(qv.clone()).unwrap();
-        let want = dropscope_engine::run_query(&snap, &q).unwrap();
-        let got = ch
-            .query(&q)
-            .unwrap_or_else(|e| panic!("query {qv}: clickhouse {e:?}"));
-        compare(&want, &got, true).unwrap_or_else(|e| panic!("query {qv}\n{e}"));
+        same_on_both(&snap, &ch, &qv);
     }
 }
 
@@ -1213,12 +1210,7 @@ fn breakdown_funnel_that_nobody_enters() {
                "date_from": "2021-05-01", "date_to": "2021-05-02"}),
     ];
     for qv in queries {
-        let q = FunnelQuery::from_json(qv.clone()).unwrap();
-        let want = dropscope_engine::run_query(&snap, &q).unwrap();
-        let got = ch
-            .query(&q)
-            .unwrap_or_else(|e| panic!("query {qv}: clickhouse {e:?}"));
-        compare(&want, &got, true).unwrap_or_else(|e| panic!("query {qv}\n{e}"));
+        same_on_both(&snap, &ch, &qv);
     }
 }
 
