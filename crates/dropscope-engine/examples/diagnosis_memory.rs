@@ -3,9 +3,11 @@
 //! breakdown funnel per segment key, the paths) and prints, for each part,
 //! its wall time and the process's peak resident memory while it ran,
 //! split into heap (anonymous) and mapped file pages, so the part that
-//! sets the report's peak can be found (BENCHMARKS.md, "Memory").
+//! sets the report's peak can be found (BENCHMARKS.md, "On a machine without
+//! AVX-512").
 //!
 //! `cargo run --release -p dropscope-engine --example diagnosis_memory -- DIR`
+//! (`DM_SMAPS=1` also lists the mappings holding the most resident memory)
 //!
 //! Linux only: the peak is reset before each part by writing `5` to
 //! `/proc/self/clear_refs`, and read from `/proc/self/status`.
@@ -101,11 +103,15 @@ fn top_mappings() {
                 .parse()
                 .unwrap_or(0.0);
             *by_file.entry(current.clone()).or_default() += kib / 1024.0;
-        } else if line.contains('-') && !line.contains(':')
-            || line.split_whitespace().count() >= 5
-                && line.chars().next().is_some_and(|c| c.is_ascii_hexdigit())
-                && line.contains('-')
+        } else if line
+            .split_whitespace()
+            .next()
+            .and_then(|range| range.split_once('-'))
+            .is_some_and(|(a, b)| {
+                u64::from_str_radix(a, 16).is_ok() && u64::from_str_radix(b, 16).is_ok()
+            })
         {
+            // A mapping's header: `start-end perms offset dev inode [path]`.
             current = line
                 .split_whitespace()
                 .nth(5)
@@ -140,11 +146,12 @@ fn main() {
         "date_from": "all",
     }))
     .expect("query");
-    let r = measured("whole report", || {
-        compose(&q, &Measured(&snap)).expect("diagnosis")
-    });
+    // Each part resets the peak, so the report's peak is the largest above.
+    let t = Instant::now();
+    let r = compose(&q, &Measured(&snap)).expect("diagnosis");
     println!(
-        "{} drivers, {} segments, {} hypotheses",
+        "whole report: {:.1} ms; {} drivers, {} segments, {} hypotheses",
+        t.elapsed().as_secs_f64() * 1000.0,
         r.drivers.len(),
         r.segments.len(),
         r.hypotheses

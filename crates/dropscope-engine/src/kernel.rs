@@ -453,7 +453,8 @@ impl Gathered {
 }
 
 /// Which gather the kernel runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Ordered from narrowest to widest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum GatherPath {
     /// One event at a time (every CPU).
     Scalar,
@@ -485,11 +486,7 @@ pub fn gather_path() -> GatherPath {
             Ok("avx2") => GatherPath::Avx2,
             _ => GatherPath::Avx512,
         };
-        match (asked, best) {
-            (GatherPath::Scalar, _) | (_, GatherPath::Scalar) => GatherPath::Scalar,
-            (GatherPath::Avx2, _) | (_, GatherPath::Avx2) => GatherPath::Avx2,
-            _ => GatherPath::Avx512,
-        }
+        asked.min(best)
     })
 }
 
