@@ -248,6 +248,21 @@ impl KeyCtx {
         }
     }
 
+    /// The name of property key `id` (a key never stored: the name the
+    /// query gave).
+    fn key_name(&self, plan: &Plan<'_>, id: u32) -> String {
+        let d = plan.dicts;
+        if (id as usize) < d.keys.len() {
+            d.keys.resolve(id).to_string()
+        } else {
+            let i = (u32::MAX - id) as usize;
+            self.missing_names
+                .get(i.wrapping_sub(1))
+                .cloned()
+                .unwrap_or_default()
+        }
+    }
+
     /// The row name of a key (PostHog's format).
     fn name(&self, plan: &Plan<'_>, k: Key) -> String {
         let d = plan.dicts;
@@ -262,17 +277,7 @@ impl KeyCtx {
                 value_str(d.values.resolve(v))
             }
         };
-        let key_name = |id: u32, ctx: &KeyCtx| -> String {
-            if (id as usize) < d.keys.len() {
-                d.keys.resolve(id).to_string()
-            } else {
-                let i = (u32::MAX - id) as usize;
-                ctx.missing_names
-                    .get(i.wrapping_sub(1))
-                    .cloned()
-                    .unwrap_or_default()
-            }
-        };
+        let key_name = |id: u32, ctx: &KeyCtx| ctx.key_name(plan, id);
         match kind {
             K_EVENT => d.events.resolve(c).to_string(),
             K_PROP => format!("{}::{}", key_name(b, self), val(c)),
@@ -294,13 +299,22 @@ impl KeyCtx {
 /// the form is empty, else the id of the string with that form when one is
 /// stored (`1` and `"1"` are one row, so they must be one key: an actor
 /// with both is still one actor of that row), else the value's own id.
+///
+/// A string value is decided from its [`Head`](dropscope_store::dict::Head)
+/// alone, without reading the string: a person property of unique values
+/// (an e-mail) would otherwise page in the whole values dictionary (~1 GB
+/// of mapped log at 100M events).
 fn canonical_value(plan: &Plan<'_>, v: u32) -> u32 {
-    let tagged = plan.dicts.values.resolve(v);
-    let form = value_str(tagged);
+    let head = plan.dicts.values.head(v);
+    if head.tag() == b'z' || head.alone() {
+        return MISSING;
+    }
+    if head.tag() == b's' {
+        return v;
+    }
+    let form = value_str(plan.dicts.values.resolve(v));
     if form.is_empty() {
         MISSING
-    } else if tagged.starts_with('s') {
-        v
     } else {
         plan.dicts.values.get_string_value(form).unwrap_or(v)
     }
@@ -607,6 +621,13 @@ fn correlation_rows(plan: &Plan<'_>, keep_low: bool) -> Result<CorrelationResult
             counts.insert(key(K_EVENT, 0, 0, e as u32), c);
         }
     }
+    // Without low-support rows in the answer, the low-support keys that no
+    // other key can share a name with are tested without being named.
+    let unnamed = if keep_low {
+        Vec::new()
+    } else {
+        take_unnamed(plan, &ctx, &opts, &mut counts, big_s + big_f)
+    };
     // Name the distinct rows; ids with one string form (`1` and `"1"`) are
     // one row.
     let mut named: HashMap<String, ((u64, u64), Vec<Key>)> = HashMap::new();
@@ -621,8 +642,8 @@ fn correlation_rows(plan: &Plan<'_>, keep_low: bool) -> Result<CorrelationResult
         .map(|(name, (c, ks))| (name, c, ks))
         .collect();
     recount_shared_names(&mut named, &parts);
-    let tested = tested_rows(named, big_s, big_f, &opts);
-    let rows_tested = tested.len();
+    let tested = tested_rows_with(named, &unnamed, big_s, big_f, &opts);
+    let rows_tested = tested.len() + unnamed.len();
     let (mut rows, row_keys): (Vec<CorrelationRow>, Vec<Vec<Key>>) = tested
         .into_iter()
         .filter(|(row, _)| keep_low || !row.low_support)
@@ -639,6 +660,81 @@ fn correlation_rows(plan: &Plan<'_>, keep_low: bool) -> Result<CorrelationResult
         rows_tested,
         ..finish(rows, big_s, big_f, &opts, from_step, to_step)
     })
+}
+
+/// Removes from `counts` the keys of low-support rows that can be tested
+/// without a name, and returns their counts (those an exclusion would drop
+/// are dropped). Naming a row costs a string, and reading its value from
+/// the mapped dictionary: with a person property of unique values (an
+/// e-mail) that is a row per person, ~6M rows and ~1 GB of dictionary
+/// pages at 100M events, none of which a report without low-support rows
+/// shows. A row needs no name when no other key can have its name, which
+/// holds when no event name and no property key name has `::` (a name is
+/// then `[$person::]key::value` or `event::key::value`, and the key and
+/// event are the text before the first `::`s) for a key with a string
+/// value or none (two string values with one text are one id, and
+/// `canonical_value` maps any other value with that text to it). Other
+/// keys are named as before.
+fn take_unnamed(
+    plan: &Plan<'_>,
+    ctx: &KeyCtx,
+    opts: &CorrelationOptions,
+    counts: &mut FxHashMap<Key, (u64, u64)>,
+    total: u64,
+) -> Vec<(u64, u64)> {
+    let d = plan.dicts;
+    let pct = opts.min_person_percentage.unwrap_or(0.02);
+    let min_count = opts.min_person_count.unwrap_or(25.0);
+    let plain = |s: &str| !s.contains("::");
+    let missing = ctx
+        .missing_names
+        .iter()
+        .chain(ctx.person.iter().flat_map(|p| &p.missing_names));
+    if !(d.events.iter().all(|(_, e)| plain(e))
+        && d.keys.iter().all(|(_, k)| plain(k))
+        && missing.into_iter().all(|k| plain(k)))
+    {
+        return Vec::new();
+    }
+    let excluded: HashSet<&str> = opts
+        .exclude_names
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    // By key id: whether its name is not excluded (asked once each).
+    let mut key_ok: FxHashMap<(u128, u32), bool> = FxHashMap::default();
+    let mut out = Vec::new();
+    counts.retain(|&k, &mut (s, f)| {
+        let kind = k >> 120;
+        if kind == K_EVENT || has_support(s, f, total, pct, min_count) {
+            return true;
+        }
+        let b = ((k >> 32) & 0xffff_ffff) as u32;
+        let c = (k & 0xffff_ffff) as u32;
+        if c != MISSING && d.values.head(c).tag() != b's' {
+            return true;
+        }
+        let ok = *key_ok.entry((kind, b)).or_insert_with(|| {
+            let kctx = if kind == K_PERSON_PROP {
+                ctx.person.as_deref().unwrap_or(ctx)
+            } else {
+                ctx
+            };
+            kind == K_EVENT_PROP || !excluded.contains(kctx.key_name(plan, b).as_str())
+        });
+        if !ok {
+            // Named and excluded as before.
+            return true;
+        }
+        // `tested_rows` drops event-with-properties rows held by two
+        // actors or fewer.
+        if kind != K_EVENT_PROP || s + f > 2 {
+            out.push((s, f));
+        }
+        false
+    });
+    out
 }
 
 /// The counts of the rows that several keys share a name with (`1` and
@@ -705,6 +801,20 @@ pub fn tested_rows<T>(
     big_f: u64,
     opts: &CorrelationOptions,
 ) -> Vec<(CorrelationRow, T)> {
+    tested_rows_with(named, &[], big_s, big_f, opts)
+}
+
+/// [`tested_rows`] with more rows tested that get no row of their own:
+/// `unnamed` holds their counts (already past the exclusions); their
+/// p-values join the Benjamini–Hochberg family, so every q-value is what
+/// it would be with them named.
+pub fn tested_rows_with<T>(
+    named: Vec<(String, (u64, u64), T)>,
+    unnamed: &[(u64, u64)],
+    big_s: u64,
+    big_f: u64,
+    opts: &CorrelationOptions,
+) -> Vec<(CorrelationRow, T)> {
     let excluded: HashSet<String> = opts.exclude_event_names.iter().flatten().cloned().collect();
     let excluded_props: HashSet<String> = opts.exclude_names.iter().flatten().cloned().collect();
     let mut keys: Vec<(String, (u64, u64), T)> = named
@@ -727,9 +837,13 @@ pub fn tested_rows<T>(
         })
         .collect();
     keys.sort_by(|a, b| a.0.cmp(&b.0));
+    let fisher =
+        |&(s, f): &(u64, u64)| dropscope_stats::fisher_exact_two_sided(s, f, big_s - s, big_f - f);
     let p_values: Vec<f64> = keys
         .iter()
-        .map(|(_, (s, f), _)| dropscope_stats::fisher_exact_two_sided(*s, *f, big_s - s, big_f - f))
+        .map(|(_, c, _)| c)
+        .chain(unnamed)
+        .map(fisher)
         .collect();
     let q_values =
         dropscope_stats::benjamini_hochberg(&p_values).unwrap_or_else(|_| p_values.clone());

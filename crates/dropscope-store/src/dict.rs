@@ -33,6 +33,39 @@ pub struct BaseStrings {
     /// Ids by string hash, each beside the top half of its hash so that a
     /// probe rarely reads a string to compare.
     index: hashbrown::HashTable<(u32, u32)>,
+    /// Each string's [`Head`], so that a value's type is known without
+    /// reading the mapped log (one byte a string).
+    heads: Vec<Head>,
+}
+
+/// A string's first byte (a value's type tag, see the module docs) and
+/// whether nothing follows it, kept apart from the string.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Head(u8);
+
+impl Head {
+    const ALONE: u8 = 0x80;
+
+    fn of(s: &str) -> Head {
+        match s.as_bytes() {
+            [] => Head(0),
+            // ASCII tags only (the value tags are); anything else keeps
+            // just "not a tag".
+            [b, ..] if *b < 0x80 => Head(*b | if s.len() == 1 { Self::ALONE } else { 0 }),
+            _ => Head(0x7f),
+        }
+    }
+
+    /// The first byte if it is ASCII (a value's type tag), else 0x7f;
+    /// 0 for the empty string.
+    pub fn tag(self) -> u8 {
+        self.0 & !Self::ALONE
+    }
+
+    /// Whether the string is one byte long (a value with an empty body).
+    pub fn alone(self) -> bool {
+        self.0 & Self::ALONE != 0
+    }
 }
 
 /// The index's hash of an entry: from the top half of the string's hash
@@ -62,6 +95,7 @@ impl BaseStrings {
             map: Some(map),
             starts: Vec::with_capacity(n),
             index: hashbrown::HashTable::with_capacity(n),
+            heads: Vec::with_capacity(n),
         }
     }
 
@@ -108,6 +142,7 @@ impl BaseStrings {
         }
         let id = self.starts.len() as u32;
         self.starts.push(start);
+        self.heads.push(Head::of(s));
         let hi = (h >> 32) as u32;
         self.index
             .insert_unique(table_hash(hi), (id, hi), |&(_, x)| table_hash(x));
@@ -226,6 +261,16 @@ impl Interner {
 
     pub fn len(&self) -> usize {
         self.base.len() + self.strings.count()
+    }
+
+    /// The [`Head`] of string `id`, without reading a mapped string (for
+    /// a value: its type tag and whether its body is empty).
+    pub fn head(&self, id: u32) -> Head {
+        let i = id as usize;
+        match self.base.heads.get(i) {
+            Some(&h) => h,
+            None => Head::of(self.resolve(id)),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -403,5 +448,23 @@ mod tests {
         assert_eq!(i.intern("a"), 0);
         assert_eq!(i.resolve(1), "b");
         assert_eq!(i.get("c"), None);
+    }
+
+    #[test]
+    fn heads_tell_a_value_type_and_an_empty_body() {
+        let i = Interner::default();
+        for (v, tag, alone) in [
+            (json!("x"), b's', false),
+            (json!(""), b's', true),
+            (json!(1), b'n', false),
+            (json!(true), b'b', false),
+            (serde_json::Value::Null, b'z', true),
+            (json!([1]), b'j', false),
+        ] {
+            let h = i.head(i.intern_value(&v));
+            assert_eq!((h.tag(), h.alone()), (tag, alone), "{v}");
+        }
+        assert_eq!(Head::of("").tag(), 0);
+        assert_eq!(Head::of("é").tag(), 0x7f);
     }
 }

@@ -214,6 +214,9 @@ fn dictionaries_read_in_place_keep_every_id() {
             let mut props = serde_json::Map::new();
             props.insert("v".into(), json!(format!("distinct value {u}")));
             props.insert("n".into(), json!(u as u64));
+            // Values with an empty body: the empty string and null.
+            props.insert("e".into(), json!(""));
+            props.insert("z".into(), serde_json::Value::Null);
             Record::Event(Event {
                 uuid: u,
                 event: format!("e{}", u % 13),
@@ -233,6 +236,10 @@ fn dictionaries_read_in_place_keep_every_id() {
             for (id, st) in dict.iter() {
                 assert_eq!(dict.get(st), Some(id), "{st:?}");
                 assert_eq!(dict.resolve(id), st);
+                // The head kept beside the mapped string is the string's.
+                let head = dict.head(id);
+                assert_eq!(head.tag(), st.as_bytes()[0], "{st:?}");
+                assert_eq!(head.alone(), st.len() == 1, "{st:?}");
                 out.push((id, st.to_string()));
             }
         }
