@@ -358,6 +358,13 @@ pub fn render_text(r: &DiagnosisResult) -> String {
     if r.drivers.is_empty() {
         let _ = writeln!(out, "  none survive the correction");
     }
+    // Columns as wide as their widest entry, so that the lines align.
+    let name_w = r
+        .drivers
+        .iter()
+        .map(|d| d.row.event.chars().count())
+        .max()
+        .unwrap_or(0);
     for d in &r.drivers {
         let adj = match d.row.adjusted_odds_ratio {
             Some(a) => format!(", adjusted {a:.2}"),
@@ -365,7 +372,7 @@ pub fn render_text(r: &DiagnosisResult) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<8} {:<11} {:<40} odds {:>6.2} (95% {:.2}–{:.2}{adj})  {}/{} converters vs {}/{} drop-offs  q={:.2e}  [from step {}]{}",
+            "  {:<8} {:<11} {:<name_w$} odds {:>6.2} (95% {:.2}–{:.2}{adj})  {}/{} converters vs {}/{} drop-offs  q={:.2e}  [from step {}]{}",
             d.row.correlation_type,
             d.kind,
             d.row.event,
@@ -389,12 +396,18 @@ pub fn render_text(r: &DiagnosisResult) -> String {
     if r.segments.is_empty() {
         let _ = writeln!(out, "  none");
     }
+    let segment = |s: &SegmentFinding| format!("{}={}", s.property, s.value);
+    let seg_w = r
+        .segments
+        .iter()
+        .map(|s| segment(s).chars().count())
+        .max()
+        .unwrap_or(0);
     for s in &r.segments {
         let _ = writeln!(
             out,
-            "  {}={:<20} {:>5.1}% vs {:>5.1}% for the rest ({} of {})  q={:.2e}",
-            s.property,
-            s.value,
+            "  {:<seg_w$} {:>5.1}% vs {:>5.1}% for the rest ({} of {})  q={:.2e}",
+            segment(s),
             s.rate * 100.0,
             s.rest_rate * 100.0,
             s.converted,

@@ -52,6 +52,19 @@ fn diagnosis_names_the_planted_causes() {
     assert_eq!(browser.direction, "lower");
     assert!(browser.q_value < 0.05);
     assert!(d.paths.is_some());
+    // The report's segment lines align: each rate starts in one column,
+    // whatever the length of `property=value`.
+    let rate_columns: std::collections::HashSet<usize> = text
+        .split("Segments converting differently")
+        .nth(1)
+        .expect("a segments section")
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.chars().position(|c| c == '%').expect("a rate"))
+        .collect();
+    assert!(d.segments.len() >= 2, "{text}");
+    assert_eq!(rate_columns.len(), 1, "segment lines misaligned:\n{text}");
 }
 
 /// Within each segment the signal goes with converting, but the segment
