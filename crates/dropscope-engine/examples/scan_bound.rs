@@ -1,5 +1,6 @@
 //! Profiling aid: opens a store, times a bare parallel scan of the columns
-//! a funnel reads (event id and timestamp of every event, per actor), then
+//! a funnel reads (event id and timestamp of every event, straight from
+//! each run's columns, with the step-table lookup and nothing else), then
 //! the demo funnel, so the two can be compared (BENCHMARKS.md, "bound").
 //!
 //! `cargo run --release -p dropscope-engine --example scan_bound -- DIR [REPS] [scan|funnel]`
@@ -8,7 +9,7 @@
 use std::time::Instant;
 
 use dropscope_core::query::{FunnelQuery, Step};
-use dropscope_store::{EventColumns, Store, StoreOptions};
+use dropscope_store::{Store, StoreOptions};
 use rayon::prelude::*;
 
 fn main() {
@@ -44,24 +45,29 @@ fn main() {
             continue;
         }
         let t = Instant::now();
-        let (hits, sum) = (0..snap.actor_count())
-            .into_par_iter()
-            .with_min_len(256)
-            .fold(
-                || (0u64, 0i64, EventColumns::new()),
-                |(mut h, mut s, mut m), i| {
-                    let v = snap.events_of(i, &mut m);
-                    for r in 0..v.len() {
-                        let c = table[v.event[r] as usize];
-                        if c != 0 {
-                            h += 1;
-                            s = s.wrapping_add(v.ts[r]);
-                        }
-                    }
-                    (h, s, m)
-                },
-            )
-            .map(|(h, s, _)| (h, s))
+        // The columns as the kernel reads them: each run's event ids and
+        // times, in parallel chunks, with the same step-table lookup and
+        // nothing else (no state machine, no per-actor work).
+        let chunks: Vec<(&[u32], &[i64])> = snap
+            .runs()
+            .iter()
+            .flat_map(|run| {
+                let (event, ts): (&[u32], &[i64]) = (&run.cols.event, &run.cols.ts);
+                event.chunks(1 << 16).zip(ts.chunks(1 << 16))
+            })
+            .collect();
+        let (hits, sum) = chunks
+            .par_iter()
+            .map(|(event, ts)| {
+                let (mut h, mut s) = (0u64, 0i64);
+                for (&e, &t) in event.iter().zip(ts.iter()) {
+                    let c = table.get(e as usize).copied().unwrap_or(0);
+                    let hit = c != 0;
+                    h += u64::from(hit);
+                    s = s.wrapping_add(t & 0i64.wrapping_sub(i64::from(hit)));
+                }
+                (h, s)
+            })
             .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1.wrapping_add(b.1)));
         let scan = t.elapsed();
         println!(

@@ -217,9 +217,21 @@ fn run_gathered(
     }
     let (masks, tss) = (&buf.mask[..k], &buf.ts[..k]);
     let (mut prev_ts, mut prev_mask) = (i64::MIN, u64::MAX);
-    for (i, (&mask, &ts)) in masks.iter().zip(tss).enumerate() {
+    let mut i = 0;
+    while i < k {
+        let (mut mask, mut ts) = (masks[i], tss[i]);
         if ts == prev_ts && mask != prev_mask {
             return None;
+        }
+        if mask == 1 && st.best.furthest > 0 {
+            // A run of first-step events: each only moves slot 1's start
+            // to its own time, so the run's last one leaves the state as
+            // all of them would (the run's events share one mask, so the
+            // same-instant rule has nothing to check inside it).
+            while i + 1 < k && masks[i + 1] == 1 {
+                i += 1;
+            }
+            (mask, ts) = (masks[i], tss[i]);
         }
         (prev_ts, prev_mask) = (ts, mask);
         if mask & (mask - 1) != 0 {
@@ -239,6 +251,7 @@ fn run_gathered(
             }
             break;
         }
+        i += 1;
     }
     Some(st.best.furthest > 0)
 }
