@@ -138,6 +138,24 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
         "CREATE TABLE IF NOT EXISTS {db}.cohorts (id UInt64, record String, version UInt64) \
          ENGINE = ReplacingMergeTree(version) ORDER BY id",
     ),
+    // Date keys (`sql::date_key`) for `is_date_*` filters. Rows stored
+    // before this migration read the default `'?'` ("not computed"), which
+    // makes a date filter fail (`throwIf`) instead of answering wrongly.
+    (
+        10,
+        "ALTER TABLE {db}.events \
+           ADD COLUMN prop_dates Array(String) DEFAULT arrayMap(v -> '?', prop_values), \
+           ADD COLUMN el_dates Array(String) DEFAULT arrayMap(v -> '?', el_values)",
+    ),
+    (
+        11,
+        "ALTER TABLE {db}.person_props \
+           ADD COLUMN dates Array(String) DEFAULT arrayMap(v -> '?', values)",
+    ),
+    (
+        12,
+        "ALTER TABLE {db}.group_props ADD COLUMN date String DEFAULT '?'",
+    ),
 ];
 
 /// A ClickHouse database holding one dropscope project.
@@ -435,6 +453,7 @@ impl ClickHouse {
                     "nulls": nulls,
                     "lowers": values.iter().map(|v| sql::lower_form(v)).collect::<Vec<_>>(),
                     "nums": values.iter().map(|v| sql::num_key(v)).collect::<Vec<_>>(),
+                    "dates": values.iter().map(|v| sql::date_key(v)).collect::<Vec<_>>(),
                     "label": label.as_deref().unwrap_or(""),
                     "has_label": u8::from(label.is_some()),
                     "deleted": u8::from(*deleted),
@@ -526,11 +545,13 @@ impl ClickHouse {
             "prop_keys": keys,
             "prop_lower": values.iter().map(|v| sql::lower_form(v)).collect::<Vec<_>>(),
             "prop_nums": values.iter().map(|v| sql::num_key(v)).collect::<Vec<_>>(),
+            "prop_dates": values.iter().map(|v| sql::date_key(v)).collect::<Vec<_>>(),
             "prop_values": values,
             "el_chain": u8::from(chain.is_some()),
             "el_attrs": attrs,
             "el_lower": evals.iter().map(|v| sql::lower_form(v)).collect::<Vec<_>>(),
             "el_nums": evals.iter().map(|v| sql::num_key(v)).collect::<Vec<_>>(),
+            "el_dates": evals.iter().map(|v| sql::date_key(v)).collect::<Vec<_>>(),
             "el_values": evals,
             "el_nulls": enulls,
         })
@@ -715,6 +736,7 @@ fn group_row(idx: u8, gkey: &str, k: &str, v: &Value, seq: u64) -> String {
         "is_null": u8::from(v.is_null()),
         "lower": sql::lower_form(&s),
         "num": sql::num_key(&s),
+        "date": sql::date_key(&s),
         "value": s,
         "seq": seq,
     })
