@@ -17,6 +17,7 @@ pub mod http;
 pub mod identity;
 pub mod paths;
 pub mod persons;
+pub mod re2;
 pub mod sql;
 pub mod trends;
 pub mod ttc;

@@ -232,6 +232,7 @@ struct Test {
     values: Vec<String>,
     /// `numbers.first()` of the engine: the first value that parses.
     number: Option<f64>,
+    /// `regex`/`not_regex`: the pattern in RE2 (see `crate::re2`).
     regex: Option<String>,
     /// `is_date_*`: the first value's [`date_key`] (`''`: not a date).
     date: String,
@@ -250,8 +251,7 @@ impl Test {
         let regex = match op {
             Operator::Regex | Operator::NotRegex => {
                 let pat = values.first().cloned().unwrap_or_default();
-                regex_supported(&pat, field)?;
-                Some(pat)
+                Some(regex_re2(&pat, field)?)
             }
             _ => None,
         };
@@ -348,37 +348,18 @@ impl Test {
     }
 }
 
-/// Regular expressions whose meaning is the same in Rust's `regex` (the
-/// engine) and RE2 as ClickHouse runs it: literal characters,
-/// `^ $ | ( ) * + ? [ ]` (no negated classes), and backslash before ASCII
-/// punctuation.
-/// Others (`.`, which matches newlines in ClickHouse; `\d`-style classes;
-/// flags; counted repetition) are refused as unsupported. Invalid patterns
-/// are refused as invalid first, as the engine does.
-fn regex_supported(pat: &str, field: &str) -> Result<(), QueryError> {
+/// The RE2 pattern ClickHouse's `match` runs for the engine's Rust
+/// pattern (`crate::re2::to_re2`: same matches); patterns without one are
+/// refused as unsupported. Invalid patterns are refused as invalid first,
+/// as the engine does.
+fn regex_re2(pat: &str, field: &str) -> Result<String, QueryError> {
     regex::Regex::new(pat)
         .map_err(|e| QueryError::invalid(format!("{field}.value"), format!("bad regex: {e}")))?;
-    let mut chars = pat.chars().peekable();
-    let mut ok = true;
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some(x) if x.is_ascii_punctuation() => {}
-                _ => ok = false,
-            },
-            '[' if chars.peek() == Some(&'^') => ok = false,
-            '.' | '{' | '}' => ok = false,
-            c if c.is_control() => ok = false,
-            _ => {}
-        }
-    }
-    if !ok {
-        return Err(QueryError::Unsupported(format!(
-            "{field}.value: this regular expression may match differently in ClickHouse (only literals, \
-             ^ $ | ( ) * + ? and [classes] are supported by the ClickHouse backend yet)"
-        )));
-    }
-    Ok(())
+    crate::re2::to_re2(pat).map_err(|why| {
+        QueryError::Unsupported(format!(
+            "{field}.value: this regular expression has no equivalent for ClickHouse's RE2 ({why})"
+        ))
+    })
 }
 
 fn leaf_sql(sc: Scope<'_>, p: &PropertyFilter, field: &str) -> Result<String, QueryError> {

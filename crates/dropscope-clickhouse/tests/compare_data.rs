@@ -465,7 +465,20 @@ fn filter(t: usize, k: usize, op: usize, v: usize) -> Value {
     ];
     let op = ops[op % ops.len()];
     let value = match op {
-        "regex" | "not_regex" => json!(["^ch", "(pro|Chrome)$", "[0-9]+", "it's"][v % 4]),
+        "regex" | "not_regex" => json!(
+            [
+                "^ch",
+                "(pro|Chrome)$",
+                "[0-9]+",
+                "it's",
+                "(?i)^chr.me$",
+                r"^\d+(\.\d+)?$",
+                r"[^\w\s]",
+                r"(?i)σ\w{2}",
+                "^.{3,4}$",
+                r"\bpro",
+            ][v % 10]
+        ),
         "gt" | "gte" | "lt" | "lte" => json!(["9.5", "10", "-3", "abc", "1e1"][v % 5]),
         "icontains" | "not_icontains" => json!(["CHR", "σας", "", "it's", "ünï"][v % 5]),
         "is_date_exact" | "is_date_before" | "is_date_after" => json!(dates[v % dates.len()]),

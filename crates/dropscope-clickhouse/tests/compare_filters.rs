@@ -1,7 +1,9 @@
 //! Filter operators on hand-made values that the random logs meet rarely,
 //! compared with the embedded engine: `is_date_*` over every way a value
 //! can (or cannot) be read as a date, from every filter source (event,
-//! person, group, element).
+//! person, group, element); `regex`/`not_regex` beyond literals (Rust's
+//! `regex` against ClickHouse's RE2) over values with newlines, Unicode
+//! digits, letters and spaces, quotes and backslashes.
 
 mod common;
 
@@ -173,4 +175,138 @@ fn date_filters_refuse_rows_without_date_keys() {
     ))
     .unwrap();
     assert!(ch.query(&q).is_ok());
+}
+
+#[test]
+fn regex_operators_match_the_engine() {
+    let values: Vec<Value> = [
+        "abc",
+        "ABC",
+        "a\nb",
+        "a\r\nb",
+        "line1\nline2\n",
+        "\n",
+        "",
+        "xx",
+        "xxx",
+        "aab",
+        "straße",
+        "STRASSE",
+        "\u{212a}", // Kelvin sign: `(?i)k` in Rust
+        "k",
+        "é",
+        "e\u{301}",
+        "١٢٣",       // Arabic-Indic digits (Rust's \d)
+        "\u{11f50}", // Kawi digit zero (Unicode 15)
+        "\u{1e4f0}", // Nag Mundari digit zero (Unicode 15)
+        "x\u{a0}y",  // no-break space (Rust's \s)
+        "\u{85}",    // next line (Rust's \s)
+        "\u{3000}",  // ideographic space
+        "tab\there",
+        "quote'\"\\back",
+        "\\",
+        "ΣΑΣ σας",
+        "😀",
+        "123",
+        "a_b",
+        "ǅ", // title case
+    ]
+    .iter()
+    .map(|s| json!(s))
+    .chain([json!(9.5), json!(true), json!(null)])
+    .collect();
+    let recs = one_person_per_value(&values);
+    let (store, ch) = common::load_both("dsregex", &recs);
+    let snap = store.snapshot().unwrap();
+    let n = values.len() as u64;
+    let patterns = [
+        ".",
+        "^.$",
+        "a.b",
+        "^.*$",
+        "(?s)a.b",
+        "(?s)^.+$",
+        r"\d",
+        r"^\d+$",
+        r"\D",
+        r"\w+",
+        r"^\w+$",
+        r"\W",
+        r"\s",
+        r"\S",
+        r"[^a]",
+        r"^[^\n]*$",
+        r"[^\d\s]",
+        r"(?i)straße",
+        r"(?i)^k$",
+        r"(?i)σας",
+        r"x{2}",
+        r"^x{2}$",
+        r"^x{2,}$",
+        r"^a{1,2}b$",
+        r"(?m)^b",
+        r"(?m)b$",
+        r"(?m)^$",
+        r"^$",
+        r"\A\z",
+        r"\\",
+        r"'",
+        "\"",
+        r"\n",
+        r"\t",
+        r"\x{e9}",
+        r"e\x{301}",
+        r"\p{Greek}+",
+        r"\pL",
+        r"^\p{Lu}",
+        r"[[:alpha:]]+",
+        r"[a-z&&[^aeiou]]",
+        r"[\d--3]",
+        r"[a-c~~b-d]",
+        r"(?-u:\w)",
+        r"(a|b)*c",
+        r"a??b",
+        r"(?U)a+b",
+        r"(?x) a b c # comment",
+        r"(?P<x>x)x",
+        "😀|\u{212a}",
+        r"^\.\d",
+        r"[\u{1F600}-\u{1F64F}]",
+        r"\bx",
+        r"\Bx",
+        r"\<x",
+        r"(?Rm)^b",
+    ];
+    let refused_expected = [r"\bx", r"\Bx", r"\<x", r"(?Rm)^b"];
+    let mut between = 0;
+    let mut refused = Vec::new();
+    for (i, pat) in patterns.iter().enumerate() {
+        // Every pattern on event properties; a few also negated and on
+        // element attributes (the same SQL test inside a lambda).
+        let mut fs = vec![json!({"key": "t", "value": pat, "operator": "regex", "type": "event"})];
+        if i % 6 == 0 || refused_expected.contains(pat) {
+            fs.push(json!({"key": "t", "value": pat, "operator": "not_regex", "type": "event"}));
+            fs.push(json!({"key": "title", "value": pat, "operator": "regex", "type": "element"}));
+        }
+        {
+            for f in fs {
+                let qv = funnel_with(f);
+                let q = FunnelQuery::from_json(qv.clone()).unwrap();
+                if let Err(QueryError::Unsupported(m)) = ch.query(&q) {
+                    refused.push((*pat, m));
+                    continue;
+                }
+                if let Some(c) = counts_on_both(&snap, &ch, &qv) {
+                    if c[0] > 0 && c[0] < n {
+                        between += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mut refused_pats: Vec<&str> = refused.iter().map(|(p, _)| *p).collect();
+    refused_pats.dedup();
+    assert_eq!(refused_pats, refused_expected, "{refused:?}");
+    println!("{between} regex queries split the values");
+    assert!(between >= 60, "only {between} queries split the values");
 }
