@@ -92,8 +92,8 @@ pub enum Part {
     /// of value v only events carrying v may serve as step N.
     Step(usize),
     /// Cohorts: one partition per cohort the person belongs to: (the
-    /// tagged partition value — `s<id>`, or another tag byte for a later
-    /// listing of the same cohort —, membership SQL).
+    /// tagged partition value — `<k>:<id>` for the k-th earlier listing of
+    /// the same cohort, from 0 —, membership SQL).
     Cohorts(Vec<(String, String)>),
 }
 

@@ -930,10 +930,9 @@ fn compile_breakdown(q: &FunnelQuery, sc: sql::Scope<'_>) -> Result<CompiledBrea
     };
     if kind == BreakdownType::Cohort {
         // Partition values are tagged (`events::Part`): the k-th listing of
-        // a cohort gets the k-th tag byte, so that a cohort listed twice is
-        // two partitions (the engine runs the actor once per listing and
-        // counts both under the one value) with the same shown value.
-        const TAGS: &[u8] = b"stuvwxyABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        // a cohort is `<k>:<id>`, so that a cohort listed twice is two
+        // partitions (the engine runs the actor once per listing and counts
+        // both under the one value) with the same shown value (`<id>`).
         let mut parts: Vec<(String, String)> = Vec::new();
         for (i, &id) in cohort_ids.iter().enumerate() {
             let cond = if id == 0 {
@@ -942,13 +941,7 @@ fn compile_breakdown(q: &FunnelQuery, sc: sql::Scope<'_>) -> Result<CompiledBrea
                 sql::cohort_sql(sc, id, &format!("breakdown.cohorts[{i}]"))?
             };
             let before = cohort_ids[..i].iter().filter(|&&x| x == id).count();
-            let Some(&tag) = TAGS.get(before) else {
-                return unsupported(&format!(
-                    "a cohort listed more than {} times in a cohort breakdown",
-                    TAGS.len()
-                ));
-            };
-            parts.push((format!("{}{id}", tag as char), cond));
+            parts.push((format!("{before}:{id}"), cond));
         }
         return Ok((Some((vec![], Touch::Part)), None, Part::Cohorts(parts)));
     }
