@@ -1026,8 +1026,16 @@ fn compile(q: &FunnelQuery, data: Option<&sql::CohortData<'_>>) -> Result<Funnel
             "`totals` counting needs an ordered or strict funnel",
         ));
     }
-    if !q.exclusions.is_empty() && q.steps.iter().any(|s| s.optional) {
-        return unsupported("exclusions together with optional steps");
+    // Ordered funnels: an exclusion hit on an attempt whose next slot
+    // already holds its start (reached by skipping an optional step) is
+    // harmless in the slot emulation, since that slot keeps the start until
+    // the attempt is replaced (`funnel::ordered_layers`). Strict clearing
+    // can empty that slot again, which the emulation does not model.
+    if !q.exclusions.is_empty()
+        && q.order == FunnelOrder::Strict
+        && q.steps.iter().any(|s| s.optional)
+    {
+        return unsupported("exclusions together with optional steps in a strict funnel");
     }
     if q.counting == Counting::Totals {
         // The engine tallies every attempt under one key, ignoring the
