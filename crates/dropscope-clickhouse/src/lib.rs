@@ -208,13 +208,26 @@ impl ClickHouse {
 
     /// Runs a statement; returns its output.
     pub fn execute(&self, sql: &str) -> Result<String, String> {
-        self.http.post(
-            &[
-                ("database", "default"),
-                ("output_format_json_quote_64bit_integers", "0"),
-            ],
-            sql.as_bytes(),
-        )
+        self.http
+            .post(
+                &[
+                    ("database", "default"),
+                    ("output_format_json_quote_64bit_integers", "0"),
+                ],
+                sql.as_bytes(),
+            )
+            .map_err(|e| {
+                // Our only `throwIf`: a date key still at its default (see
+                // migration 10).
+                if e.to_lowercase().contains("throwif") || e.contains("THROW_IF") {
+                    format!(
+                        "an is_date_* filter met rows stored before migration 10, which have no date \
+                         keys: reload them to use date filters ({e})"
+                    )
+                } else {
+                    e
+                }
+            })
     }
 
     /// Runs a `FORMAT JSON` query and parses the answer.
