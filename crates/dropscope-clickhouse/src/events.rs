@@ -28,31 +28,35 @@ pub fn overrides_sql(db: &str) -> String {
 /// JSON nulls left out), plus `null_keys Array(String)` (keys set to
 /// JSON null), plus `lowers Array(String)` (see
 /// [`crate::sql::lower_form`]) and `nums Array(UInt64)` (see
-/// [`crate::sql::num_key`]). Persons without properties have no row.
+/// [`crate::sql::num_key`]) and `dates Array(String)` (see
+/// [`crate::sql::date_key`]). Persons without properties have no row.
 pub fn person_properties_sql(db: &str) -> String {
     format!(
         "SELECT person, arrayFilter((k, z) -> z = 0, k0, z0) AS keys, \
          arrayFilter((v, z) -> z = 0, v0, z0) AS values, \
          arrayFilter((v, z) -> z = 0, l0, z0) AS lowers, \
          arrayFilter((v, z) -> z = 0, n0, z0) AS nums, \
+         arrayFilter((v, z) -> z = 0, d0, z0) AS dates, \
          arrayFilter((k, z) -> z != 0, k0, z0) AS null_keys \
          FROM (SELECT person_id AS person, argMax(keys, version) AS k0, argMax(values, version) AS v0, \
          argMax(nulls, version) AS z0, argMax(lowers, version) AS l0, argMax(nums, version) AS n0, \
+         argMax(dates, version) AS d0, \
          argMax(deleted, version) AS del FROM {db}.person_props GROUP BY person_id) WHERE del = 0"
     )
 }
 
 /// Current properties per group of one type: columns `group_key String,
-/// keys Array(String), values Array(String)`, plus `lowers` and `nums` as
+/// keys Array(String), values Array(String)`, plus `lowers`, `nums` and `dates` as
 /// in [`person_properties_sql`]. Last write wins (group records and
 /// `$groupidentify`'s `$group_set`, in ingest order); a JSON null removes.
 pub fn group_properties_sql(db: &str, group_type_index: u8) -> String {
     format!(
         "SELECT group_key, groupArrayIf(key, z = 0) AS keys, groupArrayIf(value, z = 0) AS values, \
          groupArrayIf(lower, z = 0) AS lowers, groupArrayIf(num, z = 0) AS nums, \
+         groupArrayIf(date, z = 0) AS dates, \
          groupArrayIf(key, z != 0) AS null_keys \
          FROM (SELECT group_key, key, argMax(value, seq) AS value, argMax(is_null, seq) AS z, \
-         argMax(lower, seq) AS lower, argMax(num, seq) AS num FROM {db}.group_props \
+         argMax(lower, seq) AS lower, argMax(num, seq) AS num, argMax(date, seq) AS date FROM {db}.group_props \
          WHERE group_type_index = {group_type_index} GROUP BY group_key, key) \
          GROUP BY group_key"
     )
@@ -88,8 +92,8 @@ pub enum Part {
     /// of value v only events carrying v may serve as step N.
     Step(usize),
     /// Cohorts: one partition per cohort the person belongs to: (the
-    /// tagged partition value — `s<id>`, or another tag byte for a later
-    /// listing of the same cohort —, membership SQL).
+    /// tagged partition value — `<k>:<id>` for the k-th earlier listing of
+    /// the same cohort, from 0 —, membership SQL).
     Cohorts(Vec<(String, String)>),
 }
 
@@ -121,15 +125,17 @@ const BASE_COLS: &[&str] = &[
     "prop_values",
     "prop_lower",
     "prop_nums",
+    "prop_dates",
     "el_chain",
     "el_attrs",
     "el_values",
     "el_nulls",
     "el_lower",
     "el_nums",
+    "el_dates",
 ];
 
-const KV: [&str; 5] = ["keys", "values", "lowers", "nums", "null_keys"];
+const KV: [&str; 6] = ["keys", "values", "lowers", "nums", "dates", "null_keys"];
 
 /// Whether SQL text reads the columns with this prefix (`pkeys`, `g0values`…).
 fn reads(sql: &str, prefix: &str) -> bool {

@@ -121,10 +121,13 @@ pub(crate) fn attributed_sql(s: &FunnelSpec) -> String {
 /// The breakdown value an actor's row is counted under, over stage B's
 /// per-actor columns `bdv` ([`attributed_sql`]) and `part`: the attributed
 /// value for first/last touch, else the partition value (tagged, see
-/// `events::Part`: the shown value drops the tag).
+/// `events::Part`: the shown value drops the tag — one byte, or a cohort
+/// listing's `<k>:`).
 pub(crate) fn shown_bd_sql(s: &FunnelSpec) -> &'static str {
     if matches!(s.breakdown, Some((_, Touch::First | Touch::Last))) {
         "bdv"
+    } else if matches!(s.data.part, Part::Cohorts(_)) {
+        "arrayMap(x -> substring(x, position(x, ':') + 1), part)"
     } else {
         "arrayMap(x -> substring(x, 2), part)"
     }

@@ -79,6 +79,25 @@ pub fn num_key(s: &str) -> u64 {
     }
 }
 
+/// An order-preserving key of the instant a value denotes for the
+/// `is_date_*` operators, as the engine parses it
+/// (`dropscope_core::time::parse_instant` in UTC, nanosecond precision):
+/// 16 hex digits of the Unix seconds with the sign bit flipped, then 8 of
+/// the nanoseconds (a leap second's are ≥ 10⁹, as chrono orders them).
+/// `''` = not a date; the engine's comparisons are then false. Computed at
+/// ingest (`prop_dates`, `el_dates`, person `dates`, group `date`), so
+/// ClickHouse never parses dates.
+pub fn date_key(s: &str) -> String {
+    match dropscope_core::time::parse_instant(s, chrono_tz::Tz::UTC) {
+        Some((d, _)) => format!(
+            "{:016x}{:08x}",
+            (d.timestamp() as u64) ^ (1 << 63),
+            d.timestamp_subsec_nanos()
+        ),
+        None => String::new(),
+    }
+}
+
 /// The value of event property `key` (`''` when missing).
 pub fn prop_value(key: &str) -> String {
     format!("prop_values[indexOf(prop_keys, {})]", quote_str(key))
@@ -213,7 +232,10 @@ struct Test {
     values: Vec<String>,
     /// `numbers.first()` of the engine: the first value that parses.
     number: Option<f64>,
+    /// `regex`/`not_regex`: the pattern in RE2 (see `crate::re2`).
     regex: Option<String>,
+    /// `is_date_*`: the first value's [`date_key`] (`''`: not a date).
+    date: String,
 }
 
 impl Test {
@@ -229,25 +251,18 @@ impl Test {
         let regex = match op {
             Operator::Regex | Operator::NotRegex => {
                 let pat = values.first().cloned().unwrap_or_default();
-                regex_supported(&pat, field)?;
-                Some(pat)
+                Some(regex_re2(&pat, field)?)
             }
             _ => None,
         };
-        if matches!(
-            op,
-            Operator::IsDateExact | Operator::IsDateBefore | Operator::IsDateAfter
-        ) {
-            return Err(QueryError::Unsupported(format!(
-                "{field}.operator: {op:?} is not supported by the ClickHouse backend yet"
-            )));
-        }
         let number = values.iter().find_map(|v| v.parse::<f64>().ok());
+        let date = values.first().map(|v| date_key(v)).unwrap_or_default();
         Ok(Test {
             op,
             values,
             number,
             regex,
+            date,
         })
     }
 
@@ -264,9 +279,11 @@ impl Test {
     }
 
     /// The test of a present value: `v` its string form, `l` its lowercase
-    /// (see [`lower_form`]), `n` its number key, `z` whether it is JSON null
-    /// (only element attributes keep nulls).
-    fn sql(&self, v: &str, l: &str, n: &str, z: &str) -> String {
+    /// (see [`lower_form`]), `n` its number key, `d` its date key (see
+    /// [`date_key`]; `'?'` on rows stored before date keys existed: a date
+    /// test fails there rather than answer without them), `z` whether it is
+    /// JSON null (only element attributes keep nulls).
+    fn sql(&self, v: &str, l: &str, n: &str, d: &str, z: &str) -> String {
         use Operator::*;
         let list = || {
             self.values
@@ -315,42 +332,34 @@ impl Test {
             },
             IsSet => format!("({z} = 0)"),
             IsNotSet => format!("({z} != 0)"),
-            IsDateExact | IsDateBefore | IsDateAfter => "0".into(),
+            IsDateExact | IsDateBefore | IsDateAfter if self.date.is_empty() => "0".into(),
+            IsDateExact | IsDateBefore | IsDateAfter => {
+                let cmp = match self.op {
+                    IsDateExact => "=",
+                    IsDateBefore => "<",
+                    _ => ">",
+                };
+                format!(
+                    "(throwIf({d} = '?') = 0 AND {d} != '' AND {d} {cmp} {})",
+                    quote_str(&self.date)
+                )
+            }
         }
     }
 }
 
-/// Regular expressions whose meaning is the same in Rust's `regex` (the
-/// engine) and RE2 as ClickHouse runs it: literal characters,
-/// `^ $ | ( ) * + ? [ ]` (no negated classes), and backslash before ASCII
-/// punctuation.
-/// Others (`.`, which matches newlines in ClickHouse; `\d`-style classes;
-/// flags; counted repetition) are refused as unsupported. Invalid patterns
-/// are refused as invalid first, as the engine does.
-fn regex_supported(pat: &str, field: &str) -> Result<(), QueryError> {
+/// The RE2 pattern ClickHouse's `match` runs for the engine's Rust
+/// pattern (`crate::re2::to_re2`: same matches); patterns without one are
+/// refused as unsupported. Invalid patterns are refused as invalid first,
+/// as the engine does.
+fn regex_re2(pat: &str, field: &str) -> Result<String, QueryError> {
     regex::Regex::new(pat)
         .map_err(|e| QueryError::invalid(format!("{field}.value"), format!("bad regex: {e}")))?;
-    let mut chars = pat.chars().peekable();
-    let mut ok = true;
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some(x) if x.is_ascii_punctuation() => {}
-                _ => ok = false,
-            },
-            '[' if chars.peek() == Some(&'^') => ok = false,
-            '.' | '{' | '}' => ok = false,
-            c if c.is_control() => ok = false,
-            _ => {}
-        }
-    }
-    if !ok {
-        return Err(QueryError::Unsupported(format!(
-            "{field}.value: this regular expression may match differently in ClickHouse (only literals, \
-             ^ $ | ( ) * + ? and [classes] are supported by the ClickHouse backend yet)"
-        )));
-    }
-    Ok(())
+    crate::re2::to_re2(pat).map_err(|why| {
+        QueryError::Unsupported(format!(
+            "{field}.value: this regular expression has no equivalent for ClickHouse's RE2 ({why})"
+        ))
+    })
 }
 
 fn leaf_sql(sc: Scope<'_>, p: &PropertyFilter, field: &str) -> Result<String, QueryError> {
@@ -375,24 +384,26 @@ fn leaf_sql(sc: Scope<'_>, p: &PropertyFilter, field: &str) -> Result<String, Qu
         // Any element of the chain with this attribute passing the test
         // (JSON null attributes included, as "" and null); no chain: the
         // missing answer.
-        let t = test.sql("v", "l", "n", "z");
+        let t = test.sql("v", "l", "n", "d", "z");
         return Ok(format!(
-            "if(el_chain = 0, {m}, arrayExists((a, v, z, l, n) -> a = {key} AND {t}, el_attrs, el_values, el_nulls, el_lower, el_nums))",
+            "if(el_chain = 0, {m}, arrayExists((a, v, z, l, n, d) -> a = {key} AND {t}, el_attrs, el_values, el_nulls, el_lower, el_nums, el_dates))",
             m = u8::from(test.missing()),
         ));
     }
-    let (k, v, l, n) = match &prefix {
+    let (k, v, l, n, d) = match &prefix {
         None => (
             "prop_keys".to_string(),
             "prop_values".to_string(),
             "prop_lower".to_string(),
             "prop_nums".to_string(),
+            "prop_dates".to_string(),
         ),
         Some(px) => (
             format!("{px}keys"),
             format!("{px}values"),
             format!("{px}lowers"),
             format!("{px}nums"),
+            format!("{px}dates"),
         ),
     };
     let i = format!("indexOf({k}, {key})");
@@ -400,6 +411,7 @@ fn leaf_sql(sc: Scope<'_>, p: &PropertyFilter, field: &str) -> Result<String, Qu
         &format!("{v}[{i}]"),
         &format!("{l}[{i}]"),
         &format!("{n}[{i}]"),
+        &format!("{d}[{i}]"),
         "0",
     );
     Ok(if test.missing() {
@@ -618,6 +630,46 @@ mod tests {
     }
 
     #[test]
+    fn date_keys_order_as_chrono() {
+        use dropscope_core::time::parse_instant;
+        let xs = [
+            "",
+            "nope",
+            "-7d",
+            "1969-12-31 23:59:59.999999999",
+            "1970-01-01",
+            "1970-01-01T00:00:00.000000001Z",
+            "2016-12-31T23:59:59.5Z",
+            "2016-12-31T23:59:60.2Z",
+            "2017-01-01T00:00:00Z",
+            "2021-05-14 10:00",
+            "2021-05-14T10:00:00+02:00",
+            "  2021-05-14T08:00:00Z ",
+            "+12345-01-01 00:00:00",
+            "-0044-03-15 12:00:00",
+            "1700000000",
+        ];
+        for a in xs {
+            assert_eq!(
+                date_key(a).is_empty(),
+                parse_instant(a, chrono_tz::Tz::UTC).is_none(),
+                "{a}"
+            );
+            for b in xs {
+                let (ka, kb) = (date_key(a), date_key(b));
+                let (Some((pa, _)), Some((pb, _))) = (
+                    parse_instant(a, chrono_tz::Tz::UTC),
+                    parse_instant(b, chrono_tz::Tz::UTC),
+                ) else {
+                    continue;
+                };
+                assert_eq!(ka.len(), 24);
+                assert_eq!(ka.cmp(&kb), pa.cmp(&pb), "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
     fn identifiers() {
         assert!(check_ident("dropscope_case_1").is_ok());
         assert!(check_ident("_x9").is_ok());
@@ -637,13 +689,17 @@ mod tests {
         assert!(sql.contains(r"IN ('Chrome', 'it\'s')"), "{sql}");
         assert!(sql.contains("'abc'"), "{sql}");
         let person: PropertyFilters = serde_json::from_value(serde_json::json!([
-            {"key": "email", "value": "2021-01-01", "operator": "is_date_before", "type": "person"}
+            {"key": "email", "value": "2021-01-01", "operator": "is_date_before", "type": "person"},
+            {"key": "since", "value": "-7d", "operator": "is_date_after", "type": "person"}
         ]))
         .unwrap();
-        assert!(matches!(
-            filters(Some(&person), "properties"),
-            Err(QueryError::Unsupported(_))
-        ));
+        let sql = filters(Some(&person), "properties").unwrap().unwrap();
+        assert!(
+            sql.contains(&format!("< '{}'", date_key("2021-01-01"))),
+            "{sql}"
+        );
+        // `-7d` is not a date to the engine: the test is false.
+        assert!(sql.ends_with(" AND 0))"), "{sql}");
         let novalue: PropertyFilters =
             serde_json::from_value(serde_json::json!([{"key": "k", "operator": "exact"}])).unwrap();
         assert!(matches!(

@@ -202,7 +202,7 @@ const HOSTILE: &str = "x'); DROP TABLE events; --\\";
 /// A small pool of property values: strings, numbers, hostile text,
 /// non-ASCII (case folding), empty, null.
 fn val(i: usize) -> Value {
-    match i % 12 {
+    match i % 17 {
         0 => json!("Chrome"),
         1 => json!("chrome"),
         2 => json!(10),
@@ -214,7 +214,14 @@ fn val(i: usize) -> Value {
         8 => json!(-3),
         9 => json!(true),
         10 => json!("1e1"),
-        _ => json!("pro"),
+        11 => json!("pro"),
+        // Dates for `is_date_*` (as the engine parses them, in UTC): the
+        // same instant written three ways, a day, and a near miss.
+        12 => json!("2021-05-01T10:00:00Z"),
+        13 => json!(" 2021-05-01 12:00:00+02:00 "),
+        14 => json!("2021-05-01 10:00:00.000"),
+        15 => json!("2021-05-01"),
+        _ => json!("2021-05-01T09:59:59.999999999Z"),
     }
 }
 
@@ -235,8 +242,8 @@ struct Ev {
 fn ev_strategy() -> impl Strategy<Value = Ev> {
     (
         (0..5usize, any::<bool>(), 0..4usize, 0..16i64),
-        prop::collection::vec((0..3usize, 0..12usize), 0..3),
-        prop::option::of((0..3usize, 0..12usize, any::<bool>())),
+        prop::collection::vec((0..3usize, 0..17usize), 0..3),
+        prop::option::of((0..3usize, 0..17usize, any::<bool>())),
         prop::option::weighted(0.6, 0..5usize),
         prop::option::weighted(0.2, 0..3usize),
     )
@@ -284,14 +291,14 @@ fn world_strategy() -> impl Strategy<Value = World> {
         prop::collection::vec(
             (
                 prop::option::of(0..20i64),
-                prop::option::of(prop::collection::vec((0..3usize, 0..12usize), 0..3)),
+                prop::option::of(prop::collection::vec((0..3usize, 0..17usize), 0..3)),
             ),
             5,
         ),
         prop::collection::vec(
             (
                 0..5usize,
-                prop::collection::vec((0..3usize, 0..12usize), 0..3),
+                prop::collection::vec((0..3usize, 0..17usize), 0..3),
             ),
             0..4,
         ),
@@ -356,7 +363,8 @@ fn records(w: &World, step_ms: i64) -> Vec<Record> {
         json!({"id": 2, "definition": {"properties": [{"key": "plan", "value": ["pro", "Chrome"], "operator": "exact", "type": "person"}]}}),
         json!({"id": 3, "definition": {"type": "OR", "values": [
             {"key": "$browser", "operator": "is_set", "type": "person"},
-            {"key": "id", "value": 1, "type": "cohort"}]}}),
+            {"key": "id", "value": 1, "type": "cohort"},
+            {"key": "plan", "value": "2021-05-01T10:00:00", "operator": "is_date_before", "type": "person"}]}}),
         json!({"id": 4, "definition": {"properties": [{"key": "x", "value": "y", "type": "event"}]}, "members": ["user3"]}),
     ];
     for c in cohorts {
@@ -383,7 +391,8 @@ fn records(w: &World, step_ms: i64) -> Vec<Record> {
         if let Some(el) = e.elements {
             let chain = match el {
                 0 => json!([{"tag_name": "button", "text": "Pay $10"}, {"tag_name": "div"}]),
-                1 => json!([{"tag_name": "a", "text": null}]),
+                1 => json!([{"tag_name": "a", "text": null, "title": "2021-05-01T10:00:00Z"},
+                            {"tag_name": "p", "title": "2021-04-30"}]),
                 _ => Value::Null,
             };
             props.insert("$elements".into(), chain);
@@ -442,12 +451,37 @@ fn filter(t: usize, k: usize, op: usize, v: usize) -> Value {
         "lte",
         "is_set",
         "is_not_set",
+        "is_date_exact",
+        "is_date_before",
+        "is_date_after",
+    ];
+    let dates = [
+        "2021-05-01 10:00:00",
+        "2021-05-01",
+        "2021-05-01T09:59:59.999Z",
+        "2021-05-01T10:00:00.000000001+00:00",
+        "-7d",
+        "not a date",
     ];
     let op = ops[op % ops.len()];
     let value = match op {
-        "regex" | "not_regex" => json!(["^ch", "(pro|Chrome)$", "[0-9]+", "it's"][v % 4]),
+        "regex" | "not_regex" => json!(
+            [
+                "^ch",
+                "(pro|Chrome)$",
+                "[0-9]+",
+                "it's",
+                "(?i)^chr.me$",
+                r"^\d+(\.\d+)?$",
+                r"[^\w\s]",
+                r"(?i)σ\w{2}",
+                "^.{3,4}$",
+                r"\bpro",
+            ][v % 10]
+        ),
         "gt" | "gte" | "lt" | "lte" => json!(["9.5", "10", "-3", "abc", "1e1"][v % 5]),
         "icontains" | "not_icontains" => json!(["CHR", "σας", "", "it's", "ünï"][v % 5]),
+        "is_date_exact" | "is_date_before" | "is_date_after" => json!(dates[v % dates.len()]),
         "exact" | "is_not" if v.is_multiple_of(3) => json!([val(v), val(v + 1)]),
         _ => val(v),
     };
@@ -458,8 +492,12 @@ fn filter(t: usize, k: usize, op: usize, v: usize) -> Value {
             json!({"key": KEYS[k % 3], "value": value, "operator": op, "type": "group", "group_type_index": k % 2})
         }
         3 => {
-            let key = ["tag_name", "text"][k % 2];
-            let value = ["button", "Pay $10", "a"][v % 3];
+            let key = ["tag_name", "text", "title"][k % 3];
+            let value = if op.starts_with("is_date") {
+                dates[v % dates.len()]
+            } else {
+                ["button", "Pay $10", "a"][v % 3]
+            };
             json!({"key": key, "value": value, "operator": op, "type": "element"})
         }
         _ => {
@@ -472,9 +510,9 @@ fn filter(t: usize, k: usize, op: usize, v: usize) -> Value {
 fn query_strategy() -> impl Strategy<Value = Value> {
     (
         prop::collection::vec((0..4usize, 0..6usize), 2..4),
-        prop::option::of((0..5usize, 0..3usize, 0..12usize, 0..12usize)),
+        prop::option::of((0..5usize, 0..3usize, 0..15usize, 0..17usize)),
         prop::option::of(prop::collection::vec(
-            (0..5usize, 0..3usize, 0..12usize, 0..12usize),
+            (0..5usize, 0..3usize, 0..15usize, 0..17usize),
             1..3,
         )),
         any::<bool>(),
@@ -486,7 +524,7 @@ fn query_strategy() -> impl Strategy<Value = Value> {
                 0.3,
                 (
                     0..4usize,
-                    prop::option::of((0..5usize, 0..3usize, 0..12usize, 0..12usize)),
+                    prop::option::of((0..5usize, 0..3usize, 0..15usize, 0..17usize)),
                 ),
             ),
         ),

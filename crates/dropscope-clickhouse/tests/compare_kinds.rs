@@ -1328,7 +1328,14 @@ fn lifted_queries_strategy() -> impl Strategy<Value = Vec<(&'static str, Value)>
                 if cohorts != 1 {
                     q["order"] = json!(order);
                 }
-                out.push(("cohort listed twice", q));
+                out.push(("cohort listed twice", q.clone()));
+                // Cohort 2 listed 38 times (more than the one tag byte per
+                // listing once allowed: 33), among other listings.
+                let many: Vec<Value> = (0..75)
+                    .map(|i| if i % 2 == 0 { json!(2) } else { [json!(1), json!("all"), json!(3)][(i / 2) % 3].clone() })
+                    .collect();
+                q["breakdown"]["cohorts"] = json!(many);
+                out.push(("cohort listed 38 times", q));
                 out
             },
         )
@@ -1340,7 +1347,7 @@ static LIFTED: std::sync::Mutex<std::collections::BTreeMap<&'static str, usize>>
 
 /// Every shape lifted from the refusals (`step` attribution in strict and
 /// unordered funnels; correlation by cohorts, `event_metadata`, `all_events`
-/// and `step`; cohorts listed twice) on random logs with identity joins and
+/// and `step`; cohorts listed twice, or 38 times) on random logs with identity joins and
 /// cohorts: ClickHouse must give the engine's answer, and every shape must
 /// have been compared (a refusal is only allowed for the documented
 /// data-dependent cases).
@@ -1410,6 +1417,7 @@ fn lifted_shapes_match_the_engine() {
         "stage B kind by step",
         "correlation by segment",
         "cohort listed twice",
+        "cohort listed 38 times",
     ] {
         assert!(
             counts.get(shape).copied().unwrap_or(0) > 0,
