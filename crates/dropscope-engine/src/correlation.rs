@@ -21,6 +21,61 @@ pub fn has_support(s: u64, f: u64, total: u64, min_percentage: f64, min_count: f
     (s + f) as f64 >= min_count.min(min_percentage * total as f64)
 }
 
+/// [`has_support`] with the query's thresholds (PostHog's defaults: 2%,
+/// 25 actors).
+fn supported(opts: &CorrelationOptions, (s, f): (u64, u64), total: u64) -> bool {
+    has_support(
+        s,
+        f,
+        total,
+        opts.min_person_percentage.unwrap_or(0.02),
+        opts.min_person_count.unwrap_or(25.0),
+    )
+}
+
+/// Which rows are tested: the excluded names (event rows by event name,
+/// property rows by property name) are not, nor event-with-properties rows
+/// held by two actors or fewer.
+struct RowFilter {
+    kind: CorrelationType,
+    events: HashSet<String>,
+    props: HashSet<String>,
+}
+
+impl RowFilter {
+    fn new(opts: &CorrelationOptions) -> RowFilter {
+        RowFilter {
+            kind: opts.kind,
+            events: opts.exclude_event_names.iter().flatten().cloned().collect(),
+            props: opts.exclude_names.iter().flatten().cloned().collect(),
+        }
+    }
+
+    /// Whether a row of this name passes the name exclusions. A property
+    /// row is judged by the text before its first `::` (after the person
+    /// prefix), so `[$person::]key` alone is judged as `[$person::]key::value`.
+    fn by_name(&self, name: &str) -> bool {
+        fn first(r: &str) -> &str {
+            r.split("::").next().unwrap_or("")
+        }
+        match self.kind {
+            CorrelationType::Events => {
+                match name.strip_prefix(dropscope_core::query::PERSON_ROW_PREFIX) {
+                    Some(r) => !self.props.contains(first(r)),
+                    None => !self.events.contains(name),
+                }
+            }
+            CorrelationType::Properties => !self.props.contains(first(name)),
+            CorrelationType::EventWithProperties => true,
+        }
+    }
+
+    /// Whether a row held by `s` successful and `f` failed actors is tested.
+    fn by_counts(&self, (s, f): (u64, u64)) -> bool {
+        self.kind != CorrelationType::EventWithProperties || s + f > 2
+    }
+}
+
 /// One actor's outcome: whether it converted, and where its row keys end
 /// in its part's lists (they start where the previous actor's end).
 struct Outcome {
@@ -277,17 +332,16 @@ impl KeyCtx {
                 value_str(d.values.resolve(v))
             }
         };
-        let key_name = |id: u32, ctx: &KeyCtx| ctx.key_name(plan, id);
         match kind {
             K_EVENT => d.events.resolve(c).to_string(),
-            K_PROP => format!("{}::{}", key_name(b, self), val(c)),
+            K_PROP => format!("{}::{}", self.key_name(plan, b), val(c)),
             K_EVENT_PROP => format!("{}::{}::{}", d.events.resolve(a), d.keys.resolve(b), val(c)),
             _ => {
                 let ctx = self.person.as_deref().unwrap_or(self);
                 format!(
                     "{}{}::{}",
                     dropscope_core::query::PERSON_ROW_PREFIX,
-                    key_name(b, ctx),
+                    ctx.key_name(plan, b),
                     val(c)
                 )
             }
@@ -683,8 +737,6 @@ fn take_unnamed(
     total: u64,
 ) -> Vec<(u64, u64)> {
     let d = plan.dicts;
-    let pct = opts.min_person_percentage.unwrap_or(0.02);
-    let min_count = opts.min_person_count.unwrap_or(25.0);
     let plain = |s: &str| !s.contains("::");
     let missing = ctx
         .missing_names
@@ -696,42 +748,38 @@ fn take_unnamed(
     {
         return Vec::new();
     }
-    let excluded: HashSet<&str> = opts
-        .exclude_names
-        .iter()
-        .flatten()
-        .map(String::as_str)
-        .collect();
-    // By key id: whether its name is not excluded (asked once each).
-    let mut key_ok: FxHashMap<(u128, u32), bool> = FxHashMap::default();
+    let filter = RowFilter::new(opts);
+    // By (kind, key id): whether the name exclusions keep its rows (the
+    // key's name stands for theirs, see `RowFilter::by_name`), asked once.
+    let mut key_kept: FxHashMap<(u128, u32), bool> = FxHashMap::default();
     let mut out = Vec::new();
-    counts.retain(|&k, &mut (s, f)| {
+    counts.retain(|&k, &mut c| {
         let kind = k >> 120;
-        if kind == K_EVENT || has_support(s, f, total, pct, min_count) {
+        if kind == K_EVENT || supported(opts, c, total) {
             return true;
         }
         let b = ((k >> 32) & 0xffff_ffff) as u32;
-        let c = (k & 0xffff_ffff) as u32;
-        if c != MISSING && d.values.head(c).tag() != b's' {
+        let v = (k & 0xffff_ffff) as u32;
+        if v != MISSING && d.values.head(v).tag() != b's' {
             return true;
         }
-        let ok = *key_ok.entry((kind, b)).or_insert_with(|| {
-            let kctx = if kind == K_PERSON_PROP {
-                ctx.person.as_deref().unwrap_or(ctx)
+        let kept = *key_kept.entry((kind, b)).or_insert_with(|| {
+            let name = if kind == K_PERSON_PROP {
+                let pctx = ctx.person.as_deref().unwrap_or(ctx);
+                format!(
+                    "{}{}",
+                    dropscope_core::query::PERSON_ROW_PREFIX,
+                    pctx.key_name(plan, b)
+                )
             } else {
-                ctx
+                ctx.key_name(plan, b)
             };
-            kind == K_EVENT_PROP || !excluded.contains(kctx.key_name(plan, b).as_str())
+            filter.by_name(&name)
         });
-        if !ok {
-            // Named and excluded as before.
-            return true;
+        if kept && filter.by_counts(c) {
+            out.push(c);
         }
-        // `tested_rows` drops event-with-properties rows held by two
-        // actors or fewer.
-        if kind != K_EVENT_PROP || s + f > 2 {
-            out.push((s, f));
-        }
+        // Excluded rows are dropped here, as `tested_rows` would.
         false
     });
     out
@@ -815,26 +863,10 @@ pub fn tested_rows_with<T>(
     big_f: u64,
     opts: &CorrelationOptions,
 ) -> Vec<(CorrelationRow, T)> {
-    let excluded: HashSet<String> = opts.exclude_event_names.iter().flatten().cloned().collect();
-    let excluded_props: HashSet<String> = opts.exclude_names.iter().flatten().cloned().collect();
+    let filter = RowFilter::new(opts);
     let mut keys: Vec<(String, (u64, u64), T)> = named
         .into_iter()
-        .filter(|(k, (s, f), _)| {
-            let first = k.split("::").next().unwrap_or("");
-            match opts.kind {
-                CorrelationType::Events => {
-                    let prop = k
-                        .strip_prefix(dropscope_core::query::PERSON_ROW_PREFIX)
-                        .map(|r| r.split("::").next().unwrap_or(""));
-                    match prop {
-                        Some(name) => !excluded_props.contains(name),
-                        None => !excluded.contains(k),
-                    }
-                }
-                CorrelationType::Properties => !excluded_props.contains(first),
-                CorrelationType::EventWithProperties => s + f > 2,
-            }
-        })
+        .filter(|(k, c, _)| filter.by_name(k) && filter.by_counts(*c))
         .collect();
     keys.sort_by(|a, b| a.0.cmp(&b.0));
     let fisher =
@@ -847,8 +879,6 @@ pub fn tested_rows_with<T>(
         .collect();
     let q_values =
         dropscope_stats::benjamini_hochberg(&p_values).unwrap_or_else(|_| p_values.clone());
-    let pct = opts.min_person_percentage.unwrap_or(0.02);
-    let min_count = opts.min_person_count.unwrap_or(25.0);
     let total = big_s + big_f;
     keys.into_iter()
         .zip(p_values.iter().zip(&q_values))
@@ -868,7 +898,7 @@ pub fn tested_rows_with<T>(
                 p_value: *p,
                 q_value: *q,
                 odds_ratio_interval: ci,
-                low_support: !has_support(s, f, total, pct, min_count),
+                low_support: !supported(opts, (s, f), total),
                 adjusted_odds_ratio: None,
                 adjusted_odds_ratio_interval: None,
                 simpson_warning: None,

@@ -125,6 +125,21 @@ fn store_with_shared_names(log: &[(u8, u8, i64, u8)], persons: &[(u8, u8, u8)]) 
     store_of(&recs)
 }
 
+/// The diagnosis's correlation (`correlation_supported`) of query `qv`,
+/// and the full correlation with its low-support list emptied, as JSON.
+fn supported_and_full_without_low(s: &Store, qv: Value) -> (Value, Value) {
+    let q: dropscope_core::query::FunnelQuery = serde_json::from_value(qv).expect("query");
+    let snap = s.snapshot().expect("snapshot");
+    let plan = dropscope_engine::Plan::new(&snap, &q).expect("plan");
+    let mut want = dropscope_engine::correlation::correlation(&plan).expect("full");
+    want.low_support.clear();
+    let got = dropscope_engine::correlation::correlation_supported(&plan).expect("supported");
+    (
+        serde_json::to_value(&got).expect("json"),
+        serde_json::to_value(&want).expect("json"),
+    )
+}
+
 fn kinds() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(json!({"type": "events"})),
@@ -182,17 +197,8 @@ proptest! {
         corr["min_person_count"] = json!(min_count);
         corr["min_person_percentage"] = json!(0.5);
         let qv = query(&steps, false, window, None, corr);
-        let q: dropscope_core::query::FunnelQuery = serde_json::from_value(qv).expect("query");
-        let snap = s.snapshot().expect("snapshot");
-        let plan = dropscope_engine::Plan::new(&snap, &q).expect("plan");
-        let full = dropscope_engine::correlation::correlation(&plan).expect("full");
-        let mut want = full.clone();
-        want.low_support.clear();
-        let got = dropscope_engine::correlation::correlation_supported(&plan).expect("supported");
-        prop_assert_eq!(
-            serde_json::to_value(&got).expect("json"),
-            serde_json::to_value(&want).expect("json")
-        );
+        let (got, want) = supported_and_full_without_low(&s, qv);
+        prop_assert_eq!(got, want);
     }
 
     /// The same where row names meet (`1` and `"1"`; key `a` = `b::c`
@@ -226,17 +232,8 @@ proptest! {
         let mut qv = query(&steps, false, 30, None, corr);
         qv["correlation"]["min_person_count"] = json!(min_count);
         qv["correlation"]["min_person_percentage"] = json!(0.5);
-        let q: dropscope_core::query::FunnelQuery = serde_json::from_value(qv).expect("query");
-        let snap = s.snapshot().expect("snapshot");
-        let plan = dropscope_engine::Plan::new(&snap, &q).expect("plan");
-        let full = dropscope_engine::correlation::correlation(&plan).expect("full");
-        let mut want = full.clone();
-        want.low_support.clear();
-        let got = dropscope_engine::correlation::correlation_supported(&plan).expect("supported");
-        prop_assert_eq!(
-            serde_json::to_value(&got).expect("json"),
-            serde_json::to_value(&want).expect("json")
-        );
+        let (got, want) = supported_and_full_without_low(&s, qv);
+        prop_assert_eq!(got, want);
     }
 
     #[test]

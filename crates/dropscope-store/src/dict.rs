@@ -40,7 +40,7 @@ pub struct BaseStrings {
 
 /// A string's first byte (a value's type tag, see the module docs) and
 /// whether nothing follows it, kept apart from the string.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Head(u8);
 
 impl Head {
