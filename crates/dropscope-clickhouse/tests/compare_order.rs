@@ -202,6 +202,25 @@ fn events_json(evs: &[Ev], step_ms: i64) -> String {
     v.join(" ")
 }
 
+/// The steps view and the conversion curve of both backends agree; else a
+/// failure naming the query and the events.
+fn funnels_agree(
+    qv: &Value,
+    evs: &[Ev],
+    step_ms: i64,
+    w: &dropscope_core::result::FunnelResult,
+    g: &dropscope_core::result::FunnelResult,
+) -> Result<(), TestCaseError> {
+    common::same_funnel(w, g)
+        .and_then(|()| common::same_curve(w, g))
+        .map_err(|e| {
+            TestCaseError::fail(format!(
+                "query {qv}\nevents {}\n{e}",
+                events_json(evs, step_ms.max(1))
+            ))
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(common::cases(40)))]
 
@@ -211,18 +230,14 @@ proptest! {
         step_ms in prop::sample::select(vec![0i64, 30_000, 60_000, 120_000, 3_600_000]),
         qv in query_strategy(),
     ) {
-        let recs = records(&evs, step_ms.max(1));
+        let (store, ch) = common::load_both("dsorder", &records(&evs, step_ms.max(1)));
         let q = FunnelQuery::from_json(qv.clone()).expect("query");
-        let (store, ch) = common::load_both("dsorder", &recs);
-        let want = dropscope_engine::run_query(&store.snapshot().unwrap(), &q);
-        let got = ch.query(&q);
+        let (want, got) = (dropscope_engine::run_query(&store.snapshot().unwrap(), &q), ch.query(&q));
         let run = RUN.fetch_add(1, Ordering::Relaxed) + 1;
         match (want, got) {
             (Ok(QueryResult::Funnel(w)), Ok(QueryResult::Funnel(g))) => {
                 COMPARED.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = common::same_funnel(&w, &g).and_then(|()| common::same_curve(&w, &g)) {
-                    prop_assert!(false, "query {qv}\nevents {}\n{e}", events_json(&evs, step_ms.max(1)));
-                }
+                funnels_agree(&qv, &evs, step_ms, &w, &g)?;
             }
             (Err(QueryError::Invalid { .. }), Err(QueryError::Invalid { .. })) => {
                 INVALID.fetch_add(1, Ordering::Relaxed);
@@ -292,18 +307,14 @@ proptest! {
         step_ms in prop::sample::select(vec![0i64, 30_000, 60_000, 120_000, 3_600_000]),
         qv in optional_exclusion_strategy(),
     ) {
-        let recs = records(&evs, step_ms.max(1));
+        let (store, ch) = common::load_both("dsoptx", &records(&evs, step_ms.max(1)));
         let q = FunnelQuery::from_json(qv.clone()).expect("query");
-        let (store, ch) = common::load_both("dsoptx", &recs);
-        let want = dropscope_engine::run_query(&store.snapshot().unwrap(), &q);
-        let got = ch.query(&q);
+        let (want, got) = (dropscope_engine::run_query(&store.snapshot().unwrap(), &q), ch.query(&q));
         let run = OX_RUN.fetch_add(1, Ordering::Relaxed) + 1;
         match (want, got) {
             (Ok(QueryResult::Funnel(w)), Ok(QueryResult::Funnel(g))) => {
                 OX_COMPARED.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = common::same_funnel(&w, &g).and_then(|()| common::same_curve(&w, &g)) {
-                    prop_assert!(false, "query {qv}\nevents {}\n{e}", events_json(&evs, step_ms.max(1)));
-                }
+                funnels_agree(&qv, &evs, step_ms, &w, &g)?;
             }
             (Err(QueryError::Invalid { .. }), Err(QueryError::Invalid { .. })) => {}
             (Ok(_), Err(QueryError::Unsupported(m))) if m.contains("`totals` attempts") => {}
