@@ -97,10 +97,19 @@ struct Part {
     /// By event id: (successful, failed) actors having that event row.
     event_counts: Vec<(u64, u64)>,
     other_counts: FxHashMap<Key, (u64, u64)>,
-    /// By event id: the number of the last actor that had it.
+    /// By event id: the number of the last actor that had it (large
+    /// vocabularies).
     seen: Vec<u32>,
     actor: u32,
+    /// The current actor's events as a bitmap, all zero between actors;
+    /// empty for vocabularies of more than [`BITMAP_EVENTS`] names.
+    bits: Vec<u64>,
 }
+
+/// The largest event vocabulary whose event rows are gathered in a
+/// bitmap per actor (16 words to read and clear per actor); beyond it an
+/// actor costs its events only.
+const BITMAP_EVENTS: usize = 1024;
 
 impl Part {
     fn new(events: usize) -> Part {
@@ -111,8 +120,17 @@ impl Part {
             others: Vec::new(),
             event_counts: vec![(0, 0); events],
             other_counts: FxHashMap::default(),
-            seen: vec![0; events],
+            seen: if events <= BITMAP_EVENTS {
+                Vec::new()
+            } else {
+                vec![0; events]
+            },
             actor: 0,
+            bits: if events <= BITMAP_EVENTS {
+                vec![0; events.div_ceil(64).max(1)]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -231,6 +249,8 @@ fn key(kind: u128, a: u32, b: u32, c: u32) -> Key {
 pub(crate) struct KeyCtx {
     /// By event id: whether a step can match it (such events are no rows).
     step_ids: Vec<bool>,
+    /// `step_ids` as a bitmap.
+    step_bits: Vec<u64>,
     /// event_with_properties: the analysed event ids.
     event_names: HashSet<u32>,
     /// event_with_properties: property key ids skipped.
@@ -268,8 +288,14 @@ impl KeyCtx {
                 u32::MAX - missing_names.len() as u32
             }));
         }
+        let step_ids = step_event_ids(plan);
+        let mut step_bits = vec![0u64; step_ids.len().div_ceil(64)];
+        for (i, _) in step_ids.iter().enumerate().filter(|(_, s)| **s) {
+            step_bits[i >> 6] |= 1 << (i & 63);
+        }
         let props = KeyCtx {
-            step_ids: step_event_ids(plan),
+            step_bits,
+            step_ids,
             event_names: opts
                 .event_names
                 .iter()
@@ -391,11 +417,52 @@ fn event_rows(
     // one slice of it.
     let lo = v.ts.partition_point(|&ts| ts <= t0 || ts < plan.range.from);
     let hi = v.ts.partition_point(|&ts| ts < end && ts <= plan.range.to);
+    let events = v.event.get(lo..hi).unwrap_or_default();
+    if part.bits.is_empty() {
+        event_rows_stamped(events, success, &ctx.step_ids, part);
+    } else {
+        event_rows_bitmap(events, success, &ctx.step_bits, part);
+    }
+}
+
+/// The distinct events of one actor (`events`, the step events
+/// `step_bits` left out) appended to `part.events` and counted, through a
+/// bitmap set branch-free, then read and cleared a word at a time (the
+/// rows come out by event id).
+fn event_rows_bitmap(events: &[u32], success: bool, step_bits: &[u64], part: &mut Part) {
+    for &e in events {
+        let w = (e >> 6) as usize;
+        if w >= part.bits.len() {
+            part.bits.resize(w + 1, 0);
+        }
+        part.bits[w] |= 1 << (e & 63);
+    }
+    for (w, word) in part.bits.iter_mut().enumerate() {
+        let steps = step_bits.get(w).copied().unwrap_or(0);
+        let mut x = *word & !steps;
+        *word = 0;
+        while x != 0 {
+            let e = (w as u32) << 6 | x.trailing_zeros();
+            x &= x - 1;
+            let i = e as usize;
+            if i >= part.event_counts.len() {
+                part.event_counts.resize(i + 1, (0, 0));
+            }
+            part.events.push(e);
+            part.event_counts[i] = count(part.event_counts[i], success);
+        }
+    }
+}
+
+/// [`event_rows_bitmap`] for large event vocabularies (`step_ids` by event
+/// id): a stamp per event id instead of a bitmap, so an actor costs its
+/// events, not the vocabulary (the rows come out in order of first event).
+fn event_rows_stamped(events: &[u32], success: bool, step_ids: &[bool], part: &mut Part) {
     part.actor += 1;
     let stamp = part.actor;
-    for &e in v.event.get(lo..hi).unwrap_or_default() {
+    for &e in events {
         let i = e as usize;
-        if ctx.step_ids.get(i).copied().unwrap_or(false) {
+        if step_ids.get(i).copied().unwrap_or(false) {
             continue;
         }
         if i >= part.seen.len() {
@@ -606,6 +673,7 @@ fn correlation_rows(plan: &Plan<'_>, keep_low: bool) -> Result<CorrelationResult
     let ctx = KeyCtx::new(plan, &opts);
     let kernel = plan.path_kernel_table();
     let n_events = plan.dicts.events.len();
+
     let parts: Vec<Part> = plan.fold_actors(
         || vec![Part::new(n_events)],
         |parts, scratch, actor| {
@@ -707,6 +775,7 @@ fn correlation_rows(plan: &Plan<'_>, keep_low: bool) -> Result<CorrelationResult
         let patterns = actor_patterns(&cand, &row_keys, &parts);
         apply_adjusted(&mut rows, &cand, patterns);
     }
+
     if plan.breakdown.is_some() {
         simpson(&mut rows, &row_keys, &parts);
     }
@@ -925,8 +994,8 @@ pub fn adjust_candidates(rows: &[CorrelationRow], k: usize, actors: usize) -> Ve
 /// on the indicators of the candidate rows ([`adjust_candidates`]), so that
 /// two confounded signals are told apart. `patterns` = for every distinct
 /// (bitmask over the candidates in order, success), the number of actors
-/// with it: the fit costs the number of distinct patterns, not the number
-/// of actors.
+/// with it: the fit costs the number of distinct bitmasks (one grouped
+/// row each, with its successes and failures), not the number of actors.
 pub fn apply_adjusted(
     rows: &mut [CorrelationRow],
     cand: &[usize],
@@ -935,22 +1004,27 @@ pub fn apply_adjusted(
     if cand.is_empty() {
         return;
     }
-    // The design matrix in one buffer, a row per pattern.
-    let mut cells: Vec<f64> = Vec::with_capacity(patterns.len() * cand.len());
-    let mut y: Vec<bool> = Vec::with_capacity(patterns.len());
-    let mut w: Vec<f64> = Vec::with_capacity(patterns.len());
+    // A row per distinct pattern (the candidates' indicators as its bits)
+    // with its successful and failed actors.
     let mut sorted = patterns;
     sorted.sort_by_key(|((m, s), _)| (*m, *s));
+    let mut masks: Vec<u64> = Vec::with_capacity(sorted.len());
+    let mut succ: Vec<f64> = Vec::with_capacity(sorted.len());
+    let mut fail: Vec<f64> = Vec::with_capacity(sorted.len());
     for ((mask, success), count) in sorted {
-        cells.extend((0..cand.len()).map(|c| if mask & (1 << c) != 0 { 1.0 } else { 0.0 }));
-        y.push(success);
-        w.push(count);
+        if masks.last() != Some(&mask) {
+            masks.push(mask);
+            succ.push(0.0);
+            fail.push(0.0);
+        }
+        let slot = if success { &mut succ } else { &mut fail };
+        *slot.last_mut().expect("a row was pushed") += count;
     }
-    let x: Vec<&[f64]> = cells.chunks(cand.len()).collect();
-    let Ok(fit) = dropscope_stats::fit_logistic_l2_weighted(
-        &x,
-        &y,
-        &w,
+    let Ok(fit) = dropscope_stats::fit_logistic_l2_indicators(
+        &masks,
+        cand.len(),
+        &succ,
+        &fail,
         1.0,
         &dropscope_stats::LogisticOptions::default(),
     ) else {
@@ -1243,4 +1317,59 @@ pub fn correlation_persons(plan: &Plan<'_>) -> Result<PersonsResult, QueryError>
         },
     );
     Ok(crate::persons::page(plan, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The bitmap and the stamps give every actor the same distinct
+        /// non-step events and the same counts, ids past the vocabulary
+        /// the parts were made for included.
+        #[test]
+        fn bitmap_and_stamped_event_rows_agree(
+            actors in proptest::collection::vec(
+                (proptest::collection::vec(0u32..300, 0..40), any::<bool>()), 1..30),
+            steps in proptest::collection::vec(0usize..300, 0..6),
+            vocabulary in 1usize..200,
+        ) {
+            let mut step_ids = vec![false; 300];
+            let mut step_bits = vec![0u64; 300usize.div_ceil(64)];
+            for &s in &steps {
+                step_ids[s] = true;
+                step_bits[s >> 6] |= 1 << (s & 63);
+            }
+            let mut bitmap = Part::new(vocabulary);
+            let mut stamped = Part::new(vocabulary);
+            stamped.bits.clear();
+            prop_assert!(!bitmap.bits.is_empty());
+            for (events, success) in &actors {
+                event_rows_bitmap(events, *success, &step_bits, &mut bitmap);
+                event_rows_stamped(events, *success, &step_ids, &mut stamped);
+                for part in [&mut bitmap, &mut stamped] {
+                    let start = part.outcomes.last().map_or(0, |o| o.others_end as usize);
+                    part.finish_actor(*success, start, None);
+                }
+            }
+            prop_assert!(bitmap.bits.iter().all(|&w| w == 0), "cleared between actors");
+            let pairs = bitmap.actors().zip(stamped.actors()).zip(&actors);
+            for (((o, a, _), (p, b, _)), (events, success)) in pairs {
+                prop_assert_eq!((o.success, p.success), (*success, *success));
+                let mut want: Vec<u32> = events.iter().copied().filter(|&e| !step_ids[e as usize]).collect();
+                want.sort_unstable();
+                want.dedup();
+                prop_assert_eq!(a, &want[..]);
+                let mut b = b.to_vec();
+                b.sort_unstable();
+                prop_assert_eq!(&b, &want);
+            }
+            let used = |c: &[(u64, u64)]| c.iter().rposition(|&c| c != (0, 0)).map_or(0, |i| i + 1);
+            prop_assert_eq!(
+                &bitmap.event_counts[..used(&bitmap.event_counts)],
+                &stamped.event_counts[..used(&stamped.event_counts)]
+            );
+        }
+    }
 }

@@ -76,7 +76,10 @@ pub use contingency::{
     OddsRatioInterval,
 };
 pub use descriptive::{mean, median_interpolated, quantile_interpolated};
-pub use logistic::{fit_logistic_l2, fit_logistic_l2_weighted, LogisticFit, LogisticOptions};
+pub use logistic::{
+    fit_logistic_l2, fit_logistic_l2_indicators, fit_logistic_l2_weighted, LogisticFit,
+    LogisticOptions,
+};
 pub use multiple_testing::benjamini_hochberg;
 pub use proportion::{normal_quantile, two_proportion_z_test, wilson_interval, ZTest};
 pub use survival::{conversion_curve, kaplan_meier, kaplan_meier_grouped, survival_at, KmPoint};
