@@ -254,7 +254,7 @@ impl Design {
             (ll, g, h)
         };
         let chunks = self.n.div_ceil(HESSIAN_CHUNK);
-        let (ll, mut g, mut h) = if chunks <= 1 {
+        let (ll, g, h) = if chunks <= 1 {
             partial(0..self.n)
         } else {
             let parts: Vec<(f64, Vec<f64>, Vec<f64>)> = (0..chunks)
@@ -270,8 +270,18 @@ impl Design {
             }
             (ll, g, h)
         };
+        Evaluation::penalised(ll, g, h, beta, lambda)
+    }
+}
+
+impl Evaluation {
+    /// The penalty on the sums of the log-likelihood (`ll`) and, when not
+    /// empty, its gradient and the lower triangle of its negative Hessian
+    /// (mirrored into the upper one here).
+    fn penalised(ll: f64, mut g: Vec<f64>, mut h: Vec<f64>, beta: &[f64], lambda: f64) -> Self {
+        let p = beta.len();
         let penalty = 0.5 * lambda * beta[1..].iter().map(|b| b * b).sum::<f64>();
-        if derivatives {
+        if !g.is_empty() {
             for j in 1..p {
                 g[j] -= lambda * beta[j];
                 h[j * p + j] += lambda;
@@ -288,6 +298,209 @@ impl Design {
             gradient: g,
             hessian: h,
         }
+    }
+}
+
+/// What Newton–Raphson needs of a design: its number of coefficients and
+/// the evaluation at one β.
+trait Model: Sync {
+    fn coefficients(&self) -> usize;
+    fn evaluate(&self, beta: &[f64], lambda: f64, derivatives: bool) -> Evaluation;
+}
+
+impl Model for Design {
+    fn coefficients(&self) -> usize {
+        self.p
+    }
+    fn evaluate(&self, beta: &[f64], lambda: f64, derivatives: bool) -> Evaluation {
+        Design::evaluate(self, beta, lambda, derivatives)
+    }
+}
+
+/// Grouped rows of 0/1 indicators, each row a bitmask over the `k`
+/// columns after the intercept (bit `j` = column `j + 1`), with the weight
+/// of its successes and its total weight.
+///
+/// A row's sums are taken a byte of the mask at a time through tables of
+/// 256 entries: η is the intercept plus one lookup per byte; the gradient
+/// and the Hessian's blocks within a byte add the row's weight to one
+/// table entry per byte; the blocks across two bytes add it once per set
+/// bit and higher byte. The tables are expanded into the Hessian once per
+/// pass. A row of 20 columns with 9 set bits costs ~15 additions instead of
+/// the ~55 of a sparse row (the fit is most of an events correlation).
+struct Indicators {
+    masks: Vec<u64>,
+    positive: Vec<f64>,
+    total: Vec<f64>,
+    /// Indicator columns (≤ 64).
+    k: usize,
+}
+
+/// Rows per chunk of the indicator sums (larger than [`HESSIAN_CHUNK`]:
+/// each chunk carries tables of a few thousand entries).
+const INDICATOR_CHUNK: usize = 32768;
+
+/// The sums of a chunk of indicator rows.
+struct IndicatorSums {
+    ll: f64,
+    /// Σ weight and Σ residual over the rows.
+    weight: f64,
+    resid: f64,
+    /// `[byte][value]`: Σ residual (gradient) and Σ weight (Hessian within a
+    /// byte) of the rows with that byte value.
+    resid_by_byte: Vec<[f64; 256]>,
+    weight_by_byte: Vec<[f64; 256]>,
+    /// `[bit][byte][value]`: Σ weight of the rows with that bit set and that
+    /// value of a higher byte (Hessian across bytes).
+    cross: Vec<[f64; 256]>,
+}
+
+impl Indicators {
+    fn bytes(&self) -> usize {
+        self.k.div_ceil(8)
+    }
+
+    fn sums(
+        &self,
+        rows: std::ops::Range<usize>,
+        eta_by_byte: &[[f64; 256]],
+        beta0: f64,
+        derivatives: bool,
+    ) -> IndicatorSums {
+        let nb = self.bytes();
+        let tables = if derivatives { nb } else { 0 };
+        let mut out = IndicatorSums {
+            ll: 0.0,
+            weight: 0.0,
+            resid: 0.0,
+            resid_by_byte: vec![[0.0; 256]; tables],
+            weight_by_byte: vec![[0.0; 256]; tables],
+            cross: vec![[0.0; 256]; if derivatives { self.k * nb } else { 0 }],
+        };
+        for i in rows {
+            let m = self.masks[i];
+            let mut eta = beta0;
+            for (b, table) in eta_by_byte.iter().enumerate() {
+                eta += table[((m >> (8 * b)) & 0xff) as usize];
+            }
+            let (mu, softplus) = sigmoid_softplus(eta);
+            let (pos, tot) = (self.positive[i], self.total[i]);
+            out.ll += pos * eta - tot * softplus;
+            if !derivatives {
+                continue;
+            }
+            let resid = pos - tot * mu;
+            let w = tot * mu * (1.0 - mu);
+            out.weight += w;
+            out.resid += resid;
+            for b in 0..nb {
+                let v = ((m >> (8 * b)) & 0xff) as usize;
+                out.resid_by_byte[b][v] += resid;
+                out.weight_by_byte[b][v] += w;
+            }
+            // Across bytes: each set bit with every higher byte's value.
+            let mut bits = m;
+            while bits != 0 {
+                let j = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                for b in j / 8 + 1..nb {
+                    out.cross[j * nb + b][((m >> (8 * b)) & 0xff) as usize] += w;
+                }
+            }
+        }
+        out
+    }
+
+    fn add(a: &mut IndicatorSums, b: &IndicatorSums) {
+        a.ll += b.ll;
+        a.weight += b.weight;
+        a.resid += b.resid;
+        let tables = a
+            .resid_by_byte
+            .iter_mut()
+            .zip(&b.resid_by_byte)
+            .chain(a.weight_by_byte.iter_mut().zip(&b.weight_by_byte))
+            .chain(a.cross.iter_mut().zip(&b.cross));
+        for (x, y) in tables {
+            x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+        }
+    }
+}
+
+impl Model for Indicators {
+    fn coefficients(&self) -> usize {
+        self.k + 1
+    }
+
+    fn evaluate(&self, beta: &[f64], lambda: f64, derivatives: bool) -> Evaluation {
+        use rayon::prelude::*;
+        let (p, k, nb) = (self.k + 1, self.k, self.bytes());
+        // η of each byte value: the sum of the coefficients of its bits.
+        let mut eta_by_byte = vec![[0.0; 256]; nb];
+        for (b, table) in eta_by_byte.iter_mut().enumerate() {
+            for (v, slot) in table.iter_mut().enumerate() {
+                *slot = (0..8)
+                    .filter(|&j| v >> j & 1 == 1 && 8 * b + j < k)
+                    .map(|j| beta[1 + 8 * b + j])
+                    .sum();
+            }
+        }
+        let n = self.masks.len();
+        let chunks = n.div_ceil(INDICATOR_CHUNK);
+        let part = |c: usize| {
+            let rows = c * INDICATOR_CHUNK..((c + 1) * INDICATOR_CHUNK).min(n);
+            self.sums(rows, &eta_by_byte, beta[0], derivatives)
+        };
+        let parts: Vec<IndicatorSums> = (0..chunks).into_par_iter().map(part).collect();
+        let mut parts = parts.into_iter();
+        let mut total = parts
+            .next()
+            .unwrap_or_else(|| self.sums(0..0, &eta_by_byte, beta[0], derivatives));
+        for other in parts {
+            Indicators::add(&mut total, &other);
+        }
+        if !derivatives {
+            return Evaluation::penalised(total.ll, Vec::new(), Vec::new(), beta, lambda);
+        }
+        // Expand the tables (lower triangle of h; column 0 is the intercept).
+        let mut g = vec![0.0; p];
+        let mut h = vec![0.0; p * p];
+        g[0] = total.resid;
+        h[0] = total.weight;
+        for b in 0..nb {
+            // Values of this byte's columns only (the last byte may be short).
+            for v in 1..1usize << (k - 8 * b).min(8) {
+                let (r, w) = (total.resid_by_byte[b][v], total.weight_by_byte[b][v]);
+                let mut hi = v;
+                while hi != 0 {
+                    let j = hi.trailing_zeros() as usize;
+                    hi &= hi - 1;
+                    let row = 1 + 8 * b + j;
+                    g[row] += r;
+                    h[row * p] += w;
+                    let mut lo = v & ((1 << j) - 1) | 1 << j;
+                    while lo != 0 {
+                        let i = lo.trailing_zeros() as usize;
+                        lo &= lo - 1;
+                        h[row * p + 1 + 8 * b + i] += w;
+                    }
+                }
+            }
+        }
+        for j in 0..k {
+            for b in j / 8 + 1..nb {
+                let values = &total.cross[j * nb + b][..1 << (k - 8 * b).min(8)];
+                for (v, &w) in values.iter().enumerate() {
+                    let mut bits = v;
+                    while bits != 0 {
+                        let i = bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        h[(1 + 8 * b + i) * p + 1 + j] += w;
+                    }
+                }
+            }
+        }
+        Evaluation::penalised(total.ll, g, h, beta, lambda)
     }
 }
 
@@ -434,11 +647,20 @@ pub fn fit_logistic_l2_indicators(
     let any = masks.iter().fold(0, |a, m| a | m);
     let (constant_columns, kept): (Vec<usize>, Vec<usize>) =
         (0..columns).partition(|&j| (all >> j) & 1 == (any >> j) & 1);
-    let mut design = Design::new(kept.len() + 1);
-    for ((&m, &pos), &tot) in masks.iter().zip(successes).zip(&total) {
-        let cells = kept.iter().enumerate().filter(|(_, &j)| (m >> j) & 1 == 1);
-        design.push_row(cells.map(|(c, _)| (c as u32 + 1, 1.0)), pos, tot);
-    }
+    // The kept columns' bits, packed: bit c of a row is design column c + 1.
+    let design = Indicators {
+        masks: masks
+            .iter()
+            .map(|&m| {
+                kept.iter()
+                    .enumerate()
+                    .fold(0u64, |acc, (c, &j)| acc | ((m >> j) & 1) << c)
+            })
+            .collect(),
+        positive: successes.to_vec(),
+        total,
+        k: kept.len(),
+    };
     let columns = Columns {
         k: columns,
         kept,
@@ -523,13 +745,13 @@ struct Columns {
 /// derivatives the next step needs, in one pass; only a halved step, which
 /// may be refused, is first evaluated without them.
 fn fit_design(
-    design: &Design,
+    design: &impl Model,
     lambda: f64,
     options: &LogisticOptions,
     mean_y: f64,
     columns: Columns,
 ) -> Result<LogisticFit, StatsError> {
-    let p = design.p;
+    let p = design.coefficients();
     let mut beta = vec![0.0; p];
     beta[0] = (mean_y / (1.0 - mean_y)).ln();
     let mut at = design.evaluate(&beta, lambda, true);
@@ -688,6 +910,47 @@ mod tests {
         assert!((e.objective - (sll - penalty)).abs() <= 1e-9 * sll.abs());
     }
 
+    /// Indicator sums over several chunks (added in chunk order) agree with
+    /// the sparse design's, and repeat to the bit.
+    #[test]
+    fn indicator_chunks_add_up() {
+        let (n, k) = (2 * INDICATOR_CHUNK + 5, 21);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut sparse = Design::new(k + 1);
+        let mut ind = Indicators {
+            masks: Vec::new(),
+            positive: Vec::new(),
+            total: Vec::new(),
+            k,
+        };
+        for _ in 0..n {
+            let m = next() & next() & ((1 << k) - 1);
+            let (s, f) = ((next() % 3) as f64, (next() % 4) as f64);
+            let cells = (0..k).filter(|&j| (m >> j) & 1 == 1);
+            sparse.push_row(cells.map(|j| (j as u32 + 1, 1.0)), s, s + f);
+            ind.masks.push(m);
+            ind.positive.push(s);
+            ind.total.push(s + f);
+        }
+        let beta: Vec<f64> = (0..=k).map(|j| (j as f64 - 10.0) / 7.0).collect();
+        let a = Model::evaluate(&sparse, &beta, 0.7, true);
+        let b = Model::evaluate(&ind, &beta, 0.7, true);
+        let again = Model::evaluate(&ind, &beta, 0.7, true);
+        assert_eq!((&b.gradient, &b.hessian), (&again.gradient, &again.hessian));
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0);
+        assert!(close(a.objective, b.objective));
+        let pairs = a.gradient.iter().zip(&b.gradient);
+        for (x, y) in pairs.chain(a.hessian.iter().zip(&b.hessian)) {
+            assert!(close(*x, *y), "{x} vs {y}");
+        }
+    }
+
     /// A dense loop over every cell, zeros too, with grouped rows
     /// (`positive` of `total` weight).
     fn dense_gradient_hessian(
@@ -768,6 +1031,49 @@ mod tests {
             let (dg, dh) = dense_gradient_hessian(&rows, p, &d.positive, &d.total, &beta, lambda);
             prop_assert_eq!(e.gradient, dg);
             prop_assert_eq!(e.hessian, dh);
+        }
+
+        /// The byte tables of indicator rows give the sums of the same rows
+        /// as sparse cells, to rounding, up to 64 columns.
+        #[test]
+        fn indicator_tables_equal_the_sparse_sums(
+            rows in proptest::collection::vec((any::<u64>(), 0u8..4, 0u8..4), 1..300),
+            k in 0usize..=64,
+            seed in any::<u64>(),
+            lambda in 0.0f64..3.0,
+            derivatives in any::<bool>(),
+        ) {
+            let keep = if k == 64 { u64::MAX } else { (1u64 << k) - 1 };
+            let mut state = seed | 1;
+            let beta: Vec<f64> = (0..=k)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % 4001) as f64 / 1000.0 - 2.0
+                })
+                .collect();
+            let mut sparse = Design::new(k + 1);
+            let mut ind = Indicators { masks: Vec::new(), positive: Vec::new(), total: Vec::new(), k };
+            for (m, s, f) in &rows {
+                let m = m & keep;
+                let (s, f) = (f64::from(*s), f64::from(*f));
+                let cells = (0..k).filter(|&j| (m >> j) & 1 == 1).map(|j| (j as u32 + 1, 1.0));
+                sparse.push_row(cells, s, s + f);
+                ind.masks.push(m);
+                ind.positive.push(s);
+                ind.total.push(s + f);
+            }
+            let a = Model::evaluate(&sparse, &beta, lambda, derivatives);
+            let b = Model::evaluate(&ind, &beta, lambda, derivatives);
+            let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0);
+            prop_assert!(close(a.objective, b.objective), "{} vs {}", a.objective, b.objective);
+            prop_assert!(close(a.log_likelihood, b.log_likelihood));
+            prop_assert_eq!(a.gradient.len(), b.gradient.len());
+            prop_assert_eq!(a.hessian.len(), b.hessian.len());
+            for (x, y) in a.gradient.iter().zip(&b.gradient).chain(a.hessian.iter().zip(&b.hessian)) {
+                prop_assert!(close(*x, *y), "{} vs {}", x, y);
+            }
         }
 
         /// Grouped bitmask rows fit as the dense 0/1 matrix with a row per
