@@ -104,6 +104,8 @@ struct Part {
     /// The current actor's events as a bitmap, all zero between actors;
     /// empty for vocabularies of more than [`BITMAP_EVENTS`] names.
     bits: Vec<u64>,
+    /// Where the kernel writes the current actor's path.
+    path: Option<Box<Path>>,
 }
 
 /// The largest event vocabulary whose event rows are gathered in a
@@ -131,6 +133,7 @@ impl Part {
             } else {
                 Vec::new()
             },
+            path: None,
         }
     }
 
@@ -678,10 +681,18 @@ fn correlation_rows(plan: &Plan<'_>, keep_low: bool) -> Result<CorrelationResult
         || vec![Part::new(n_events)],
         |parts, scratch, actor| {
             let part = parts.last_mut().expect("one part per worker");
-            let kernel_path =
-                kernel.and_then(|t| crate::kernel::actor_path(plan, t, &actor.view, scratch));
+            // The kernel writes the path into the part's slot: a path is a
+            // few hundred bytes, and moving one per actor showed in profiles.
+            let mut slot = part
+                .path
+                .take()
+                .unwrap_or_else(|| Box::new(Path::default()));
+            let general;
+            let kernel_path = kernel.and_then(|t| {
+                crate::kernel::actor_path_into(plan, t, &actor.view, scratch, &mut slot)
+            });
             let (path, segment) = match kernel_path {
-                Some(p) => (p, None),
+                Some(entered) => (entered.then_some(&*slot), None),
                 None => {
                     plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
                     let segment = if plan.breakdown.is_some() {
@@ -692,19 +703,20 @@ fn correlation_rows(plan: &Plan<'_>, keep_low: bool) -> Result<CorrelationResult
                     } else {
                         None
                     };
-                    (plan.run_funnel(&scratch.evs, None), segment)
+                    general = plan.run_funnel(&scratch.evs, None);
+                    (general.as_ref(), segment)
                 }
             };
-            let Some(p) = path.filter(|p| entered(plan, p)) else {
-                return;
-            };
-            let success = converted(plan, &p);
-            let others_start = part.others.len();
-            if opts.kind == CorrelationType::Events {
-                event_rows(plan, actor, &p, success, &ctx, part);
+            if let Some(p) = path.filter(|p| entered(plan, p)) {
+                let success = converted(plan, p);
+                let others_start = part.others.len();
+                if opts.kind == CorrelationType::Events {
+                    event_rows(plan, actor, p, success, &ctx, part);
+                }
+                other_keys(plan, actor, p, success, &opts, &ctx, &mut part.others);
+                part.finish_actor(success, others_start, segment);
             }
-            other_keys(plan, actor, &p, success, &opts, &ctx, &mut part.others);
-            part.finish_actor(success, others_start, segment);
+            part.path = Some(slot);
         },
         |mut a, b| {
             a.extend(b);

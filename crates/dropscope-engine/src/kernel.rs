@@ -14,7 +14,7 @@
 //! pairing by step number).
 
 use crate::funnel::Tally;
-use crate::ordered::{Attempt, Path};
+use crate::ordered::Path;
 use crate::plan::{Plan, Scratch};
 
 /// Funnels up to this many steps take the fast path.
@@ -70,29 +70,36 @@ pub fn funnel_tally(plan: &Plan<'_>) -> Option<Tally> {
 }
 
 /// One actor's path, for kinds other than `funnel` that read only it
-/// (`Plan::path_kernel_table` gives `table`): `Some(Some(path))` if the
-/// actor entered, `Some(None)` if not, `None` if the general path must
-/// decide. The path's steps and times are those `ordered::run` gives; its
-/// `rows` are not filled in.
-pub(crate) fn actor_path(
+/// (`Plan::path_kernel_table` gives `table`), written into `out`:
+/// `Some(true)` if the actor entered, `Some(false)` if not (`out` is then
+/// left as it was), `None` if the general path must decide. The path's
+/// steps and times are those `ordered::run` gives; its `rows` are not
+/// filled in.
+pub(crate) fn actor_path_into(
     plan: &Plan<'_>,
     table: &[u64],
     v: &dropscope_store::EventsView<'_>,
     scratch: &mut Scratch,
-) -> Option<Option<Path>> {
+    out: &mut Path,
+) -> Option<bool> {
     let st = &mut scratch.kernel_state;
     if !run_actor(plan, table, v.event, v.ts, &mut scratch.kernel, st)? {
-        return Some(None);
+        return Some(false);
     }
     let b = &st.best;
-    let mut attempt = Attempt::start_at(b.start);
-    attempt.bits = (1u64 << b.furthest) - 1;
-    attempt.times[..b.furthest].copy_from_slice(&b.times[..b.furthest]);
-    attempt.last = b.furthest - 1;
-    Some(Some(Path {
-        furthest: b.furthest,
-        attempt,
-    }))
+    let f = b.furthest;
+    // As `Attempt::start_at(b.start)` with the steps done filled in,
+    // written in place.
+    let a = &mut out.attempt;
+    a.start = b.start;
+    a.excluded = false;
+    a.times[..f].copy_from_slice(&b.times[..f]);
+    a.times[f..].fill(0);
+    a.rows.fill(u32::MAX);
+    a.bits = (1u64 << f) - 1;
+    a.last = f - 1;
+    out.furthest = f;
+    Some(true)
 }
 
 /// The general path for one actor (the shapes the kernel hands back).

@@ -44,6 +44,16 @@ pub struct Path {
     pub attempt: Attempt,
 }
 
+impl Default for Path {
+    /// Never entered.
+    fn default() -> Self {
+        Path {
+            furthest: 0,
+            attempt: Attempt::start_at(0),
+        }
+    }
+}
+
 /// The funnel's shape, as the per-actor algorithms need it.
 #[derive(Debug, Clone)]
 pub struct Shape {
