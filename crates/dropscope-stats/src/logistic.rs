@@ -978,16 +978,8 @@ mod tests {
                 }
             }
         }
-        for j in 1..p {
-            g[j] -= lambda * beta[j];
-            h[j * p + j] += lambda;
-        }
-        for r in 0..p {
-            for c in r + 1..p {
-                h[r * p + c] = h[c * p + r];
-            }
-        }
-        (g, h)
+        let e = Evaluation::penalised(0.0, g, h, beta, lambda);
+        (e.gradient, e.hessian)
     }
 
     proptest! {
