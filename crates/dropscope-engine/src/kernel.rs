@@ -553,16 +553,19 @@ fn step(st: &mut State, s: usize, ts: i64, window: i64) {
     if st.has & (1 << s) != 0 && st.start[s] == start {
         return;
     }
+    // Whole fixed-size rows are copied (entries past a slot's steps are
+    // never read): a copy of a runtime length was a `memmove` call per
+    // step, 6% of a funnel's profile.
     let (lo, hi) = st.times.split_at_mut(s);
-    let (prev, next) = (&lo[k], &mut hi[0]);
-    next[..k].copy_from_slice(&prev[..k]);
+    let next = &mut hi[0];
+    *next = lo[k];
     next[k] = ts;
     st.start[s] = start;
     st.has |= 1 << s;
     if s > st.best.furthest {
         st.best.furthest = s;
         st.best.start = start;
-        st.best.times[..s].copy_from_slice(&next[..s]);
+        st.best.times = *next;
     }
 }
 
