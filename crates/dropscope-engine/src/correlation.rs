@@ -97,20 +97,25 @@ struct Part {
     /// By event id: (successful, failed) actors having that event row.
     event_counts: Vec<(u64, u64)>,
     other_counts: FxHashMap<Key, (u64, u64)>,
-    /// By event id: the number of the last actor that had it (large
-    /// vocabularies).
-    seen: Vec<u32>,
-    actor: u32,
-    /// The current actor's events as a bitmap, all zero between actors;
-    /// empty for vocabularies of more than [`BITMAP_EVENTS`] names.
-    bits: Vec<u64>,
+    /// How an actor's repeated events are told apart.
+    distinct: Distinct,
     /// Where the kernel writes the current actor's path.
     path: Option<Box<Path>>,
 }
 
+/// How one actor's distinct events are found.
+enum Distinct {
+    /// The actor's events as a bitmap, all zero between actors (set
+    /// branch-free, then read and cleared a word at a time).
+    Bitmap(Vec<u64>),
+    /// By event id, the number of the last actor that had it (`actor`: the
+    /// current one), for large vocabularies: an actor costs its events,
+    /// not the vocabulary.
+    Stamps { seen: Vec<u32>, actor: u32 },
+}
+
 /// The largest event vocabulary whose event rows are gathered in a
-/// bitmap per actor (16 words to read and clear per actor); beyond it an
-/// actor costs its events only.
+/// bitmap per actor (16 words to read and clear per actor).
 const BITMAP_EVENTS: usize = 1024;
 
 impl Part {
@@ -122,16 +127,13 @@ impl Part {
             others: Vec::new(),
             event_counts: vec![(0, 0); events],
             other_counts: FxHashMap::default(),
-            seen: if events <= BITMAP_EVENTS {
-                Vec::new()
+            distinct: if events <= BITMAP_EVENTS {
+                Distinct::Bitmap(vec![0; events.div_ceil(64)])
             } else {
-                vec![0; events]
-            },
-            actor: 0,
-            bits: if events <= BITMAP_EVENTS {
-                vec![0; events.div_ceil(64).max(1)]
-            } else {
-                Vec::new()
+                Distinct::Stamps {
+                    seen: vec![0; events],
+                    actor: 0,
+                }
             },
             path: None,
         }
@@ -146,6 +148,27 @@ impl Part {
             prev = end;
             (o, &self.events[e..end.0], &self.others[k..end.1])
         })
+    }
+
+    /// Appends and counts the event rows of one actor: the distinct events
+    /// of `events` that no step matches (`step_bits`).
+    fn add_event_rows(&mut self, events: &[u32], success: bool, step_bits: &[u64]) {
+        let (out, counts) = (&mut self.events, &mut self.event_counts);
+        let mut add = |e: u32| {
+            let i = e as usize;
+            if i >= counts.len() {
+                counts.resize(i + 1, (0, 0));
+            }
+            out.push(e);
+            counts[i] = count(counts[i], success);
+        };
+        match &mut self.distinct {
+            Distinct::Bitmap(bits) => distinct_by_bitmap(events, step_bits, bits, &mut add),
+            Distinct::Stamps { seen, actor } => {
+                *actor += 1;
+                distinct_by_stamps(events, step_bits, seen, *actor, &mut add);
+            }
+        }
     }
 
     /// Records one actor whose event rows (counted already) and other
@@ -204,17 +227,23 @@ fn converted(plan: &Plan<'_>, p: &Path) -> bool {
     p.attempt.bits & (1 << transition(plan).1) != 0
 }
 
-/// By event id: whether a step can match it (such events are no rows).
-fn step_event_ids(plan: &Plan<'_>) -> Vec<bool> {
-    let mut out = vec![false; plan.dicts.events.len()];
+/// A bitmap by event id: whether a step can match it (such events are no
+/// rows).
+fn step_event_bits(plan: &Plan<'_>) -> Vec<u64> {
+    let mut out = vec![0u64; plan.dicts.events.len().div_ceil(64)];
     for m in plan.steps.iter() {
         for &e in m.event_ids.iter().flatten() {
-            if let Some(x) = out.get_mut(e as usize) {
-                *x = true;
+            if let Some(w) = out.get_mut(e as usize >> 6) {
+                *w |= 1 << (e & 63);
             }
         }
     }
     out
+}
+
+/// Whether bit `i` of a bitmap is set (bits past its end are not).
+fn has_bit(bits: &[u64], i: usize) -> bool {
+    bits.get(i >> 6).is_some_and(|w| w >> (i & 63) & 1 == 1)
 }
 
 /// Rows `start < ts < end` inside the range: the span correlation observes.
@@ -250,9 +279,8 @@ fn key(kind: u128, a: u32, b: u32, c: u32) -> Key {
 
 /// What a correlation query looks at, resolved to ids once.
 pub(crate) struct KeyCtx {
-    /// By event id: whether a step can match it (such events are no rows).
-    step_ids: Vec<bool>,
-    /// `step_ids` as a bitmap.
+    /// By event id, a bitmap: whether a step can match it (such events are
+    /// no rows).
     step_bits: Vec<u64>,
     /// event_with_properties: the analysed event ids.
     event_names: HashSet<u32>,
@@ -291,14 +319,8 @@ impl KeyCtx {
                 u32::MAX - missing_names.len() as u32
             }));
         }
-        let step_ids = step_event_ids(plan);
-        let mut step_bits = vec![0u64; step_ids.len().div_ceil(64)];
-        for (i, _) in step_ids.iter().enumerate().filter(|(_, s)| **s) {
-            step_bits[i >> 6] |= 1 << (i & 63);
-        }
         let props = KeyCtx {
-            step_bits,
-            step_ids,
+            step_bits: step_event_bits(plan),
             event_names: opts
                 .event_names
                 .iter()
@@ -420,62 +442,59 @@ fn event_rows(
     // one slice of it.
     let lo = v.ts.partition_point(|&ts| ts <= t0 || ts < plan.range.from);
     let hi = v.ts.partition_point(|&ts| ts < end && ts <= plan.range.to);
-    let events = v.event.get(lo..hi).unwrap_or_default();
-    if part.bits.is_empty() {
-        event_rows_stamped(events, success, &ctx.step_ids, part);
-    } else {
-        event_rows_bitmap(events, success, &ctx.step_bits, part);
-    }
+    part.add_event_rows(
+        v.event.get(lo..hi).unwrap_or_default(),
+        success,
+        &ctx.step_bits,
+    );
 }
 
-/// The distinct events of one actor (`events`, the step events
-/// `step_bits` left out) appended to `part.events` and counted, through a
-/// bitmap set branch-free, then read and cleared a word at a time (the
-/// rows come out by event id).
-fn event_rows_bitmap(events: &[u32], success: bool, step_bits: &[u64], part: &mut Part) {
+/// Calls `add` once for each distinct event of `events` that no step
+/// matches (`step_bits`), by event id, through `bits` (all zero before and
+/// after).
+fn distinct_by_bitmap(
+    events: &[u32],
+    step_bits: &[u64],
+    bits: &mut Vec<u64>,
+    add: &mut impl FnMut(u32),
+) {
     for &e in events {
         let w = (e >> 6) as usize;
-        if w >= part.bits.len() {
-            part.bits.resize(w + 1, 0);
+        if w >= bits.len() {
+            bits.resize(w + 1, 0);
         }
-        part.bits[w] |= 1 << (e & 63);
+        bits[w] |= 1 << (e & 63);
     }
-    for (w, word) in part.bits.iter_mut().enumerate() {
-        let steps = step_bits.get(w).copied().unwrap_or(0);
-        let mut x = *word & !steps;
+    for (w, word) in bits.iter_mut().enumerate() {
+        let mut x = *word & !step_bits.get(w).copied().unwrap_or(0);
         *word = 0;
         while x != 0 {
-            let e = (w as u32) << 6 | x.trailing_zeros();
+            add((w as u32) << 6 | x.trailing_zeros());
             x &= x - 1;
-            let i = e as usize;
-            if i >= part.event_counts.len() {
-                part.event_counts.resize(i + 1, (0, 0));
-            }
-            part.events.push(e);
-            part.event_counts[i] = count(part.event_counts[i], success);
         }
     }
 }
 
-/// [`event_rows_bitmap`] for large event vocabularies (`step_ids` by event
-/// id): a stamp per event id instead of a bitmap, so an actor costs its
-/// events, not the vocabulary (the rows come out in order of first event).
-fn event_rows_stamped(events: &[u32], success: bool, step_ids: &[bool], part: &mut Part) {
-    part.actor += 1;
-    let stamp = part.actor;
+/// [`distinct_by_bitmap`] through a stamp per event id (`seen`, `stamp`
+/// being this actor's), in order of first event.
+fn distinct_by_stamps(
+    events: &[u32],
+    step_bits: &[u64],
+    seen: &mut Vec<u32>,
+    stamp: u32,
+    add: &mut impl FnMut(u32),
+) {
     for &e in events {
         let i = e as usize;
-        if step_ids.get(i).copied().unwrap_or(false) {
+        if has_bit(step_bits, i) {
             continue;
         }
-        if i >= part.seen.len() {
-            part.seen.resize(i + 1, 0);
-            part.event_counts.resize(i + 1, (0, 0));
+        if i >= seen.len() {
+            seen.resize(i + 1, 0);
         }
-        if part.seen[i] != stamp {
-            part.seen[i] = stamp;
-            part.events.push(e);
-            part.event_counts[i] = count(part.event_counts[i], success);
+        if seen[i] != stamp {
+            seen[i] = stamp;
+            add(e);
         }
     }
 }
@@ -676,7 +695,6 @@ fn correlation_rows(plan: &Plan<'_>, keep_low: bool) -> Result<CorrelationResult
     let ctx = KeyCtx::new(plan, &opts);
     let kernel = plan.path_kernel_table();
     let n_events = plan.dicts.events.len();
-
     let parts: Vec<Part> = plan.fold_actors(
         || vec![Part::new(n_events)],
         |parts, scratch, actor| {
@@ -787,7 +805,6 @@ fn correlation_rows(plan: &Plan<'_>, keep_low: bool) -> Result<CorrelationResult
         let patterns = actor_patterns(&cand, &row_keys, &parts);
         apply_adjusted(&mut rows, &cand, patterns);
     }
-
     if plan.breakdown.is_some() {
         simpson(&mut rows, &row_keys, &parts);
     }
@@ -1347,29 +1364,27 @@ mod tests {
             steps in proptest::collection::vec(0usize..300, 0..6),
             vocabulary in 1usize..200,
         ) {
-            let mut step_ids = vec![false; 300];
             let mut step_bits = vec![0u64; 300usize.div_ceil(64)];
             for &s in &steps {
-                step_ids[s] = true;
                 step_bits[s >> 6] |= 1 << (s & 63);
             }
             let mut bitmap = Part::new(vocabulary);
             let mut stamped = Part::new(vocabulary);
-            stamped.bits.clear();
-            prop_assert!(!bitmap.bits.is_empty());
+            stamped.distinct = Distinct::Stamps { seen: Vec::new(), actor: 0 };
+            prop_assert!(matches!(bitmap.distinct, Distinct::Bitmap(_)));
             for (events, success) in &actors {
-                event_rows_bitmap(events, *success, &step_bits, &mut bitmap);
-                event_rows_stamped(events, *success, &step_ids, &mut stamped);
                 for part in [&mut bitmap, &mut stamped] {
+                    part.add_event_rows(events, *success, &step_bits);
                     let start = part.outcomes.last().map_or(0, |o| o.others_end as usize);
                     part.finish_actor(*success, start, None);
                 }
             }
-            prop_assert!(bitmap.bits.iter().all(|&w| w == 0), "cleared between actors");
+            let Distinct::Bitmap(bits) = &bitmap.distinct else { unreachable!() };
+            prop_assert!(bits.iter().all(|&w| w == 0), "cleared between actors");
             let pairs = bitmap.actors().zip(stamped.actors()).zip(&actors);
             for (((o, a, _), (p, b, _)), (events, success)) in pairs {
                 prop_assert_eq!((o.success, p.success), (*success, *success));
-                let mut want: Vec<u32> = events.iter().copied().filter(|&e| !step_ids[e as usize]).collect();
+                let mut want: Vec<u32> = events.iter().copied().filter(|&e| !steps.contains(&(e as usize))).collect();
                 want.sort_unstable();
                 want.dedup();
                 prop_assert_eq!(a, &want[..]);

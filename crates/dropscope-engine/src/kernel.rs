@@ -73,8 +73,8 @@ pub fn funnel_tally(plan: &Plan<'_>) -> Option<Tally> {
 /// (`Plan::path_kernel_table` gives `table`), written into `out`:
 /// `Some(true)` if the actor entered, `Some(false)` if not (`out` is then
 /// left as it was), `None` if the general path must decide. The path's
-/// steps and times are those `ordered::run` gives; its `rows` are not
-/// filled in.
+/// steps and times are those `ordered::run` gives; its `rows`, and its
+/// times past the steps done, are left as they were (nothing reads them).
 pub(crate) fn actor_path_into(
     plan: &Plan<'_>,
     table: &[u64],
@@ -88,14 +88,11 @@ pub(crate) fn actor_path_into(
     }
     let b = &st.best;
     let f = b.furthest;
-    // As `Attempt::start_at(b.start)` with the steps done filled in,
-    // written in place.
     let a = &mut out.attempt;
     a.start = b.start;
     a.excluded = false;
-    a.times[..f].copy_from_slice(&b.times[..f]);
-    a.times[f..].fill(0);
-    a.rows.fill(u32::MAX);
+    // A fixed-size copy (see `step`).
+    a.times[..MAX_KERNEL_STEPS].copy_from_slice(&b.times);
     a.bits = (1u64 << f) - 1;
     a.last = f - 1;
     out.furthest = f;

@@ -128,15 +128,15 @@ fn cholesky_solve(l: &[f64], p: usize, b: &[f64]) -> Vec<f64> {
     y
 }
 
-/// The design: intercept plus the non-constant columns, stored by rows of
-/// non-zero cells only (compressed sparse rows), each row with the weight of
-/// its successes and its total weight (grouped binomial rows: one row for 3
-/// successes and 5 failures with the same values). Hand-written rather than
-/// a sparse-matrix crate: it is two loops. The adjusted analysis fits 0/1
-/// indicators of which an actor has a few out of up to 64: the Hessian then
-/// costs `Σᵢ nnzᵢ²/2` per iteration instead of `n·p²/2`, over one row per
-/// distinct pattern instead of one per (pattern, outcome). Skipping a zero
-/// cell skips adding an exact zero, so the sums are those of the dense loop.
+/// The design of [`fit_logistic_l2_weighted`]: intercept plus the
+/// non-constant columns, stored by rows of non-zero cells only (compressed
+/// sparse rows), each row with the weight of its successes and its total
+/// weight (grouped binomial rows: one row may stand for 3 successes and 5
+/// failures with the same values). Hand-written rather than a sparse-matrix
+/// crate: it is two loops. A mostly-zero design costs `Σᵢ nnzᵢ²/2` per
+/// iteration instead of `n·p²/2`; skipping a zero cell skips adding an exact
+/// zero, so the sums are those of the dense loop. (0/1 indicators have
+/// their own, cheaper design: [`Indicators`].)
 struct Design {
     /// Column of every non-zero cell, row after row, ascending within a
     /// row (the intercept's column 0 first).
@@ -150,7 +150,6 @@ struct Design {
     positive: Vec<f64>,
     /// …and its total weight.
     total: Vec<f64>,
-    n: usize,
     p: usize,
 }
 
@@ -167,6 +166,43 @@ struct Evaluation {
 /// Rows per chunk of the sums.
 const HESSIAN_CHUNK: usize = 4096;
 
+/// `part` over `0..n` in fixed chunks of `chunk` rows, in parallel, the
+/// chunks' results added (`add`) in chunk order: the result is the same
+/// whatever the number of threads, and one chunk is `part(0..n)` exactly.
+fn sum_chunks<T: Send>(
+    n: usize,
+    chunk: usize,
+    part: impl Fn(std::ops::Range<usize>) -> T + Sync,
+    add: impl Fn(&mut T, T),
+) -> T {
+    use rayon::prelude::*;
+    let chunks = n.div_ceil(chunk);
+    if chunks <= 1 {
+        return part(0..n);
+    }
+    let parts: Vec<T> = (0..chunks)
+        .into_par_iter()
+        .map(|c| part(c * chunk..((c + 1) * chunk).min(n)))
+        .collect();
+    let mut parts = parts.into_iter();
+    let mut total = parts.next().expect("at least two chunks");
+    for p in parts {
+        add(&mut total, p);
+    }
+    total
+}
+
+/// The set bits of `x`, lowest first.
+fn ones(mut x: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        (x != 0).then(|| {
+            let j = x.trailing_zeros() as usize;
+            x &= x - 1;
+            j
+        })
+    })
+}
+
 impl Design {
     fn new(p: usize) -> Self {
         Self {
@@ -175,7 +211,6 @@ impl Design {
             starts: vec![0],
             positive: Vec::new(),
             total: Vec::new(),
-            n: 0,
             p,
         }
     }
@@ -195,7 +230,6 @@ impl Design {
         self.starts.push(self.cols.len());
         self.positive.push(positive);
         self.total.push(total);
-        self.n += 1;
     }
 
     /// Row `i`'s non-zero cells: (columns, values).
@@ -210,67 +244,6 @@ impl Design {
             .zip(vals)
             .map(|(&c, v)| v * beta[c as usize])
             .sum()
-    }
-
-    /// The penalised log-likelihood (the intercept, index 0, is not
-    /// penalised) at `beta`, with its gradient and negative Hessian when
-    /// `derivatives` (empty otherwise), in one pass over the rows.
-    ///
-    /// The sums run over fixed chunks of [`HESSIAN_CHUNK`] rows, in
-    /// parallel, and the chunks' partial sums are added in chunk order: the
-    /// result is the same whatever the number of threads, and a design of
-    /// one chunk is summed row by row exactly as a serial loop would.
-    fn evaluate(&self, beta: &[f64], lambda: f64, derivatives: bool) -> Evaluation {
-        use rayon::prelude::*;
-        let p = self.p;
-        let dim = if derivatives { p } else { 0 };
-        let partial = |rows: std::ops::Range<usize>| {
-            let mut ll = 0.0;
-            let mut g = vec![0.0; dim];
-            let mut h = vec![0.0; dim * dim];
-            for i in rows {
-                let eta = self.eta_of(i, beta);
-                let (mu, softplus) = sigmoid_softplus(eta);
-                let (pos, tot) = (self.positive[i], self.total[i]);
-                ll += pos * eta - tot * softplus;
-                if !derivatives {
-                    continue;
-                }
-                let resid = pos - tot * mu;
-                let w = tot * mu * (1.0 - mu);
-                let (cols, vals) = self.cells(i);
-                for (a, (&r, &xr)) in cols.iter().zip(vals).enumerate() {
-                    let r = r as usize;
-                    g[r] += xr * resid;
-                    let wr = w * xr;
-                    if wr != 0.0 {
-                        let row = &mut h[r * p..r * p + p];
-                        for (&c, &xc) in cols[..=a].iter().zip(&vals[..=a]) {
-                            row[c as usize] += wr * xc;
-                        }
-                    }
-                }
-            }
-            (ll, g, h)
-        };
-        let chunks = self.n.div_ceil(HESSIAN_CHUNK);
-        let (ll, g, h) = if chunks <= 1 {
-            partial(0..self.n)
-        } else {
-            let parts: Vec<(f64, Vec<f64>, Vec<f64>)> = (0..chunks)
-                .into_par_iter()
-                .map(|c| partial(c * HESSIAN_CHUNK..((c + 1) * HESSIAN_CHUNK).min(self.n)))
-                .collect();
-            let mut parts = parts.into_iter();
-            let (mut ll, mut g, mut h) = parts.next().expect("at least two chunks");
-            for (pll, pg, ph) in parts {
-                ll += pll;
-                g.iter_mut().zip(&pg).for_each(|(a, b)| *a += b);
-                h.iter_mut().zip(&ph).for_each(|(a, b)| *a += b);
-            }
-            (ll, g, h)
-        };
-        Evaluation::penalised(ll, g, h, beta, lambda)
     }
 }
 
@@ -312,8 +285,52 @@ impl Model for Design {
     fn coefficients(&self) -> usize {
         self.p
     }
+
+    /// The penalised log-likelihood (the intercept, index 0, is not
+    /// penalised) at `beta`, with its gradient and negative Hessian when
+    /// `derivatives` (empty otherwise), in one pass over the rows.
+    ///
+    /// Summed over chunks of [`HESSIAN_CHUNK`] rows ([`sum_chunks`]).
     fn evaluate(&self, beta: &[f64], lambda: f64, derivatives: bool) -> Evaluation {
-        Design::evaluate(self, beta, lambda, derivatives)
+        let p = self.p;
+        let dim = if derivatives { p } else { 0 };
+        let partial = |rows: std::ops::Range<usize>| {
+            let mut ll = 0.0;
+            let mut g = vec![0.0; dim];
+            let mut h = vec![0.0; dim * dim];
+            for i in rows {
+                let eta = self.eta_of(i, beta);
+                let (mu, softplus) = sigmoid_softplus(eta);
+                let (pos, tot) = (self.positive[i], self.total[i]);
+                ll += pos * eta - tot * softplus;
+                if !derivatives {
+                    continue;
+                }
+                let resid = pos - tot * mu;
+                let w = tot * mu * (1.0 - mu);
+                let (cols, vals) = self.cells(i);
+                for (a, (&r, &xr)) in cols.iter().zip(vals).enumerate() {
+                    let r = r as usize;
+                    g[r] += xr * resid;
+                    let wr = w * xr;
+                    if wr != 0.0 {
+                        let row = &mut h[r * p..r * p + p];
+                        for (&c, &xc) in cols[..=a].iter().zip(&vals[..=a]) {
+                            row[c as usize] += wr * xc;
+                        }
+                    }
+                }
+            }
+            (ll, g, h)
+        };
+        let n = self.positive.len();
+        let add = |a: &mut (f64, Vec<f64>, Vec<f64>), b: (f64, Vec<f64>, Vec<f64>)| {
+            a.0 += b.0;
+            a.1.iter_mut().zip(&b.1).for_each(|(x, y)| *x += y);
+            a.2.iter_mut().zip(&b.2).for_each(|(x, y)| *x += y);
+        };
+        let (ll, g, h) = sum_chunks(n, HESSIAN_CHUNK, partial, add);
+        Evaluation::penalised(ll, g, h, beta, lambda)
     }
 }
 
@@ -399,10 +416,7 @@ impl Indicators {
                 out.weight_by_byte[b][v] += w;
             }
             // Across bytes: each set bit with every higher byte's value.
-            let mut bits = m;
-            while bits != 0 {
-                let j = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
+            for j in ones(m) {
                 for b in j / 8 + 1..nb {
                     out.cross[j * nb + b][((m >> (8 * b)) & 0xff) as usize] += w;
                 }
@@ -411,7 +425,7 @@ impl Indicators {
         out
     }
 
-    fn add(a: &mut IndicatorSums, b: &IndicatorSums) {
+    fn add(a: &mut IndicatorSums, b: IndicatorSums) {
         a.ll += b.ll;
         a.weight += b.weight;
         a.resid += b.resid;
@@ -433,7 +447,6 @@ impl Model for Indicators {
     }
 
     fn evaluate(&self, beta: &[f64], lambda: f64, derivatives: bool) -> Evaluation {
-        use rayon::prelude::*;
         let (p, k, nb) = (self.k + 1, self.k, self.bytes());
         // η of each byte value: the sum of the coefficients of its bits.
         let mut eta_by_byte = vec![[0.0; 256]; nb];
@@ -445,20 +458,8 @@ impl Model for Indicators {
                     .sum();
             }
         }
-        let n = self.masks.len();
-        let chunks = n.div_ceil(INDICATOR_CHUNK);
-        let part = |c: usize| {
-            let rows = c * INDICATOR_CHUNK..((c + 1) * INDICATOR_CHUNK).min(n);
-            self.sums(rows, &eta_by_byte, beta[0], derivatives)
-        };
-        let parts: Vec<IndicatorSums> = (0..chunks).into_par_iter().map(part).collect();
-        let mut parts = parts.into_iter();
-        let mut total = parts
-            .next()
-            .unwrap_or_else(|| self.sums(0..0, &eta_by_byte, beta[0], derivatives));
-        for other in parts {
-            Indicators::add(&mut total, &other);
-        }
+        let part = |rows| self.sums(rows, &eta_by_byte, beta[0], derivatives);
+        let total = sum_chunks(self.masks.len(), INDICATOR_CHUNK, part, Indicators::add);
         if !derivatives {
             return Evaluation::penalised(total.ll, Vec::new(), Vec::new(), beta, lambda);
         }
@@ -469,19 +470,17 @@ impl Model for Indicators {
         h[0] = total.weight;
         for b in 0..nb {
             // Values of this byte's columns only (the last byte may be short).
-            for v in 1..1usize << (k - 8 * b).min(8) {
-                let (r, w) = (total.resid_by_byte[b][v], total.weight_by_byte[b][v]);
-                let mut hi = v;
-                while hi != 0 {
-                    let j = hi.trailing_zeros() as usize;
-                    hi &= hi - 1;
+            for v in 1..1u64 << (k - 8 * b).min(8) {
+                let (r, w) = (
+                    total.resid_by_byte[b][v as usize],
+                    total.weight_by_byte[b][v as usize],
+                );
+                for j in ones(v) {
                     let row = 1 + 8 * b + j;
                     g[row] += r;
                     h[row * p] += w;
-                    let mut lo = v & ((1 << j) - 1) | 1 << j;
-                    while lo != 0 {
-                        let i = lo.trailing_zeros() as usize;
-                        lo &= lo - 1;
+                    // Within the byte: bit j with itself and the bits below.
+                    for i in ones(v & ((2 << j) - 1)) {
                         h[row * p + 1 + 8 * b + i] += w;
                     }
                 }
@@ -491,10 +490,7 @@ impl Model for Indicators {
             for b in j / 8 + 1..nb {
                 let values = &total.cross[j * nb + b][..1 << (k - 8 * b).min(8)];
                 for (v, &w) in values.iter().enumerate() {
-                    let mut bits = v;
-                    while bits != 0 {
-                        let i = bits.trailing_zeros() as usize;
-                        bits &= bits - 1;
+                    for i in ones(v as u64) {
                         h[(1 + 8 * b + i) * p + 1 + j] += w;
                     }
                 }
