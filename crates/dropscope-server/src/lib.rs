@@ -676,13 +676,35 @@ pub async fn run(
     }
     let store = Arc::new(store);
     serve(settings, store.clone(), shutdown).await?;
-    match Arc::try_unwrap(store) {
+    match reclaim_store(store, std::time::Duration::from_secs(30)).await {
         Ok(s) => tokio::task::spawn_blocking(move || s.close())
             .await?
             .context("closing the store")?,
-        Err(_) => tracing::warn!("store still shared at shutdown; not closed explicitly"),
+        Err(_) => tracing::warn!("store still shared 30 s after shutdown; not closed explicitly"),
     }
     Ok(())
+}
+
+/// Takes the store back once the server is done with it. A graceful
+/// shutdown returns when every connection has closed, but a connection's
+/// task may still be dropping its handle for a moment, and a blocking
+/// append or query whose client went away runs to its end: waits up to
+/// `patience` for the last handle, then hands the `Arc` back.
+pub async fn reclaim_store(
+    mut store: Arc<Store>,
+    patience: std::time::Duration,
+) -> Result<Store, Arc<Store>> {
+    let deadline = Instant::now() + patience;
+    loop {
+        match Arc::try_unwrap(store) {
+            Ok(s) => return Ok(s),
+            Err(s) if Instant::now() < deadline => {
+                store = s;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err(s) => return Err(s),
+        }
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

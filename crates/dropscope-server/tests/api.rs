@@ -798,7 +798,9 @@ async fn acknowledged_events_survive_a_graceful_shutdown() {
         t.await.unwrap();
     }
     srv.stop().await.unwrap();
-    let store = Arc::try_unwrap(store).expect("server released the store");
+    let store = dropscope_server::reclaim_store(store, std::time::Duration::from_secs(10))
+        .await
+        .expect("server released the store");
     store.close().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(store.stats().unwrap().events, 8 * 10 * 20);

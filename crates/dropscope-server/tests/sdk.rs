@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use dropscope_clickhouse::ClickHouse;
 use dropscope_server::http1::request;
@@ -239,7 +240,11 @@ async fn check_sdk(mut cmd: Command, name: &str, on: On) {
     );
     srv.stop().await.unwrap();
     match store {
-        Some(store) => Arc::try_unwrap(store).unwrap().close().unwrap(),
+        Some(store) => dropscope_server::reclaim_store(store, Duration::from_secs(10))
+            .await
+            .expect("the server released the store")
+            .close()
+            .unwrap(),
         None => {
             let url = dropscope_testkit::clickhouse_server::url();
             ClickHouse::open(url, &db).unwrap().drop_database().unwrap();
