@@ -15,7 +15,7 @@
 
 use crate::funnel::Tally;
 use crate::ordered::Path;
-use crate::plan::{Plan, Scratch};
+use crate::plan::{ActorCols, PersonBlock, Plan, Scratch};
 
 /// Funnels up to this many steps take the fast path.
 pub const MAX_KERNEL_STEPS: usize = 8;
@@ -46,27 +46,93 @@ pub(crate) struct State {
 pub fn funnel_tally(plan: &Plan<'_>) -> Option<Tally> {
     let table = plan.kernel_table()?;
     let n = plan.n();
-    let parts = plan.fold_person_columns(
+    let one = |tally: &mut Tally, scratch: &mut Scratch, cols: &ActorCols<'_>| {
+        let st = &mut scratch.kernel_state;
+        match run_actor(plan, table, cols.event, cols.ts, &mut scratch.kernel, st) {
+            Some(true) => add_best(plan, tally, &st.best),
+            Some(false) => {}
+            None => general(plan, scratch, &cols.actor(plan.snap), tally),
+        }
+    };
+    let parts = plan.fold_person_blocks(
         || Tally::new(n),
-        |tally, scratch, cols| {
-            let st = &mut scratch.kernel_state;
-            match run_actor(plan, table, cols.event, cols.ts, &mut scratch.kernel, st) {
-                Some(true) => {
-                    let b = &st.best;
-                    tally.add_parts(
-                        plan,
-                        (1u64 << b.furthest) - 1,
-                        &b.times,
-                        b.start,
-                        b.furthest,
-                    )
-                }
-                Some(false) => {}
-                None => general(plan, scratch, &cols.actor(plan.snap), tally),
+        |tally, scratch, block| {
+            if plan.shape.strict {
+                // A strict funnel reads every event of an actor in range.
+                block.for_each(|cols| one(tally, scratch, &cols));
+            } else {
+                tally_block(plan, table, tally, scratch, block);
             }
         },
+        one,
     );
     Some(Tally::merge_all(n, parts))
+}
+
+/// Adds an actor's path (`st.best` after `run_actor` said it entered).
+#[inline]
+fn add_best(plan: &Plan<'_>, tally: &mut Tally, b: &Best) {
+    tally.add_parts(
+        plan,
+        (1u64 << b.furthest) - 1,
+        &b.times,
+        b.start,
+        b.furthest,
+    )
+}
+
+/// A non-strict funnel over a block of persons: the block's step events
+/// are gathered in one pass over its rows (rather than actor by actor,
+/// which left a scalar tail and a call per actor), then split by person
+/// (the tags carry each event's row) for the state machine.
+fn tally_block(
+    plan: &Plan<'_>,
+    table: &[u64],
+    tally: &mut Tally,
+    scratch: &mut Scratch,
+    block: &PersonBlock<'_>,
+) {
+    let rows = block.rows();
+    let (r0, run) = (rows.start, block.run);
+    let keep = Keep {
+        table,
+        from: plan.range.from,
+        to: plan.range.to,
+    };
+    // Taken out of the scratch for the loop: the general path needs the
+    // rest of it.
+    let mut buf = std::mem::take(&mut scratch.kernel);
+    let (k, _) = buf.gather(keep, &run.cols.event[rows.clone()], &run.cols.ts[rows]);
+    let (tagged, tss) = (&buf.tagged[..k], &buf.ts[..k]);
+    let ps = &run.person_start;
+    let mut pi = block.persons.start;
+    let mut j = 0;
+    while j < k {
+        // The person of the next kept event, and that person's kept events.
+        let row = r0 + (tagged[j] >> TAG_SHIFT) as usize;
+        while ps[pi + 1] as usize <= row {
+            pi += 1;
+        }
+        let end = ((ps[pi + 1] as usize - r0) as u64) << TAG_SHIFT;
+        let first = j;
+        let mut any = 0;
+        while j < k && tagged[j] < end {
+            any |= tagged[j];
+            j += 1;
+        }
+        if !block.is_solo(pi) {
+            continue;
+        }
+        let st = &mut scratch.kernel_state;
+        st.has = 0;
+        st.best.furthest = 0;
+        match walk(plan, &tagged[first..j], &tss[first..j], any & TAG_MASK, st) {
+            Some(true) => add_best(plan, tally, &st.best),
+            Some(false) => {}
+            None => general(plan, scratch, &block.cols(pi).actor(plan.snap), tally),
+        }
+    }
+    scratch.kernel = buf;
 }
 
 /// One actor's path, for kinds other than `funnel` that read only it
@@ -199,31 +265,40 @@ fn run_gathered(
     buf: &mut Gathered,
     st: &mut State,
 ) -> Option<bool> {
-    let n = plan.n();
-    let window = plan.shape.window;
     let keep = Keep {
         table,
         from: plan.range.from,
         to: plan.range.to,
     };
     let (k, any) = buf.gather(keep, event, times);
+    walk(plan, &buf.tagged[..k], &buf.ts[..k], any, st)
+}
+
+/// The state machine over one actor's gathered events (`tagged` holds
+/// their step masks in its low bits, `any` the union of those masks),
+/// from a cleared state.
+#[inline]
+fn walk(plan: &Plan<'_>, tagged: &[u64], tss: &[i64], any: u64, st: &mut State) -> Option<bool> {
+    let n = plan.n();
+    let window = plan.shape.window;
+    let k = tagged.len();
     if k == 0 {
         return Some(false);
     }
     if any == 1 {
         // Only first-step events (most actors of a typical funnel): the
         // path is the first of them, as `step` would find.
-        let ts = buf.ts[0];
+        let ts = tss[0];
         st.best.furthest = 1;
         st.best.start = ts;
         st.best.times[0] = ts;
         return Some(true);
     }
-    let (masks, tss) = (&buf.mask[..k], &buf.ts[..k]);
+    let mask_at = |i: usize| tagged[i] & TAG_MASK;
     let (mut prev_ts, mut prev_mask) = (i64::MIN, u64::MAX);
     let mut i = 0;
     while i < k {
-        let (mut mask, mut ts) = (masks[i], tss[i]);
+        let (mut mask, mut ts) = (mask_at(i), tss[i]);
         if ts == prev_ts && mask != prev_mask {
             return None;
         }
@@ -232,10 +307,10 @@ fn run_gathered(
             // to its own time, so the run's last one leaves the state as
             // all of them would (the run's events share one mask, so the
             // same-instant rule has nothing to check inside it).
-            while i + 1 < k && masks[i + 1] == 1 {
+            while i + 1 < k && mask_at(i + 1) == 1 {
                 i += 1;
             }
-            (mask, ts) = (masks[i], tss[i]);
+            (mask, ts) = (mask_at(i), tss[i]);
         }
         (prev_ts, prev_mask) = (ts, mask);
         if mask & (mask - 1) != 0 {
@@ -245,11 +320,9 @@ fn run_gathered(
         if st.best.furthest == n {
             // Done, unless a later event at this instant matches another
             // step (rule 5 would order the instant's events by step).
-            if tss[i + 1..]
-                .iter()
-                .zip(&masks[i + 1..])
-                .take_while(|&(&t, _)| t == ts)
-                .any(|(_, &m)| m != mask)
+            if (i + 1..k)
+                .take_while(|&x| tss[x] == ts)
+                .any(|x| mask_at(x) != mask)
             {
                 return None;
             }
@@ -269,12 +342,20 @@ struct Keep<'a> {
     to: i64,
 }
 
-/// The step masks and timestamps of one actor's kept events (those of a
-/// step, in range), in order. Grown, never cleared: every slot up to the
-/// count `gather` returns is written before it is read.
+/// A gathered event's tag is `row << TAG_SHIFT | step mask` (its row in
+/// the gathered slice): a block's events are split by person through it.
+/// A step mask of at most `MAX_KERNEL_STEPS` bits fits below the shift.
+const TAG_SHIFT: u32 = 8;
+const TAG_MASK: u64 = (1 << TAG_SHIFT) - 1;
+const _: () = assert!(MAX_KERNEL_STEPS <= TAG_SHIFT as usize);
+
+/// The tags (row and step mask) and timestamps of the kept events (those
+/// of a step, in range) of one actor or one block of actors, in order.
+/// Grown, never cleared: every slot up to the count `gather` returns is
+/// written before it is read.
 #[derive(Default)]
 pub(crate) struct Gathered {
-    mask: Vec<u64>,
+    tagged: Vec<u64>,
     ts: Vec<i64>,
 }
 
@@ -283,10 +364,11 @@ impl Gathered {
     /// of their masks.
     #[inline]
     fn gather(&mut self, keep: Keep<'_>, event: &[u32], times: &[i64]) -> (usize, u64) {
+        debug_assert!(keep.table.iter().all(|&m| m <= TAG_MASK));
         // Room for whole 8-lane stores past the last kept event.
         let room = event.len() + 8;
-        if self.mask.len() < room {
-            self.mask.resize(room, 0);
+        if self.tagged.len() < room {
+            self.tagged.resize(room, 0);
             self.ts.resize(room, 0);
         }
         match gather_path() {
@@ -298,25 +380,23 @@ impl Gathered {
             // SAFETY: as above, with AVX2.
             #[cfg(target_arch = "x86_64")]
             GatherPath::Avx2 => unsafe { self.gather_avx2(keep, event, times) },
-            _ => self.gather_scalar(keep, event, times, 0, 0, 0),
+            _ => self.gather_scalar(keep, event, times),
         }
     }
 
-    /// The scalar gather, from row `start` on, continuing a count `k` and
-    /// union `any` (the AVX-512 path finishes its tail here).
+    /// One event at a time (the reference the vector paths are tested
+    /// against).
     #[inline]
     fn gather_scalar(
         &mut self,
         Keep { table, from, to }: Keep<'_>,
         event: &[u32],
         times: &[i64],
-        start: usize,
-        mut k: usize,
-        mut any: u64,
     ) -> (usize, u64) {
-        for (&e, &ts) in event[start..].iter().zip(&times[start..]) {
+        let (mut k, mut any) = (0, 0);
+        for (row, (&e, &ts)) in event.iter().zip(times).enumerate() {
             let mask = table.get(e as usize).copied().unwrap_or(0);
-            self.mask[k] = mask;
+            self.tagged[k] = (row as u64) << TAG_SHIFT | mask;
             self.ts[k] = ts;
             let keep = (mask != 0) & (ts >= from) & (ts <= to);
             k += usize::from(keep);
@@ -329,10 +409,12 @@ impl Gathered {
     /// instruction, and the kept lanes are packed in a register and stored
     /// as a whole vector (on AMD Zen 4, a compressing store straight to
     /// memory is microcoded and far slower; the next store overwrites the
-    /// lanes past the kept ones). Hand-written because the compiler does
-    /// not vectorise a stream compaction, and it is the kernel's widest
-    /// loop: every event of every actor passes through it. Equal to
-    /// `gather_scalar` (unit test below).
+    /// lanes past the kept ones). The last, partial vector is read with
+    /// masked loads (masked-off lanes read nothing), so there is no scalar
+    /// tail. Hand-written because the compiler does not vectorise a stream
+    /// compaction, and it is the kernel's widest loop: every event of
+    /// every actor passes through it. Equal to `gather_scalar` (unit test
+    /// below).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn gather_avx512(
@@ -347,26 +429,36 @@ impl Gathered {
         let (vfrom, vto) = (_mm512_set1_epi64(from), _mm512_set1_epi64(to));
         let vlen = _mm512_set1_epi64(table.len() as i64);
         let zero = _mm512_setzero_si512();
+        let mut row = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+        let eight = _mm512_set1_epi64(8);
         let mut vany = zero;
         let mut k = 0usize;
         let mut i = 0usize;
-        while i + 8 <= n {
-            // SAFETY: `i + 8 <= n` bounds the loads; lanes whose id is past
-            // the table are masked off the gather (they read nothing); the
+        while i < n {
+            let lanes: u8 = if n - i >= 8 {
+                0xFF
+            } else {
+                (1u8 << (n - i)) - 1
+            };
+            // SAFETY: `i < n`, and the loads read only the `lanes` rows,
+            // which are below `n`; lanes whose id is past the table or not
+            // read are masked off the gather (they read nothing); the
             // stores write 8 slots from `k <= i`, within `n + 8`.
             unsafe {
-                let ids = _mm256_loadu_si256(event.as_ptr().add(i).cast());
-                let ids = _mm512_cvtepu32_epi64(ids);
-                let inside = _mm512_cmplt_epi64_mask(ids, vlen);
+                let ids = _mm512_maskz_loadu_epi32(u16::from(lanes), event.as_ptr().add(i).cast());
+                let ids = _mm512_cvtepu32_epi64(_mm512_castsi512_si256(ids));
+                let inside = _mm512_cmplt_epi64_mask(ids, vlen) & lanes;
                 let masks =
                     _mm512_mask_i64gather_epi64::<8>(zero, inside, ids, table.as_ptr().cast());
-                let ts = _mm512_loadu_si512(times.as_ptr().add(i).cast());
+                let ts = _mm512_maskz_loadu_epi64(lanes, times.as_ptr().add(i).cast());
+                // Lanes not read have a zero mask: never kept.
                 let keep = _mm512_test_epi64_mask(masks, masks)
                     & _mm512_cmpge_epi64_mask(ts, vfrom)
                     & _mm512_cmple_epi64_mask(ts, vto);
+                let tags = _mm512_or_si512(_mm512_slli_epi64::<TAG_SHIFT>(row), masks);
                 _mm512_storeu_si512(
-                    self.mask.as_mut_ptr().add(k).cast(),
-                    _mm512_maskz_compress_epi64(keep, masks),
+                    self.tagged.as_mut_ptr().add(k).cast(),
+                    _mm512_maskz_compress_epi64(keep, tags),
                 );
                 _mm512_storeu_si512(
                     self.ts.as_mut_ptr().add(k).cast(),
@@ -375,10 +467,10 @@ impl Gathered {
                 vany = _mm512_mask_or_epi64(vany, keep, vany, masks);
                 k += keep.count_ones() as usize;
             }
+            row = _mm512_add_epi64(row, eight);
             i += 8;
         }
-        let any = _mm512_reduce_or_epi64(vany) as u64;
-        self.gather_scalar(keep, event, times, i, k, any)
+        (k, _mm512_reduce_or_epi64(vany) as u64)
     }
 }
 
@@ -409,48 +501,59 @@ impl Gathered {
     /// Four events at a time with AVX2 (no compress instruction: the kept
     /// lanes are moved to the front by a permutation from a 16-entry
     /// table). The same contract as `gather_avx512`, for CPUs without
-    /// AVX-512 (AMD Zen 2 and 3, most Intel client parts). Equal to
-    /// `gather_scalar` (unit test below).
+    /// AVX-512 (AMD Zen 2 and 3, most Intel client parts); the partial
+    /// last vector is read with masked loads too. Equal to `gather_scalar`
+    /// (unit test below).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn gather_avx2(&mut self, keep: Keep<'_>, event: &[u32], times: &[i64]) -> (usize, u64) {
         use std::arch::x86_64::*;
         let Keep { table, from, to } = keep;
         if table.is_empty() || table.len() > i32::MAX as usize {
-            return self.gather_scalar(keep, event, times, 0, 0, 0);
+            return self.gather_scalar(keep, event, times);
         }
         let n = event.len().min(times.len());
         // ts >= from is !(from > ts); ts <= to is !(ts > to).
         let (vfrom, vto) = (_mm256_set1_epi64x(from), _mm256_set1_epi64x(to));
         let last = _mm_set1_epi32((table.len() - 1) as i32);
         let zero = _mm256_setzero_si256();
+        let lane32 = _mm_set_epi32(3, 2, 1, 0);
+        let mut row = _mm256_set_epi64x(3, 2, 1, 0);
+        let four = _mm256_set1_epi64x(4);
         let mut vany = zero;
         let mut k = 0usize;
         let mut i = 0usize;
-        while i + 4 <= n {
-            // SAFETY: `i + 4 <= n` bounds the loads; lanes whose id is past
-            // the table are masked off the gather (they read nothing); the
-            // stores write 4 slots from `k <= i`, within `n + 8`.
+        while i < n {
+            // All ones in the lanes below `n`.
+            let left = _mm_set1_epi32((n - i).min(4) as i32);
+            let read32 = _mm_cmpgt_epi32(left, lane32);
+            let read64 = _mm256_cvtepi32_epi64(read32);
+            // SAFETY: `i < n`, and the masked loads read only the rows below
+            // `n`; lanes whose id is past the table or not read are masked
+            // off the gather (they read nothing); the stores write 4 slots
+            // from `k <= i`, within `n + 8`.
             unsafe {
-                let ids = _mm_loadu_si128(event.as_ptr().add(i).cast());
+                let ids = _mm_maskload_epi32(event.as_ptr().add(i).cast(), read32);
                 // id <= len - 1, unsigned: min(id, last) == id.
-                let inside = _mm_cmpeq_epi32(_mm_min_epu32(ids, last), ids);
+                let inside = _mm_and_si128(_mm_cmpeq_epi32(_mm_min_epu32(ids, last), ids), read32);
                 let masks = _mm256_mask_i32gather_epi64::<8>(
                     zero,
                     table.as_ptr().cast(),
                     ids,
                     _mm256_cvtepi32_epi64(inside),
                 );
-                let ts = _mm256_loadu_si256(times.as_ptr().add(i).cast());
+                let ts = _mm256_maskload_epi64(times.as_ptr().add(i).cast(), read64);
+                // Lanes not read have a zero mask: dropped.
                 let drop = _mm256_or_si256(
                     _mm256_cmpeq_epi64(masks, zero),
                     _mm256_or_si256(_mm256_cmpgt_epi64(vfrom, ts), _mm256_cmpgt_epi64(ts, vto)),
                 );
                 let bits = !_mm256_movemask_pd(_mm256_castsi256_pd(drop)) & 0xF;
                 let perm = _mm256_loadu_si256(COMPRESS4[bits as usize].as_ptr().cast());
+                let tags = _mm256_or_si256(_mm256_slli_epi64::<{ TAG_SHIFT as i32 }>(row), masks);
                 _mm256_storeu_si256(
-                    self.mask.as_mut_ptr().add(k).cast(),
-                    _mm256_permutevar8x32_epi32(masks, perm),
+                    self.tagged.as_mut_ptr().add(k).cast(),
+                    _mm256_permutevar8x32_epi32(tags, perm),
                 );
                 _mm256_storeu_si256(
                     self.ts.as_mut_ptr().add(k).cast(),
@@ -459,13 +562,14 @@ impl Gathered {
                 vany = _mm256_or_si256(vany, _mm256_andnot_si256(drop, masks));
                 k += bits.count_ones() as usize;
             }
+            row = _mm256_add_epi64(row, four);
             i += 4;
         }
         let mut lanes = [0u64; 4];
         // SAFETY: `lanes` holds 4 u64, the vector's width.
         unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), vany) };
         let any = lanes.iter().fold(0, |a, l| a | l);
-        self.gather_scalar(keep, event, times, i, k, any)
+        (k, any)
     }
 }
 
@@ -591,32 +695,39 @@ mod tests {
             let keep = Keep { table: &table, from, to };
             let (ka, anya) = a.gather(keep, &event, &times);
             let mut b = Gathered::default();
-            b.mask.resize(rows.len() + 8, 0);
+            b.tagged.resize(rows.len() + 8, 0);
             b.ts.resize(rows.len() + 8, 0);
-            let (kb, anyb) = b.gather_scalar(keep, &event, &times, 0, 0, 0);
-            let want: Vec<(u64, i64)> = rows
+            let (kb, anyb) = b.gather_scalar(keep, &event, &times);
+            // (row, mask, time) of the kept events.
+            let want: Vec<(u64, u64, i64)> = rows
                 .iter()
-                .map(|&(e, t)| (table.get(e as usize).copied().unwrap_or(0), t))
-                .filter(|&(m, t)| m != 0 && t >= from && t <= to)
+                .enumerate()
+                .map(|(r, &(e, t))| (r as u64, table.get(e as usize).copied().unwrap_or(0), t))
+                .filter(|&(_, m, t)| m != 0 && t >= from && t <= to)
                 .collect();
-            prop_assert_eq!(kb, want.len());
+            let any = want.iter().fold(0, |a, w| a | w.1);
+            prop_assert_eq!((kb, anyb), (want.len(), any));
             prop_assert_eq!((ka, anya), (kb, anyb));
-            prop_assert_eq!(&a.mask[..ka], &b.mask[..kb]);
+            prop_assert_eq!(&a.tagged[..ka], &b.tagged[..kb]);
             prop_assert_eq!(&a.ts[..ka], &b.ts[..kb]);
             // The AVX2 path too where the CPU has it, even if it would
             // take the AVX-512 one.
             #[cfg(target_arch = "x86_64")]
             if has_avx2() {
                 let mut c = Gathered::default();
-                c.mask.resize(rows.len() + 8, 0);
+                c.tagged.resize(rows.len() + 8, 0);
                 c.ts.resize(rows.len() + 8, 0);
                 // SAFETY: AVX2 checked; buffers of `len + 8` slots.
                 let (kc, anyc) = unsafe { c.gather_avx2(keep, &event, &times) };
                 prop_assert_eq!((kc, anyc), (kb, anyb));
-                prop_assert_eq!(&c.mask[..kc], &b.mask[..kb]);
+                prop_assert_eq!(&c.tagged[..kc], &b.tagged[..kb]);
                 prop_assert_eq!(&c.ts[..kc], &b.ts[..kb]);
             }
-            let got: Vec<(u64, i64)> = b.mask[..kb].iter().copied().zip(b.ts[..kb].iter().copied()).collect();
+            let got: Vec<(u64, u64, i64)> = b.tagged[..kb]
+                .iter()
+                .zip(&b.ts[..kb])
+                .map(|(&g, &t)| (g >> TAG_SHIFT, g & TAG_MASK, t))
+                .collect();
             prop_assert_eq!(got, want);
         }
     }

@@ -134,11 +134,59 @@ pub struct Scratch {
     pub(crate) kernel_state: crate::kernel::State,
 }
 
-/// One person actor's event ids and timestamps (`Plan::fold_person_columns`).
+/// One person actor's event ids and timestamps (`Plan::fold_person_blocks`).
 pub(crate) struct ActorCols<'a> {
     pub event: &'a [u32],
     pub ts: &'a [i64],
     src: ColsSrc<'a>,
+}
+
+/// A block of a run's persons, whose rows are contiguous
+/// (`Plan::fold_person_blocks`).
+pub(crate) struct PersonBlock<'a> {
+    snap: &'a Snapshot,
+    ri: usize,
+    pub run: &'a Run,
+    /// Person indices in the run.
+    pub persons: std::ops::Range<usize>,
+}
+
+impl<'a> PersonBlock<'a> {
+    /// The block's rows in the run.
+    pub fn rows(&self) -> std::ops::Range<usize> {
+        let ps = &self.run.person_start;
+        ps[self.persons.start] as usize..ps[self.persons.end] as usize
+    }
+
+    /// Whether person `pi`'s events are all in this run (otherwise the
+    /// person is an actor of several slices, folded on its own).
+    #[inline]
+    pub fn is_solo(&self, pi: usize) -> bool {
+        self.snap.is_solo(self.ri, pi)
+    }
+
+    /// Person `pi`'s columns.
+    #[inline]
+    pub fn cols(&self, pi: usize) -> ActorCols<'a> {
+        let (a, b) = (
+            self.run.person_start[pi] as usize,
+            self.run.person_start[pi + 1] as usize,
+        );
+        ActorCols {
+            event: &self.run.cols.event[a..b],
+            ts: &self.run.cols.ts[a..b],
+            src: ColsSrc::Run(self.run, pi),
+        }
+    }
+
+    /// Calls `f` with the columns of each of the block's solo persons.
+    pub fn for_each(&self, mut f: impl FnMut(ActorCols<'a>)) {
+        for pi in self.persons.clone() {
+            if self.is_solo(pi) {
+                f(self.cols(pi));
+            }
+        }
+    }
 }
 
 enum ColsSrc<'a> {
@@ -670,37 +718,42 @@ impl<'s> Plan<'s> {
         }
     }
 
-    /// Folds over every person actor in parallel, handing `f` the actor's
-    /// event ids and timestamps only (`ActorCols::actor` gives the whole
-    /// view when `f` needs more). For the kinds that read just those two
-    /// columns (the kernel): an actor whose events are one slice of a run
-    /// (every actor of a compacted store without later identity joins) is
-    /// read straight from the run's columns, without assembling a view per
-    /// actor, which cost as much as the kernel's own work. Returns the
-    /// partial results (one per rayon fold), for the caller to merge at
-    /// once rather than pairwise in a tree, so accumulators that hold
-    /// per-actor values are copied once.
+    /// Folds over every person actor in parallel, for the kinds that read
+    /// just event ids and timestamps (the kernel). The actors whose events
+    /// are one slice of a run (every actor of a compacted store without
+    /// later identity joins) come in blocks of a run's persons, whose rows
+    /// are contiguous, to `block`: read straight from the run's columns,
+    /// without assembling a view per actor (which cost as much as the
+    /// kernel's own work), and in one pass over the block's rows if the
+    /// kernel likes (`PersonBlock::for_each` goes actor by actor). The
+    /// others (their events span several slices) go one by one to `f`
+    /// (`ActorCols::actor` gives the whole view when more is needed).
+    /// Returns the partial results (one per rayon fold), for the caller to
+    /// merge at once rather than pairwise in a tree, so accumulators that
+    /// hold per-actor values are copied once.
     ///
     /// Panics if the aggregation is not by person.
-    pub(crate) fn fold_person_columns<A, I, F>(&self, init: I, f: F) -> Vec<A>
+    pub(crate) fn fold_person_blocks<A, I, B, F>(&self, init: I, block: B, f: F) -> Vec<A>
     where
         A: Send,
         I: Fn() -> A + Sync + Send,
+        B: Fn(&mut A, &mut Scratch, &PersonBlock<'_>) + Sync + Send,
         F: Fn(&mut A, &mut Scratch, &ActorCols<'_>) + Sync + Send,
     {
-        self.fold_runs(init, f, false)
+        self.fold_runs(init, block, f, false)
     }
 
-    /// [`Plan::fold_person_columns`]; with `release`, each block of a run's
+    /// [`Plan::fold_person_blocks`]; with `release`, each block of a run's
     /// persons drops its mapped pages but event ids and times once done
     /// (`RunColumns::release_rows`), for the general path: a scan that
     /// reads properties would otherwise keep every page of every column
     /// resident (9–11 GB at 100M events). The kernel reads only the columns
     /// that stay, so it does not call it.
-    fn fold_runs<A, I, F>(&self, init: I, f: F, release: bool) -> Vec<A>
+    fn fold_runs<A, I, B, F>(&self, init: I, block: B, f: F, release: bool) -> Vec<A>
     where
         A: Send,
         I: Fn() -> A + Sync + Send,
+        B: Fn(&mut A, &mut Scratch, &PersonBlock<'_>) + Sync + Send,
         F: Fn(&mut A, &mut Scratch, &ActorCols<'_>) + Sync + Send,
     {
         assert!(matches!(self.agg, Aggregation::Person));
@@ -736,28 +789,15 @@ impl<'s> Plan<'s> {
                         }
                         scratch.merge = merge;
                     } else {
-                        let run: &Run = &snap.runs()[ri as usize];
-                        let (event, ts): (&[u32], &[i64]) = (&run.cols.event, &run.cols.ts);
-                        for pi in lo as usize..hi as usize {
-                            if !snap.is_solo(ri as usize, pi) {
-                                continue;
-                            }
-                            let (a, b) = (
-                                run.person_start[pi] as usize,
-                                run.person_start[pi + 1] as usize,
-                            );
-                            let cols = ActorCols {
-                                event: &event[a..b],
-                                ts: &ts[a..b],
-                                src: ColsSrc::Run(run, pi),
-                            };
-                            f(&mut acc, &mut scratch, &cols);
-                        }
+                        let b = PersonBlock {
+                            snap,
+                            ri: ri as usize,
+                            run: &snap.runs()[ri as usize],
+                            persons: lo as usize..hi as usize,
+                        };
+                        block(&mut acc, &mut scratch, &b);
                         if release {
-                            run.cols.release_rows(
-                                run.person_start[lo as usize] as usize
-                                    ..run.person_start[hi as usize] as usize,
-                            );
+                            b.run.cols.release_rows(b.rows());
                         }
                     }
                     (acc, scratch)
@@ -779,9 +819,13 @@ impl<'s> Plan<'s> {
             Aggregation::Person => {
                 // Run by run (pages are read in order and released behind),
                 // merged in one pass at the end.
+                let f = |acc: &mut A, scratch: &mut Scratch, cols: &ActorCols<'_>| {
+                    f(acc, scratch, &cols.actor(self.snap))
+                };
                 let parts = self.fold_runs(
                     &init,
-                    |acc, scratch, cols| f(acc, scratch, &cols.actor(self.snap)),
+                    |acc, scratch, b| b.for_each(|c| f(acc, scratch, &c)),
+                    f,
                     true,
                 );
                 parts.into_iter().reduce(&reduce).unwrap_or_else(&init)
