@@ -90,6 +90,23 @@ impl Tally {
         }
     }
 
+    /// [`Tally::add_parts`] for a path of the first step alone, at `start`
+    /// (most actors of a typical funnel).
+    #[inline]
+    pub fn add_first_step(&mut self, plan: &Plan<'_>, start: i64) {
+        if self.counts.len() == 1 {
+            return self.add_parts(plan, 1, &[start], start, 1);
+        }
+        self.counts[0] += 1;
+        if start.saturating_add(plan.shape.window) >= plan.range.to {
+            self.in_progress[1] += 1;
+            self.survival
+                .push(((plan.range.to - start).max(0) as u64) << 1);
+        } else {
+            self.censored_at_window += 1;
+        }
+    }
+
     /// Merges many partial tallies, copying each one's lists once (the
     /// lists in parallel).
     pub fn merge_all(n: usize, parts: Vec<Tally>) -> Tally {

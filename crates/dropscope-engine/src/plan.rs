@@ -144,8 +144,8 @@ pub(crate) struct ActorCols<'a> {
 /// A block of a run's persons, whose rows are contiguous
 /// (`Plan::fold_person_blocks`).
 pub(crate) struct PersonBlock<'a> {
-    snap: &'a Snapshot,
-    ri: usize,
+    /// The run's `Snapshot::solo_bits`.
+    solo: &'a [u64],
     pub run: &'a Run,
     /// Person indices in the run.
     pub persons: std::ops::Range<usize>,
@@ -162,7 +162,7 @@ impl<'a> PersonBlock<'a> {
     /// person is an actor of several slices, folded on its own).
     #[inline]
     pub fn is_solo(&self, pi: usize) -> bool {
-        self.snap.is_solo(self.ri, pi)
+        self.solo[pi / 64] & (1 << (pi % 64)) != 0
     }
 
     /// Person `pi`'s columns.
@@ -790,8 +790,7 @@ impl<'s> Plan<'s> {
                         scratch.merge = merge;
                     } else {
                         let b = PersonBlock {
-                            snap,
-                            ri: ri as usize,
+                            solo: snap.solo_bits(ri as usize),
                             run: &snap.runs()[ri as usize],
                             persons: lo as usize..hi as usize,
                         };

@@ -175,6 +175,13 @@ impl Snapshot {
         self.inner.solo[run][pi / 64] & (1 << (pi % 64)) != 0
     }
 
+    /// [`Snapshot::is_solo`] of every person index of run `run`, as a
+    /// bitmap (bit `pi % 64` of word `pi / 64`), for loops over many persons.
+    #[inline]
+    pub fn solo_bits(&self, run: usize) -> &[u64] {
+        &self.inner.solo[run]
+    }
+
     /// The actors (indices as in [`Snapshot::events_of`]) whose events span
     /// several slices, ascending.
     pub fn multi_slice_actors(&self) -> &[u32] {
