@@ -365,6 +365,7 @@ pub fn render_text(r: &DiagnosisResult) -> String {
         .map(|d| d.row.event.chars().count())
         .max()
         .unwrap_or(0);
+    let kind_w = r.drivers.iter().map(|d| d.kind.len()).max().unwrap_or(0);
     for d in &r.drivers {
         let adj = match d.row.adjusted_odds_ratio {
             Some(a) => format!(", adjusted {a:.2}"),
@@ -372,7 +373,7 @@ pub fn render_text(r: &DiagnosisResult) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<8} {:<11} {:<name_w$} odds {:>6.2} (95% {:.2}–{:.2}{adj})  {}/{} converters vs {}/{} drop-offs  q={:.2e}  [from step {}]{}",
+            "  {:<8} {:<kind_w$} {:<name_w$} odds {:>6.2} (95% {:.2}–{:.2}{adj})  {}/{} converters vs {}/{} drop-offs  q={:.2e}  [from step {}]{}",
             d.row.correlation_type,
             d.kind,
             d.row.event,

@@ -65,6 +65,23 @@ fn diagnosis_names_the_planted_causes() {
         .collect();
     assert!(d.segments.len() >= 2, "{text}");
     assert_eq!(rate_columns.len(), 1, "segment lines misaligned:\n{text}");
+    // So do the drivers' lines, events and person properties alike.
+    let odds_columns: std::collections::HashSet<usize> = text
+        .split("Drivers (")
+        .nth(1)
+        .expect("a drivers section")
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.find(" odds ").expect("an odds ratio"))
+        .collect();
+    let kinds: std::collections::HashSet<&str> =
+        d.drivers.iter().map(|x| x.kind.as_str()).collect();
+    assert!(
+        kinds.len() >= 2,
+        "drivers of one kind only: {kinds:?}\n{text}"
+    );
+    assert_eq!(odds_columns.len(), 1, "driver lines misaligned:\n{text}");
 }
 
 /// Within each segment the signal goes with converting, but the segment
