@@ -13,6 +13,8 @@
 //! and events at the same instant that match different things (rule 5's
 //! pairing by step number).
 
+use dropscope_core::query::FunnelOrder;
+
 use crate::funnel::Tally;
 use crate::ordered::Path;
 use crate::plan::{ActorCols, PersonBlock, Plan, Scratch};
@@ -39,6 +41,8 @@ pub(crate) struct State {
     start: [i64; MAX_KERNEL_STEPS + 1],
     times: [[i64; MAX_KERNEL_STEPS]; MAX_KERNEL_STEPS + 1],
     best: Best,
+    /// An unordered funnel's queues (`walk_unordered`).
+    queues: Queues,
 }
 
 /// Runs the funnel over every actor; `None` when the query is not one the
@@ -139,6 +143,7 @@ fn tally_block_inline(
     let mut buf = std::mem::take(&mut scratch.kernel);
     buf.gather::<true>(keep, &run.cols.event[rows.clone()], &run.cols.ts[rows]);
     let ps = &run.person_start;
+    let (n, unordered) = (plan.n(), plan.order == FunnelOrder::Unordered);
     let (mut first, mut first_later) = (0, 0);
     for pi in block.persons.clone() {
         let (end, end_later) = buf.kept_before(ps[pi + 1] as usize - r0);
@@ -149,21 +154,22 @@ fn tally_block_inline(
         }
         if !later {
             // Only first-step events: the path is the first of them, as
-            // `step` would find.
+            // `step` would find (unordered: one step done, at the first
+            // event's time, as `walk_unordered` would find).
             tally.add_first_step(plan, buf.ts[events.start]);
             continue;
         }
         let st = &mut scratch.kernel_state;
         st.has = 0;
         st.best.furthest = 0;
-        // The union of masks is only compared with 1 (and is not 1 here).
-        match walk(
-            plan,
-            &buf.mask[events.clone()],
-            &buf.ts[events],
-            u64::MAX,
-            st,
-        ) {
+        let (masks, tss) = (&buf.mask[events.clone()], &buf.ts[events]);
+        let path = if unordered {
+            Some(walk_unordered(n, plan.shape.window, masks, tss, st))
+        } else {
+            // The union of masks is only compared with 1 (and is not 1 here).
+            walk(plan, masks, tss, u64::MAX, st)
+        };
+        match path {
             Some(true) => add_best(plan, tally, &st.best),
             Some(false) => {}
             None => general(plan, scratch, &block.cols(pi).actor(plan.snap), tally),
@@ -239,6 +245,101 @@ fn run_actor(
     }
 }
 
+/// An unordered funnel's queues of step times, one per step: `ts[s]` from
+/// `head[s]` on are those still queued (popping moves the head). Reused
+/// from actor to actor.
+#[derive(Default)]
+struct Queues {
+    ts: [Vec<i64>; MAX_KERNEL_STEPS],
+    head: [usize; MAX_KERNEL_STEPS],
+}
+
+impl Queues {
+    #[inline]
+    fn front(&self, s: usize) -> Option<i64> {
+        self.ts[s].get(self.head[s]).copied()
+    }
+
+    #[inline]
+    fn back(&self, s: usize) -> Option<i64> {
+        (self.head[s] < self.ts[s].len()).then(|| self.ts[s][self.ts[s].len() - 1])
+    }
+}
+
+/// `unordered::run` over one actor's gathered events (`masks`, `tss`; no
+/// exclusions, no attribution), from a cleared `st.best`: a sliding window
+/// keeps a queue of times per step; step N means N distinct steps done
+/// within one window, recorded when the window slides past an event, when
+/// every step is done, or after the last event. The path (the sorted times
+/// of the recorded queues' fronts) is left in `st.best`; returns whether
+/// the actor entered. Same ties as `unordered::run` (the oldest front with
+/// the lowest step slides first; an event of several steps joins the one
+/// whose last queued time is oldest, the lowest step on a tie).
+#[inline]
+fn walk_unordered(n: usize, window: i64, masks: &[u64], tss: &[i64], st: &mut State) -> bool {
+    let (q, best) = (&mut st.queues, &mut st.best);
+    for s in 0..n {
+        q.ts[s].clear();
+        q.head[s] = 0;
+    }
+    let record = |q: &Queues, best: &mut Best| {
+        let mut firsts = [0i64; MAX_KERNEL_STEPS];
+        let mut count = 0;
+        for s in 0..n {
+            if let Some(t) = q.front(s) {
+                firsts[count] = t;
+                count += 1;
+            }
+        }
+        if count == 0 || best.furthest >= count {
+            return;
+        }
+        firsts[..count].sort_unstable();
+        best.furthest = count;
+        best.start = firsts[0];
+        best.times = firsts;
+    };
+    for (&mask, &ts) in masks.iter().zip(tss) {
+        // Slide: drop queued times that fell out of the window.
+        loop {
+            let mut oldest: Option<(i64, usize)> = None;
+            for s in 0..n {
+                if let Some(t) = q.front(s) {
+                    if oldest.is_none_or(|o| (t, s) < o) {
+                        oldest = Some((t, s));
+                    }
+                }
+            }
+            match oldest {
+                Some((t, s)) if ts - t > window => {
+                    record(q, best);
+                    q.head[s] += 1;
+                }
+                _ => break,
+            }
+        }
+        // The matching step whose latest queued time is oldest.
+        let mut target: Option<(i64, usize)> = None;
+        for s in 0..n {
+            if mask & (1 << s) != 0 {
+                let last = q.back(s).unwrap_or(i64::MIN);
+                if target.is_none_or(|(t, _)| last < t) {
+                    target = Some((last, s));
+                }
+            }
+        }
+        if let Some((_, s)) = target {
+            q.ts[s].push(ts);
+        }
+        if (0..n).all(|s| q.front(s).is_some()) {
+            record(q, best);
+            break;
+        }
+    }
+    record(q, best);
+    best.furthest > 0
+}
+
 /// A strict funnel sees every event in range: one that matches no step
 /// breaks every attempt (rule 6).
 #[inline]
@@ -308,7 +409,11 @@ fn run_gathered(
         to: plan.range.to,
     };
     let (k, any) = buf.gather::<false>(keep, event, times);
-    walk(plan, &buf.mask[..k], &buf.ts[..k], any, st)
+    let (masks, tss) = (&buf.mask[..k], &buf.ts[..k]);
+    if plan.order == FunnelOrder::Unordered {
+        return Some(walk_unordered(plan.n(), plan.shape.window, masks, tss, st));
+    }
+    walk(plan, masks, tss, any, st)
 }
 
 /// The state machine over one actor's gathered events (`any` is the union

@@ -351,25 +351,33 @@ impl<'s> Plan<'s> {
     }
 
     /// The step mask of every event id, when this query is one the fast
-    /// kernel (`crate::kernel`) computes exactly: an ordered or strict
-    /// `funnel` of at most 8 steps that are plain event names, counted
+    /// kernel (`crate::kernel`) computes exactly: a `funnel` (any order) of
+    /// at most 8 steps that are plain event names, counted
     /// once per person, without exclusions, breakdown, global filter,
     /// first-time steps, optional steps or per-step gaps.
     pub(crate) fn kernel_table(&self) -> Option<&[u64]> {
         if self.q.kind != QueryKind::Funnel {
             return None;
         }
-        self.path_kernel_table()
+        self.plain_table()
     }
 
-    /// [`Plan::kernel_table`] for any query kind: the table when the
-    /// kernel finds each actor's path (`crate::kernel::actor_path`)
-    /// exactly, for kinds that read only that path (correlation).
+    /// [`Plan::kernel_table`] for any query kind, ordered or strict: the
+    /// table when the kernel finds each actor's path
+    /// (`crate::kernel::actor_path_into`) exactly, for kinds that read only
+    /// that path (correlation).
     pub(crate) fn path_kernel_table(&self) -> Option<&[u64]> {
+        if self.q.order == FunnelOrder::Unordered {
+            return None;
+        }
+        self.plain_table()
+    }
+
+    /// The step mask of every event id when the funnel is plain (any order).
+    fn plain_table(&self) -> Option<&[u64]> {
         let q = self.q;
         let n = self.shape.n;
-        let plain = q.order != FunnelOrder::Unordered
-            && q.counting != Counting::Totals
+        let plain = q.counting != Counting::Totals
             && matches!(self.agg, Aggregation::Person)
             && n <= crate::kernel::MAX_KERNEL_STEPS
             && self.simple_steps == (1u64 << n) - 1
