@@ -289,10 +289,8 @@ pub fn funnel(plan: &Plan<'_>) -> Result<FunnelResult, QueryError> {
             "`totals` counting needs an ordered or strict funnel",
         ));
     }
-    let mut by_key: HashMap<BdKey, Tally> = match crate::kernel::funnel_tally(plan) {
-        // The fast path: one tally (no breakdown); no actor, no entry, as below.
-        Some(t) if t.counts.first().is_some_and(|&c| c > 0) => HashMap::from([(BdKey::None, t)]),
-        Some(_) => HashMap::new(),
+    let mut by_key: HashMap<BdKey, Tally> = match crate::kernel::funnel_tallies(plan) {
+        Some(t) => t,
         None => general_tallies(plan, totals_mode),
     };
     let mut all = Tally::new(n);

@@ -17,7 +17,11 @@ use dropscope_core::query::FunnelOrder;
 
 use crate::funnel::Tally;
 use crate::ordered::Path;
-use crate::plan::{ActorCols, PersonBlock, Plan, Scratch};
+use std::collections::HashMap;
+
+use dropscope_store::dict::value_str;
+
+use crate::plan::{ActorCols, BdKey, KernelBreakdown, PersonBlock, Plan, Scratch};
 
 /// Funnels up to this many steps take the fast path.
 pub const MAX_KERNEL_STEPS: usize = 8;
@@ -45,32 +49,101 @@ pub(crate) struct State {
     queues: Queues,
 }
 
-/// Runs the funnel over every actor; `None` when the query is not one the
-/// kernel takes.
-pub fn funnel_tally(plan: &Plan<'_>) -> Option<Tally> {
+/// Runs the funnel over every actor, by breakdown value (`BdKey::None`
+/// without a breakdown); `None` when the query is not one the kernel takes.
+pub fn funnel_tallies(plan: &Plan<'_>) -> Option<HashMap<BdKey, Tally>> {
     let table = plan.kernel_table()?;
     let n = plan.n();
-    let one = |tally: &mut Tally, scratch: &mut Scratch, cols: &ActorCols<'_>| {
+    let breakdown = plan.kernel_breakdown();
+    let one = |tallies: &mut Tallies, scratch: &mut Scratch, cols: &ActorCols<'_>| {
+        if breakdown.is_some() {
+            // Actors of several slices, with a breakdown: the general path
+            // (the kernel finds the breakdown value in a block's bitmaps).
+            return general(plan, scratch, &cols.actor(plan.snap), tallies);
+        }
         let st = &mut scratch.kernel_state;
         match run_actor(plan, table, cols.event, cols.ts, &mut scratch.kernel, st) {
-            Some(true) => add_best(plan, tally, &st.best),
+            Some(true) => add_best(plan, tallies.get(NO_VALUE), &st.best),
             Some(false) => {}
-            None => general(plan, scratch, &cols.actor(plan.snap), tally),
+            None => general(plan, scratch, &cols.actor(plan.snap), tallies),
         }
     };
     let parts = plan.fold_person_blocks(
-        || Tally::new(n),
-        |tally, scratch, block| {
+        || Tallies::new(n),
+        |tallies, scratch, block| {
             if plan.shape.strict {
                 // A strict funnel reads every event of an actor in range.
-                block.for_each(|cols| one(tally, scratch, &cols));
+                block.for_each(|cols| one(tallies, scratch, &cols));
             } else {
-                tally_block(plan, table, tally, scratch, block);
+                tally_block(plan, table, breakdown.as_ref(), tallies, scratch, block);
             }
         },
         one,
     );
-    Some(Tally::merge_all(n, parts))
+    Some(Tallies::merge(plan, parts))
+}
+
+/// The value id of "no breakdown value" (and the one key without a
+/// breakdown).
+const NO_VALUE: u32 = u32::MAX;
+
+/// One worker's tallies, by breakdown value id.
+struct Tallies {
+    n: usize,
+    /// The tallies, and the value id of the last one asked for with its
+    /// index (most runs of persons share one: without a breakdown, always).
+    list: Vec<(u32, Tally)>,
+    last: (u32, usize),
+    index: HashMap<u32, usize>,
+}
+
+impl Tallies {
+    fn new(n: usize) -> Tallies {
+        Tallies {
+            n,
+            list: vec![(NO_VALUE, Tally::new(n))],
+            last: (NO_VALUE, 0),
+            index: HashMap::from([(NO_VALUE, 0)]),
+        }
+    }
+
+    #[inline]
+    fn get(&mut self, value: u32) -> &mut Tally {
+        if self.last.0 != value {
+            let next = self.list.len();
+            let i = *self.index.entry(value).or_insert(next);
+            if i == next {
+                self.list.push((value, Tally::new(self.n)));
+            }
+            self.last = (value, i);
+        }
+        &mut self.list[self.last.1].1
+    }
+
+    /// All workers' tallies by breakdown key (lists copied once per key);
+    /// without a breakdown, one tally under `BdKey::None`, absent if no
+    /// actor entered (as the general path gives).
+    fn merge(plan: &Plan<'_>, parts: Vec<Tallies>) -> HashMap<BdKey, Tally> {
+        let n = plan.n();
+        let mut by_value: HashMap<u32, Vec<Tally>> = HashMap::new();
+        for t in parts {
+            for (v, tally) in t.list {
+                by_value.entry(v).or_default().push(tally);
+            }
+        }
+        by_value
+            .into_iter()
+            .map(|(v, ts)| (v, Tally::merge_all(n, ts)))
+            .filter(|(_, t)| t.counts.first().is_some_and(|&c| c > 0))
+            .map(|(v, t)| {
+                let key = match plan.breakdown {
+                    None => BdKey::None,
+                    Some(_) => BdKey::Values(vec![v]),
+                };
+                (key, t)
+            })
+            .collect()
+    }
 }
 
 /// Adds an actor's path (`st.best` after `run_actor` said it entered).
@@ -96,16 +169,17 @@ fn add_best(plan: &Plan<'_>, tally: &mut Tally, b: &Best) {
 fn tally_block(
     plan: &Plan<'_>,
     table: &[u64],
-    tally: &mut Tally,
+    breakdown: Option<&KernelBreakdown>,
+    tallies: &mut Tallies,
     scratch: &mut Scratch,
     block: &PersonBlock<'_>,
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("popcnt") {
         // SAFETY: the CPU has POPCNT.
-        return unsafe { tally_block_popcnt(plan, table, tally, scratch, block) };
+        return unsafe { tally_block_popcnt(plan, table, breakdown, tallies, scratch, block) };
     }
-    tally_block_inline(plan, table, tally, scratch, block)
+    tally_block_inline(plan, table, breakdown, tallies, scratch, block)
 }
 
 /// `tally_block` with the POPCNT instruction for the bit counts of
@@ -116,18 +190,20 @@ fn tally_block(
 unsafe fn tally_block_popcnt(
     plan: &Plan<'_>,
     table: &[u64],
-    tally: &mut Tally,
+    breakdown: Option<&KernelBreakdown>,
+    tallies: &mut Tallies,
     scratch: &mut Scratch,
     block: &PersonBlock<'_>,
 ) {
-    tally_block_inline(plan, table, tally, scratch, block)
+    tally_block_inline(plan, table, breakdown, tallies, scratch, block)
 }
 
 #[inline(always)]
 fn tally_block_inline(
     plan: &Plan<'_>,
     table: &[u64],
-    tally: &mut Tally,
+    breakdown: Option<&KernelBreakdown>,
+    tallies: &mut Tallies,
     scratch: &mut Scratch,
     block: &PersonBlock<'_>,
 ) {
@@ -143,6 +219,10 @@ fn tally_block_inline(
     let mut buf = std::mem::take(&mut scratch.kernel);
     buf.gather::<true>(keep, &run.cols.event[rows.clone()], &run.cols.ts[rows]);
     let ps = &run.person_start;
+    let values = match breakdown {
+        Some(b) => breakdown_values(plan, b, &buf, block),
+        None => Vec::new(),
+    };
     let (n, unordered) = (plan.n(), plan.order == FunnelOrder::Unordered);
     let (mut first, mut first_later) = (0, 0);
     for pi in block.persons.clone() {
@@ -152,6 +232,11 @@ fn tally_block_inline(
         if events.is_empty() || !block.is_solo(pi) {
             continue;
         }
+        let value = values
+            .get(pi - block.persons.start)
+            .copied()
+            .unwrap_or(NO_VALUE);
+        let tally = tallies.get(value);
         if !later {
             // Only first-step events: the path is the first of them, as
             // `step` would find (unordered: one step done, at the first
@@ -172,10 +257,71 @@ fn tally_block_inline(
         match path {
             Some(true) => add_best(plan, tally, &st.best),
             Some(false) => {}
-            None => general(plan, scratch, &block.cols(pi).actor(plan.snap), tally),
+            None => general(plan, scratch, &block.cols(pi).actor(plan.snap), tallies),
         }
     }
     scratch.kernel = buf;
+}
+
+/// The breakdown value of each person of a block (`NO_VALUE` for those
+/// without kept events): that of its first (last touch: last) kept event
+/// with a non-empty value of the property, as `Plan::attributed` picks it;
+/// `NO_VALUE` if none has one. The candidates' values are read in a pass of
+/// their own, so that their cache misses (one per person, in the property
+/// columns) overlap, instead of each stalling the state machine.
+fn breakdown_values(
+    plan: &Plan<'_>,
+    b: &KernelBreakdown,
+    buf: &Gathered,
+    block: &PersonBlock<'_>,
+) -> Vec<u32> {
+    let (ps, view) = (&block.run.person_start, block.run.cols.view());
+    let r0 = block.rows().start;
+    let rows = |pi: usize| ps[pi] as usize - r0..ps[pi + 1] as usize - r0;
+    let Some(key) = b.key else {
+        return Vec::new();
+    };
+    // Each person's first (last) kept row.
+    let candidate: Vec<Option<usize>> = block
+        .persons
+        .clone()
+        .map(|pi| {
+            let mut kept = buf.kept_rows(rows(pi));
+            if b.last {
+                kept.next_back()
+            } else {
+                kept.next()
+            }
+        })
+        .collect();
+    let mut values: Vec<u32> = candidate
+        .iter()
+        .map(|r| r.and_then(|r| view.prop(r0 + r, key)).unwrap_or(NO_VALUE))
+        .collect();
+    // Whether a value is empty, by value id (few distinct values per block).
+    let mut cache = [(NO_VALUE, false); 64];
+    let mut is_empty = |v: u32| {
+        let slot = &mut cache[v as usize % 64];
+        if slot.0 != v {
+            *slot = (v, value_str(plan.dicts.values.resolve(v)).is_empty());
+        }
+        slot.1
+    };
+    for (i, pi) in block.persons.clone().enumerate() {
+        if candidate[i].is_none() || (values[i] != NO_VALUE && !is_empty(values[i])) {
+            continue;
+        }
+        // The candidate has no value: search the person's other kept rows.
+        let mut value = |row: usize| view.prop(r0 + row, key).filter(|&v| !is_empty(v));
+        let mut kept = buf.kept_rows(rows(pi));
+        let found = if b.last {
+            kept.rev().find_map(&mut value)
+        } else {
+            kept.find_map(&mut value)
+        };
+        values[i] = found.unwrap_or(NO_VALUE);
+    }
+    values
 }
 
 /// One actor's path, for kinds other than `funnel` that read only it
@@ -208,21 +354,29 @@ pub(crate) fn actor_path_into(
     Some(true)
 }
 
-/// The general path for one actor (the shapes the kernel hands back).
+/// The general path for one actor (the shapes the kernel hands back, and
+/// actors of several slices with a breakdown).
 fn general(
     plan: &Plan<'_>,
     scratch: &mut Scratch,
     actor: &crate::plan::Actor<'_>,
-    tally: &mut Tally,
+    tallies: &mut Tallies,
 ) {
     plan.prepare(actor, &mut scratch.evs, &mut scratch.bd_values);
     if scratch.evs.is_empty() {
         return;
     }
-    let p: Option<Path> = plan.run_funnel(&scratch.evs, None);
-    if let Some(p) = p {
-        tally.add(plan, &p);
+    let mut out = std::mem::take(&mut scratch.paths);
+    plan.actor_paths(actor, scratch, &mut out);
+    for (k, p) in out.drain(..) {
+        let value = match k {
+            // One property (`Plan::kernel_table`), its value id.
+            BdKey::Values(v) => v.first().copied().unwrap_or(NO_VALUE),
+            _ => NO_VALUE,
+        };
+        tallies.get(value).add(plan, &p);
     }
+    scratch.paths = out;
 }
 
 /// One actor: `Some(true)` if it entered (its path is in `st.best`),
@@ -549,6 +703,14 @@ impl Gathered {
                 }));
         }
         out
+    }
+
+    /// The kept rows among `rows` (after `gather::<true>`), in order.
+    fn kept_rows(
+        &self,
+        rows: std::ops::Range<usize>,
+    ) -> impl DoubleEndedIterator<Item = usize> + '_ {
+        rows.filter(|&r| self.kept[r / 64] & (1 << (r % 64)) != 0)
     }
 
     /// How many rows before `row` were kept, and how many of those with a

@@ -70,6 +70,14 @@ pub enum BdKey {
     Cohort(u64),
 }
 
+/// The breakdown of a kernel funnel (`Plan::kernel_breakdown`).
+pub(crate) struct KernelBreakdown {
+    /// The event property's key id (`None`: no event has it).
+    pub key: Option<u32>,
+    /// Last touch (else first).
+    pub last: bool,
+}
+
 pub struct BreakdownPlan {
     pub kind: BreakdownType,
     pub keys: Vec<Option<u32>>,
@@ -359,7 +367,33 @@ impl<'s> Plan<'s> {
         if self.q.kind != QueryKind::Funnel {
             return None;
         }
-        self.plain_table()
+        let breakdown_fits = match &self.breakdown {
+            None => true,
+            Some(b) => {
+                !self.shape.strict
+                    && b.kind == BreakdownType::Event
+                    && b.keys.len() == 1
+                    && matches!(
+                        b.attribution,
+                        Attribution::FirstTouch | Attribution::LastTouch
+                    )
+            }
+        };
+        if !breakdown_fits {
+            return None;
+        }
+        self.plain_table(true)
+    }
+
+    /// The breakdown the kernel computes, when `kernel_table` takes the
+    /// query and it has one: one event property, attributed to the first or
+    /// the last step event (in range) that has a non-empty value.
+    pub(crate) fn kernel_breakdown(&self) -> Option<KernelBreakdown> {
+        let b = self.breakdown.as_ref()?;
+        Some(KernelBreakdown {
+            key: b.keys.first().copied().flatten(),
+            last: b.attribution == Attribution::LastTouch,
+        })
     }
 
     /// [`Plan::kernel_table`] for any query kind, ordered or strict: the
@@ -367,14 +401,15 @@ impl<'s> Plan<'s> {
     /// (`crate::kernel::actor_path_into`) exactly, for kinds that read only
     /// that path (correlation).
     pub(crate) fn path_kernel_table(&self) -> Option<&[u64]> {
-        if self.q.order == FunnelOrder::Unordered {
+        if self.q.order == FunnelOrder::Unordered || self.breakdown.is_some() {
             return None;
         }
-        self.plain_table()
+        self.plain_table(false)
     }
 
-    /// The step mask of every event id when the funnel is plain (any order).
-    fn plain_table(&self) -> Option<&[u64]> {
+    /// The step mask of every event id when the funnel is plain (any order;
+    /// a breakdown, if any, is checked by the caller).
+    fn plain_table(&self, with_breakdown: bool) -> Option<&[u64]> {
         let q = self.q;
         let n = self.shape.n;
         let plain = q.counting != Counting::Totals
@@ -383,7 +418,7 @@ impl<'s> Plan<'s> {
             && self.simple_steps == (1u64 << n) - 1
             && self.any_steps == 0
             && self.exclusions.is_empty()
-            && self.breakdown.is_none()
+            && (with_breakdown || self.breakdown.is_none())
             && self.global.is_none()
             && !self.first_time
             && !self.shape.optional.iter().any(|&o| o)
