@@ -295,8 +295,12 @@ pub fn funnel(plan: &Plan<'_>) -> Result<FunnelResult, QueryError> {
     };
     let mut all = Tally::new(n);
     if plan.breakdown.is_some() {
-        for t in by_key.values() {
-            all.merge(t.clone());
+        // In key order: the mean conversion times sum the merged lists in
+        // order, and hash order would change their last digits run to run.
+        let mut keys: Vec<&BdKey> = by_key.keys().collect();
+        keys.sort();
+        for k in keys {
+            all.merge(by_key[k].clone());
         }
     } else if let Some(t) = by_key.remove(&BdKey::None) {
         all = t;
