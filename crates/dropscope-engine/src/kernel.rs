@@ -68,7 +68,8 @@ pub fn funnel_tallies(plan: &Plan<'_>) -> Option<HashMap<BdKey, Tally>> {
             None => general(plan, scratch, &cols.actor(plan.snap), tallies),
         }
     };
-    let parts = plan.fold_person_blocks(
+    // With a breakdown, the blocks read property pages: released behind.
+    let parts = plan.fold_runs(
         || Tallies::new(n),
         |tallies, scratch, block| {
             if plan.shape.strict {
@@ -79,6 +80,7 @@ pub fn funnel_tallies(plan: &Plan<'_>) -> Option<HashMap<BdKey, Tally>> {
             }
         },
         one,
+        breakdown.is_some(),
     );
     Some(Tallies::merge(plan, parts))
 }

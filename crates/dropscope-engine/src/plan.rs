@@ -142,7 +142,7 @@ pub struct Scratch {
     pub(crate) kernel_state: crate::kernel::State,
 }
 
-/// One person actor's event ids and timestamps (`Plan::fold_person_blocks`).
+/// One person actor's event ids and timestamps (`Plan::fold_runs`).
 pub(crate) struct ActorCols<'a> {
     pub event: &'a [u32],
     pub ts: &'a [i64],
@@ -150,7 +150,7 @@ pub(crate) struct ActorCols<'a> {
 }
 
 /// A block of a run's persons, whose rows are contiguous
-/// (`Plan::fold_person_blocks`).
+/// (`Plan::fold_runs`).
 pub(crate) struct PersonBlock<'a> {
     /// The run's `Snapshot::solo_bits`.
     solo: &'a [u64],
@@ -761,8 +761,8 @@ impl<'s> Plan<'s> {
         }
     }
 
-    /// Folds over every person actor in parallel, for the kinds that read
-    /// just event ids and timestamps (the kernel). The actors whose events
+    /// Folds over every person actor in parallel (the kernel, and
+    /// `fold_actors` for the general path). The actors whose events
     /// are one slice of a run (every actor of a compacted store without
     /// later identity joins) come in blocks of a run's persons, whose rows
     /// are contiguous, to `block`: read straight from the run's columns,
@@ -776,23 +776,14 @@ impl<'s> Plan<'s> {
     /// hold per-actor values are copied once.
     ///
     /// Panics if the aggregation is not by person.
-    pub(crate) fn fold_person_blocks<A, I, B, F>(&self, init: I, block: B, f: F) -> Vec<A>
-    where
-        A: Send,
-        I: Fn() -> A + Sync + Send,
-        B: Fn(&mut A, &mut Scratch, &PersonBlock<'_>) + Sync + Send,
-        F: Fn(&mut A, &mut Scratch, &ActorCols<'_>) + Sync + Send,
-    {
-        self.fold_runs(init, block, f, false)
-    }
-
-    /// [`Plan::fold_person_blocks`]; with `release`, each block of a run's
-    /// persons drops its mapped pages but event ids and times once done
-    /// (`RunColumns::release_rows`), for the general path: a scan that
-    /// reads properties would otherwise keep every page of every column
-    /// resident (9–11 GB at 100M events). The kernel reads only the columns
-    /// that stay, so it does not call it.
-    fn fold_runs<A, I, B, F>(&self, init: I, block: B, f: F, release: bool) -> Vec<A>
+    ///
+    /// With `release`, each block of a run's persons drops its mapped pages
+    /// but event ids and times once done (`RunColumns::release_rows`): a
+    /// scan that reads properties would otherwise keep every page of every
+    /// column resident (9–11 GB at 100M events). The general path and the
+    /// kernel with a breakdown release; the kernel without one reads only
+    /// the columns that stay.
+    pub(crate) fn fold_runs<A, I, B, F>(&self, init: I, block: B, f: F, release: bool) -> Vec<A>
     where
         A: Send,
         I: Fn() -> A + Sync + Send,

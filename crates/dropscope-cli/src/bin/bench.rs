@@ -60,7 +60,7 @@ struct Args {
     no_cold: bool,
     /// Run the 5-step ordered funnel in DuckDB and ClickHouse windowFunnel
     /// (chDB) on the same data and report the ratios (installs both from
-    /// PyPI into target/tmp/bench-venv on first use).
+    /// PyPI into target/tmp/chdb-venv on first use).
     #[arg(long)]
     compare: bool,
     /// Seconds of durable HTTP capture to measure (0: skip). Needs the
