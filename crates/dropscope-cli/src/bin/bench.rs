@@ -40,7 +40,9 @@ struct Args {
     /// Approximate number of demo events.
     #[arg(long, default_value_t = 1_000_000)]
     events: usize,
-    /// Store folder (default: a temporary one, removed afterwards).
+    /// Store folder: generated into when absent or empty (a folder with
+    /// files is refused unless --reuse; default: a temporary one, removed
+    /// afterwards).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Warm repetitions per query (median, min and max are reported).
@@ -126,6 +128,7 @@ fn main() -> Result<()> {
     if let Some(name) = &args.cold_child {
         return cold_child(&args, name);
     }
+    check_args(&args)?;
     let events = if args.smoke {
         args.events.min(50_000)
     } else {
@@ -138,7 +141,15 @@ fn main() -> Result<()> {
         .unwrap_or_else(|| tmp.path().join("store"));
     let reuse = args.reuse && dir.exists();
     if dir.exists() && !reuse {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        // Only an empty folder: one with files may be someone's store.
+        ensure!(
+            std::fs::read_dir(&dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+                .next()
+                .is_none(),
+            "--data {} exists and is not empty: pass --reuse to benchmark the store in it, or remove it to generate anew",
+            dir.display()
+        );
     }
     if reuse {
         println!("dropscope-bench: reusing the store in {}", dir.display());
@@ -303,6 +314,25 @@ fn step_counts(res: &QueryResult) -> Option<Vec<u64>> {
 fn stats(mut times: Vec<f64>) -> (f64, f64, f64) {
     times.sort_by(f64::total_cmp);
     (times[times.len() / 2], times[0], times[times.len() - 1])
+}
+
+/// Refuses, before any work, flags that would end in an empty or failed run.
+fn check_args(args: &Args) -> Result<()> {
+    let names: Vec<&str> = all_queries().iter().map(|(n, _)| *n).collect();
+    let chosen: Vec<&str> = selected(args).iter().map(|(n, _)| *n).collect();
+    if let Some(only) = &args.only {
+        ensure!(
+            !chosen.is_empty(),
+            "--only {only:?} matches no benchmark query; the queries are: {}",
+            names.join(", ")
+        );
+    }
+    ensure!(
+        !args.compare || chosen.contains(&"funnel ordered"),
+        "--compare times the `funnel ordered` query against DuckDB and ClickHouse: --only {:?} leaves it out",
+        args.only.as_deref().unwrap_or_default()
+    );
+    Ok(())
 }
 
 /// The queries `--only` selects.
